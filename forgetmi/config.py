@@ -1,0 +1,254 @@
+"""Typed configuration: dataclass defaults < YAML file < ``--key=value`` overrides.
+
+Overrides use dotted paths for nested sections (``--data.image_size=512``) and may also name a
+field of a nested section by its bare name when that is unambiguous (``--image_size=512``), which
+is the form W&B's ``${args}`` produces. The merged config is saved beside every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from forgetmi.errors import ForgetMIError
+from forgetmi.utils.atomic import write_text
+
+T = TypeVar("T")
+
+
+class ConfigError(ForgetMIError):
+    """A config file or override names an unknown key or a value of the wrong type."""
+
+
+@dataclass
+class DataConfig:
+    """Where the data lives and how it is decoded. Paths may be relative to ``root``."""
+
+    root: str | None = None            # a dataset folder in the generated layout (fills the paths below)
+    split: str = "split.csv"
+    reports: str = "all_data.tsv"
+    img_dir: str = "images"
+    forget_set: str | None = "forget_set_10per.csv"
+    synonyms: str | None = "Synonyms.csv"
+    image_ext: str = "auto"            # auto | .dcm | .jpg | .png | .npy
+    image_size: int = 256              # side of the cached image (2048 is the paper's)
+    crop_size: int | None = None       # centre crop before resizing; None = image_size
+    text_encoder: str | None = None    # a BERT folder; None = the packaged all-MiniLM-L6-v2
+    max_length: int = 320
+    val_fraction: float = 0.1
+    cache_dir: str | None = None       # None = <root or split folder>/cache
+    workers: int = 1
+
+    def path(self, name: str) -> Path | None:
+        """Resolve one of the path fields against ``root``."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        value = Path(os.path.expanduser(value))
+        if not value.is_absolute() and self.root is not None:
+            value = Path(self.root) / value
+        return value
+
+    def resolved_cache_dir(self) -> Path:
+        if self.cache_dir is not None:
+            return self.path("cache_dir")
+        base = Path(self.root) if self.root is not None else self.path("split").parent
+        return base / "cache"
+
+
+@dataclass
+class NoiseConfig:
+    """The perturbation that makes the noisy forget set (SPEC §2)."""
+
+    image_mean: float = 0.0
+    image_std: float = 0.1
+    text_level: float = 0.5
+    use_image: bool = True
+    use_text: bool = True
+    keywords: list[str] | None = None  # None = the paper's nine frequent keywords
+
+
+@dataclass
+class ExperimentConfig:
+    """Top-level config; later sections (model, training, unlearning) join it."""
+
+    seed: int = 0
+    output_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+
+
+def _is_dataclass_type(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp, key: str):
+    """Convert ``value`` (from YAML or a command-line string) to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot be None")
+    if origin is list:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip().startswith("[") else \
+                [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0] if args else Any, key) for v in value]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(as_float)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(tp, value, prefix=f"{key}.")
+    return value
+
+
+def _build(cls: type[T], values: dict, prefix: str = "") -> T:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+                          f"known: {', '.join(sorted(prefix + k for k in known))}")
+    kwargs = {name: _coerce(v, hints[name], prefix + name) for name, v in values.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _field_paths(cls, prefix=()) -> dict[str, list[tuple[str, ...]]]:
+    """Map every leaf field name (and dotted path) to its full path(s)."""
+    paths: dict[str, list[tuple[str, ...]]] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path = prefix + (f.name,)
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            for k, v in _field_paths(tp, path).items():
+                paths.setdefault(k, []).extend(p for p in v if p not in paths.get(k, []))
+        else:
+            for key in {f.name, ".".join(path)}:
+                paths.setdefault(key, []).append(path)
+    return paths
+
+
+def parse_overrides(cls, overrides: list[str]) -> dict:
+    """Turn ``--a.b=c`` / ``a.b=c`` / ``--a.b c`` strings into a nested dict for ``cls``."""
+    paths = _field_paths(cls)
+    nested: dict = {}
+    items = list(overrides)
+    i = 0
+    while i < len(items):
+        token = items[i]
+        i += 1
+        body = token[2:] if token.startswith("--") else token
+        if "=" in body:
+            key, value = body.split("=", 1)
+        elif token.startswith("--") and i < len(items) and not items[i].startswith("--"):
+            key, value = body, items[i]
+            i += 1
+        else:
+            raise ConfigError(f"override {token!r}: expected --key=value")
+        key = key.replace("-", "_")
+        candidates = paths.get(key)
+        if not candidates:
+            raise ConfigError(f"unknown config key {key!r}")
+        if len(candidates) > 1:
+            raise ConfigError(f"config key {key!r} is ambiguous; use one of "
+                              f"{', '.join('.'.join(p) for p in candidates)}")
+        node = nested
+        *parents, leaf = candidates[0]
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value) if value.strip() else value
+        if isinstance(node[leaf], str) or node[leaf] is None:
+            node[leaf] = value if value.lower() not in ("none", "null", "~") else None
+    return nested
+
+
+def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None = None,
+                overrides: list[str] | None = None) -> T:
+    """Defaults < YAML ``path`` < ``overrides``; unknown keys and bad types raise ConfigError."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        values = loaded
+    if overrides:
+        values = _merge(values, parse_overrides(cls, overrides))
+    try:
+        return _build(cls, values)
+    except ConfigError as err:
+        if path is not None:
+            raise ConfigError(f"{path}: {err}") from None
+        raise
+
+
+def save_config(config, target: str | os.PathLike) -> Path:
+    """Write the merged config as YAML (atomically) so every result says how it was made."""
+    return write_text(target, yaml.safe_dump(to_dict(config), sort_keys=False))

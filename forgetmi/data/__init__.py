@@ -1,0 +1,1 @@
+"""Data layer: formats, partitions, images, caches, noise, datasets, and the stand-in dataset."""

