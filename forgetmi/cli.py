@@ -1,0 +1,165 @@
+"""The ``forgetmi`` command.
+
+Subcommands (data layer): make-demo-data, make-forget-set, audit, build-cache, keywords, demo.
+Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from forgetmi.errors import ForgetMIError
+
+logger = logging.getLogger("forgetmi")
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="experiment YAML (configs/experiments/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="--key=value",
+                        help="config overrides, e.g. --data.root=DIR --image_size=512")
+
+
+def _load_experiment(args, extra: list[str]):
+    from forgetmi.config import ExperimentConfig, load_config
+    return load_config(ExperimentConfig, args.config, list(args.overrides) + extra)
+
+
+def cmd_make_demo_data(args, extra) -> int:
+    from forgetmi.data.synthetic import generate_dataset
+    paths = generate_dataset(args.out, n_patients=args.patients, image_size=args.image_size,
+                             seed=args.seed, workers=args.workers, overwrite=args.overwrite)
+    logger.info("stand-in dataset written to %s", paths.root)
+    return 0
+
+
+def cmd_make_forget_set(args, extra) -> int:
+    from forgetmi.data.formats import read_split
+    from forgetmi.data.splits import make_forget_sets
+    from forgetmi.utils.atomic import write_csv
+
+    split = read_split(args.split)
+    sets = make_forget_sets(split, args.percents, seed=args.seed)
+    out = Path(args.out)
+    for percent, rows in sets.items():
+        frame = rows.rename(columns={"severity": "edema_severity"})
+        target = out / f"forget_set_{percent}per.csv"
+        write_csv(target, frame[["subject_id", "study_id", "dicom_id", "edema_severity", "fold"]])
+        logger.info("%s: %d rows (%.2f%% of %d), %d patients", target, len(rows),
+                    100 * len(rows) / len(split), len(split), rows["subject_id"].nunique())
+    return 0
+
+
+def cmd_audit(args, extra) -> int:
+    from forgetmi.data.formats import read_forget_set, read_split
+    from forgetmi.data.splits import audit_partitions, build_partitions
+    from forgetmi.utils.atomic import write_json, write_text
+
+    split = read_split(args.split)
+    forget = read_forget_set(args.forget)
+    parts = build_partitions(split, forget, args.val_fraction, args.seed, forget_path=args.forget)
+    report = audit_partitions(parts, split)
+    sys.stdout.write(report.to_text() + "\n")
+    if args.report:
+        report_path = Path(args.report)
+        if report_path.suffix == ".json":
+            write_json(report_path, report.to_dict())
+        else:
+            write_text(report_path, report.to_text() + "\n")
+    return 0 if report.ok else 1
+
+
+def cmd_build_cache(args, extra) -> int:
+    from forgetmi.data.prepare import ensure_caches, load_partitions
+    cfg = _load_experiment(args, extra)
+    data = ensure_caches(load_partitions(cfg.data, cfg.seed), rebuild=args.rebuild)
+    logger.info("image cache: %d images at %d² (%.1f s); token cache: %.1f s",
+                len(data.image_cache), cfg.data.image_size, data.timings["image_cache_s"],
+                data.timings["token_cache_s"])
+    return 0
+
+
+def cmd_keywords(args, extra) -> int:
+    from forgetmi.data.keywords import keywords_from_reports
+    words = keywords_from_reports(args.reports, k=args.k)
+    sys.stdout.write("\n".join(words) + "\n")
+    return 0
+
+
+def cmd_demo(args, extra) -> int:
+    from forgetmi.demo import run_demo
+    run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
+             workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forgetmi", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("make-demo-data", help="generate the MIMIC-like stand-in dataset")
+    p.add_argument("out")
+    p.add_argument("--patients", type=int, default=120,
+                   help="number of patients (120: tests; 1663: the real data's size)")
+    p.add_argument("--image-size", type=int, default=320, help="side of the DICOM files (up to ~2500)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_make_demo_data)
+
+    p = sub.add_parser("make-forget-set", help="nested patient-level forget sets, disjoint from TEST")
+    p.add_argument("--split", required=True)
+    p.add_argument("--percents", type=float, nargs="+", default=[3, 6, 10])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for forget_set_<p>per.csv")
+    p.set_defaults(func=cmd_make_forget_set)
+
+    p = sub.add_parser("audit", help="partition the split and prove there is no leakage")
+    p.add_argument("--split", required=True)
+    p.add_argument("--forget", required=True)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", help="also write the report (.txt or .json)")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("build-cache", help="decode images and tokenise reports once")
+    _add_data_args(p)
+    p.add_argument("--rebuild", action="store_true")
+    p.set_defaults(func=cmd_build_cache)
+
+    p = sub.add_parser("keywords", help="most frequent content words of your reports")
+    p.add_argument("reports", help="reports TSV (all_data.tsv format)")
+    p.add_argument("-k", type=int, default=9)
+    p.set_defaults(func=cmd_keywords)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the embedded stand-in data")
+    p.add_argument("--out", default="forgetmi-demo")
+    p.add_argument("--patients", type=int, default=120)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from forgetmi.utils.logs import setup_logging
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    setup_logging(-1 if args.quiet else args.verbose)
+    if extra and not hasattr(args, "overrides"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args, extra)
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

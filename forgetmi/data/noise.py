@@ -1,0 +1,239 @@
+"""Perturbations that turn the forget set into its noisy copy (SPEC §2).
+
+Image: add Gaussian noise N(mean, std) to the [0, 1] image and clip back to [0, 1].
+Text: mask up to two frequent keywords with a noise token, then, with equal chance, either
+word-level noise (one synonym substitution, then per word: delete, repeat or swap) or
+character-level noise (per word: insert, delete, substitute or swap a letter).
+
+Every draw comes from a numpy Generator seeded by ``sample_seed(seed, key)`` with the sample's
+key (its dicom_id), so the noisy set is the same in every process, worker and run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+# Frequent keywords of the MIMIC-CXR edema reports (the Forget-MI release's list, without its
+# "NUMBER" placeholder). `forgetmi.data.keywords.derive_keywords` finds them for other corpora.
+DEFAULT_KEYWORDS: tuple[str, ...] = (
+    "atelectasis", "lung", "edema", "cardiomegaly", "silhouette",
+    "pneumothorax", "markings", "disease", "chest",
+)
+
+# "[UNK]" rather than the release's "[NOISE]": every BERT vocabulary (SciBERT, MiniLM, ...) maps
+# "[UNK]" to one special token that carries no meaning, whereas "[NOISE]" is split into the
+# ordinary word pieces "[", "noise", "]" and so injects the word "noise" into every report.
+# "[MASK]" is avoided because a masked-LM-pretrained encoder treats it as "predict a word here".
+DEFAULT_NOISE_TOKEN = "[UNK]"
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+WORD_OPS = ("delete", "repeat", "swap")
+CHAR_OPS = ("insert", "delete", "substitute", "swap")
+
+
+def sample_seed(base_seed: int, key: str) -> int:
+    """A 63-bit seed for one sample, stable across processes, machines and Python runs.
+
+    Uses SHA-256 (``hash()`` is salted per process, so it would differ in each DataLoader worker).
+    """
+    digest = hashlib.sha256(f"{int(base_seed)}\x1f{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class Perturbation:
+    """Settings of the noisy forget set. Defaults are the paper's (sigma 0.1, text level 0.5)."""
+
+    image_std: float = 0.1
+    image_mean: float = 0.0
+    text_level: float = 0.5
+    keywords: tuple[str, ...] = DEFAULT_KEYWORDS
+    noise_token: str = DEFAULT_NOISE_TOKEN
+    use_image: bool = True
+    use_text: bool = True
+    seed: int = 0
+    max_masked_keywords: int = 2   # distinct keywords masked per report (every occurrence of each)
+    synonym_swaps: int = 1         # distinct words replaced by their synonym (the release uses 1)
+
+    def __post_init__(self):
+        self.keywords = tuple(dict.fromkeys(str(k).strip().lower() for k in self.keywords if str(k).strip()))
+        if self.image_std < 0:
+            raise ValueError(f"image_std must be >= 0, got {self.image_std}")
+        if not 0.0 <= self.text_level <= 1.0:
+            raise ValueError(f"text_level must be within [0, 1], got {self.text_level}")
+        if not self.noise_token.strip() or len(self.noise_token.split()) != 1:
+            raise ValueError(f"noise_token must be one non-empty word, got {self.noise_token!r}")
+        if self.max_masked_keywords < 0 or self.synonym_swaps < 0:
+            raise ValueError("max_masked_keywords and synonym_swaps must be >= 0")
+
+
+# ---------------------------------------------------------------------------------------- image
+
+def add_image_noise(image: np.ndarray, rng: np.random.Generator, std: float = 0.1,
+                    mean: float = 0.0) -> np.ndarray:
+    """``clip(image + N(mean, std), 0, 1)`` as float32, same shape as ``image``."""
+    image = np.asarray(image, dtype=np.float32)
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
+    noise *= np.float32(std)
+    noise += np.float32(mean)
+    noise += image
+    return np.clip(noise, 0.0, 1.0, out=noise)
+
+
+# ----------------------------------------------------------------------------------------- text
+
+def mask_keywords(text: str, keywords: Sequence[str], token: str, rng: np.random.Generator,
+                  max_count: int = 2) -> str:
+    """Replace every occurrence of up to ``max_count`` keywords present in ``text`` by ``token``.
+
+    Keywords match whole words, case-insensitively; which ones are masked is drawn from ``rng``.
+    """
+    present = [k for k in keywords
+               if re.search(rf"\b{re.escape(k)}\b", text, flags=re.IGNORECASE)]
+    if not present or max_count <= 0:
+        return text
+    chosen = rng.choice(len(present), size=min(max_count, len(present)), replace=False)
+    pattern = r"\b(?:" + "|".join(re.escape(present[i]) for i in sorted(chosen)) + r")\b"
+    return re.sub(pattern, token, text, flags=re.IGNORECASE)
+
+
+def substitute_synonyms(words: list[str], synonyms: Mapping[str, str], rng: np.random.Generator,
+                        count: int = 1, protect: str | None = None) -> list[str]:
+    """Replace ``count`` distinct words (every occurrence) by their most similar synonym.
+
+    Words are drawn by occurrence, so a frequent word is more likely to be chosen (as in the
+    release, which samples from the list of matching occurrences).
+    """
+    if not synonyms or count <= 0:
+        return words
+    occurrences = [w.lower() for w in words if w != protect and w.lower() in synonyms]
+    if not occurrences:
+        return words
+    chosen: list[str] = []
+    for i in rng.permutation(len(occurrences)):
+        if occurrences[i] not in chosen:
+            chosen.append(occurrences[i])
+            if len(chosen) == count:
+                break
+    return [synonyms[w.lower()] if w.lower() in chosen and w != protect else w for w in words]
+
+
+def word_noise(words: list[str], level: float, rng: np.random.Generator) -> list[str]:
+    """Per word, with probability ``level``: delete it, repeat it, or swap it with another position.
+
+    Never returns an empty list for a non-empty input.
+    """
+    words = list(words)
+    n = len(words)
+    if n == 0:
+        return words
+    counts = [1] * n
+    for i in range(n):
+        if rng.random() >= level:
+            continue
+        op = WORD_OPS[int(rng.integers(len(WORD_OPS)))]
+        if op == "swap" and n > 1:
+            j = int(rng.integers(n - 1))
+            j += j >= i  # a different position
+            words[i], words[j] = words[j], words[i]
+        elif op == "delete":
+            counts[i] = 0
+        else:  # repeat, and the swap of a one-word text
+            counts[i] = 2
+    out = [w for w, c in zip(words, counts) for _ in range(c)]
+    if not out:  # everything deleted: keep one word so the text is never empty
+        out = [words[int(rng.integers(n))]]
+    return out
+
+
+def _noisy_word(word: str, rng: np.random.Generator) -> str:
+    """One character edit that always changes the word (the release's could be a no-op)."""
+    op = CHAR_OPS[int(rng.integers(len(CHAR_OPS)))]
+    if op == "swap":
+        pairs = [p for p in range(len(word) - 1) if word[p] != word[p + 1]]
+        if pairs:
+            p = pairs[int(rng.integers(len(pairs)))]
+            return word[:p] + word[p + 1] + word[p] + word[p + 2:]
+        op = "substitute"
+    if op == "delete":
+        if len(word) > 1:
+            p = int(rng.integers(len(word)))
+            return word[:p] + word[p + 1:]
+        op = "substitute"
+    if op == "insert":
+        p = int(rng.integers(len(word) + 1))
+        return word[:p] + LETTERS[int(rng.integers(len(LETTERS)))] + word[p:]
+    p = int(rng.integers(len(word)))
+    choices = LETTERS.replace(word[p].lower(), "")
+    return word[:p] + choices[int(rng.integers(len(choices)))] + word[p + 1:]
+
+
+def char_noise(words: list[str], level: float, rng: np.random.Generator,
+               protect: str | None = None) -> list[str]:
+    """Per word, with probability ``level``: insert, delete, substitute or swap one letter.
+
+    Words containing ``protect`` (the noise token) are left intact so they stay one token.
+    """
+    out = []
+    for word in words:
+        if rng.random() < level and not (protect and protect in word):
+            word = _noisy_word(word, rng)
+        out.append(word)
+    return out
+
+
+class Perturber:
+    """Seeded, per-sample perturbation of images and report texts.
+
+    ``synonyms`` maps a word to its replacement (``forgetmi.data.formats.read_synonyms``); without
+    it, word-level noise skips the substitution step.
+    """
+
+    def __init__(self, config: Perturbation | None = None,
+                 synonyms: Mapping[str, str] | None = None):
+        self.config = config or Perturbation()
+        self.synonyms = {str(k).lower(): str(v) for k, v in (synonyms or {}).items()}
+
+    def _rng(self, stream: str, key: str) -> np.random.Generator:
+        # Separate streams so image and text draws never depend on each other.
+        return np.random.default_rng(sample_seed(self.config.seed, f"{stream}/{key}"))
+
+    def image(self, img: np.ndarray, key: str) -> np.ndarray:
+        """The noisy image for sample ``key`` (float32, same shape); unchanged if disabled."""
+        if not self.config.use_image:
+            return np.asarray(img, dtype=np.float32)
+        return add_image_noise(img, self._rng("image", str(key)),
+                               self.config.image_std, self.config.image_mean)
+
+    def text(self, text: str, key: str) -> str:
+        """The noisy report for sample ``key``; never empty. Unchanged if disabled."""
+        if not self.config.use_text:
+            return text
+        return self.text_with_mode(text, key)[0]
+
+    def text_with_mode(self, text: str, key: str) -> tuple[str, str]:
+        """The noisy report and which branch made it ("word" or "char")."""
+        cfg = self.config
+        rng = self._rng("text", str(key))
+        masked = mask_keywords(text, cfg.keywords, cfg.noise_token, rng, cfg.max_masked_keywords)
+        words = masked.split()
+        if not words:
+            return cfg.noise_token, "word"
+        if rng.random() < 0.5:
+            words = substitute_synonyms(words, self.synonyms, rng, cfg.synonym_swaps,
+                                        protect=cfg.noise_token)
+            return " ".join(word_noise(words, cfg.text_level, rng)), "word"
+        return " ".join(char_noise(words, cfg.text_level, rng, protect=cfg.noise_token)), "char"
+
+
+def build_perturber(config: Perturbation | None = None, synonyms_path=None) -> Perturber:
+    """A :class:`Perturber` with the synonym table read from ``synonyms_path`` (optional)."""
+    from forgetmi.data.formats import read_synonyms
+
+    synonyms = read_synonyms(synonyms_path) if synonyms_path is not None else None
+    return Perturber(config, synonyms)

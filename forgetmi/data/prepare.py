@@ -1,0 +1,97 @@
+"""From a :class:`~forgetmi.config.DataConfig` to validated partitions and warm caches.
+
+This is the one place that turns files on disk into what training, unlearning and evaluation
+consume, so every entry point validates and audits the data the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from forgetmi.config import DataConfig
+from forgetmi.data import formats
+from forgetmi.data.splits import AuditReport, Partitions, audit_partitions, build_partitions
+from forgetmi.errors import CacheError, DataError
+
+logger = logging.getLogger("forgetmi.data")
+
+
+@dataclass
+class PreparedData:
+    config: DataConfig
+    split: pd.DataFrame
+    reports: pd.DataFrame
+    partitions: Partitions
+    audit: AuditReport
+    image_cache: object = None   # forgetmi.data.cache.ImageCache
+    token_cache: object = None   # forgetmi.data.text.TokenCache
+    timings: dict = field(default_factory=dict)
+
+
+def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
+    """Read and validate the split, forget set and reports; partition; audit (raises on leakage)."""
+    split_path = config.path("split")
+    split = formats.read_split(split_path)
+    forget_path = config.path("forget_set")
+    forget = formats.read_forget_set(forget_path) if forget_path is not None else None
+    reports = formats.read_reports(config.path("reports"))
+    parts = build_partitions(split, forget, config.val_fraction, seed, forget_path=forget_path)
+    audit = audit_partitions(parts, split)
+    audit.raise_if_failed()
+    missing = ~split["study_id"].isin(reports["study_id"])
+    if missing.any():
+        i = int(missing.to_numpy().nonzero()[0][0])
+        raise DataError(f"study has no report in {config.path('reports')} "
+                        f"({int(missing.sum())} row(s) without a report)", split_path, i + 2,
+                        "study_id")
+    logger.info("data: %d rows, %d patients; forget %d rows / %d patients",
+                len(split), split["subject_id"].nunique(), len(parts.forget),
+                parts.forget["subject_id"].nunique())
+    return PreparedData(config=config, split=split, reports=reports, partitions=parts, audit=audit)
+
+
+def ensure_caches(data: PreparedData, rebuild: bool = False) -> PreparedData:
+    """Open the image and token caches, building (or rebuilding) them when absent or stale."""
+    from forgetmi.data import cache, text
+
+    config = data.config
+    cache_root = config.resolved_cache_dir()
+    crop = config.crop_size or config.image_size
+    image_dir = cache_root / f"images-{config.image_size}-crop{crop}"
+    start = time.perf_counter()
+    image_cache = None
+    if not rebuild:
+        try:
+            image_cache = cache.ImageCache.open(image_dir, expect=cache.expected_meta(
+                data.split, config.path("img_dir"), config.image_size, crop, config.image_ext))
+        except CacheError as err:
+            if image_dir.exists():
+                logger.info("image cache is stale (%s); rebuilding", err)
+    if image_cache is None:
+        image_cache = cache.build_image_cache(
+            data.split, config.path("img_dir"), image_dir, config.image_size, crop_size=crop,
+            ext=config.image_ext, workers=config.workers, source=config.path("split"))
+    data.timings["image_cache_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    encoder = Path(config.text_encoder) if config.text_encoder else text.default_text_encoder_path()
+    token_dir = cache_root / f"tokens-{text.encoder_tag(encoder)}-{config.max_length}"
+    token_cache = None
+    if not rebuild:
+        try:
+            token_cache = text.TokenCache.open(token_dir, expect=text.expected_meta(
+                data.reports, encoder, config.max_length))
+        except CacheError as err:
+            if token_dir.exists():
+                logger.info("token cache is stale (%s); rebuilding", err)
+    if token_cache is None:
+        token_cache = text.build_token_cache(data.reports, data.split, token_dir, encoder,
+                                             config.max_length, source=config.path("split"))
+    data.timings["token_cache_s"] = time.perf_counter() - start
+    data.image_cache, data.token_cache = image_cache, token_cache
+    return data

@@ -1,0 +1,30 @@
+"""Shared fixtures: the reference files and a small generated dataset (built once per session)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference-data"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE / "mimic-cxr-sub-img-edema-split-manualtest.csv").is_file():
+        pytest.skip(f"reference data not found at {REFERENCE} (a clone outside the project setup)")
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory):
+    """The default small stand-in dataset, generated once for the whole test session."""
+    from forgetmi.data.synthetic import generate_dataset
+    root = tmp_path_factory.mktemp("demo") / "data"
+    return generate_dataset(root, n_patients=60, image_size=128, seed=0, workers=2)

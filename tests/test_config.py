@@ -1,0 +1,52 @@
+"""Typed config: defaults < YAML < --key=value, with errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from forgetmi.config import ConfigError, ExperimentConfig, load_config, save_config
+
+
+def test_precedence_and_types(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("seed: 5\ndata:\n  image_size: 512\n  root: /data\nnoise:\n  text_level: 0.3\n")
+    cfg = load_config(ExperimentConfig, path, ["--image_size=1024", "--noise.use_text=false",
+                                               "--keywords=lung,edema", "--crop_size", "2048"])
+    assert cfg.seed == 5 and cfg.data.root == "/data"
+    assert cfg.data.image_size == 1024 and cfg.data.crop_size == 2048
+    assert cfg.noise.text_level == 0.3 and cfg.noise.use_text is False
+    assert cfg.noise.keywords == ["lung", "edema"]
+    assert cfg.data.path("split").as_posix() == "/data/split.csv"
+    assert load_config(ExperimentConfig, None, ["--crop_size=none"]).data.crop_size is None
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(ExperimentConfig, None, ["--image_size=384", "--seed=2"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(ExperimentConfig, tmp_path / "config.yaml") == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["image_size"] == 384
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--image_size=big"], "data.image_size: expected an integer, got 'big'"),
+    (["--image_size=1.5"], "data.image_size: expected an integer"),
+    (["--no_such_key=1"], "unknown config key 'no_such_key'"),
+    (["--use_image=maybe"], "noise.use_image: expected true/false"),
+    (["image_size"], "expected --key=value"),
+])
+def test_bad_overrides(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_config(ExperimentConfig, None, overrides)
+
+
+def test_bad_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  imagesize: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml: unknown config key\\(s\\) data.imagesize"):
+        load_config(ExperimentConfig, path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(ExperimentConfig, path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(ExperimentConfig, tmp_path / "missing.yaml")
