@@ -88,6 +88,14 @@ def cmd_keywords(args, extra) -> int:
     return 0
 
 
+def cmd_import_checkpoint(args, extra) -> int:
+    from forgetmi.models.checkpoint import import_published_checkpoint
+    model = import_published_checkpoint(args.src, text_encoder=args.text_encoder)
+    model.save_pretrained(args.dst)
+    logger.info("imported %s -> %s (safetensors)", args.src, args.dst)
+    return 0
+
+
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
     run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
@@ -135,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reports", help="reports TSV (all_data.tsv format)")
     p.add_argument("-k", type=int, default=9)
     p.set_defaults(func=cmd_keywords)
+
+    p = sub.add_parser("import-checkpoint",
+                       help="convert a published Forget-MI checkpoint folder to forgetmi's format")
+    p.add_argument("src", help="folder with config.json and pytorch_model.bin")
+    p.add_argument("dst", help="output folder (config.json + model.safetensors)")
+    p.add_argument("--text-encoder", help="tokenizer folder to record (e.g. SciBERT)")
+    p.set_defaults(func=cmd_import_checkpoint)
 
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded stand-in data")
     p.add_argument("--out", default="forgetmi-demo")

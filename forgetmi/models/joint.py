@@ -1,0 +1,117 @@
+"""The joint model: image encoder + text encoder + owned fusion + heads, with named outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import BertConfig
+from transformers.utils import ModelOutput as _HFOutput
+
+from forgetmi.errors import ForgetMIError
+from forgetmi.models.config import ModelConfig
+from forgetmi.models.fusion import GatedFusion
+from forgetmi.models.image import ImageEncoder
+from forgetmi.models.text import TextEncoder
+from forgetmi.utils.atomic import atomic_path
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class ModelOutput(_HFOutput):
+    """Named outputs (a dict underneath, so DDP and DeepSpeed traverse it)."""
+
+    image_embedding: torch.Tensor | None = None
+    text_embedding: torch.Tensor | None = None
+    joint_embedding: torch.Tensor | None = None
+    image_logits: torch.Tensor | None = None
+    text_logits: torch.Tensor | None = None
+    joint_logits: torch.Tensor | None = None
+
+
+class JointModel(nn.Module):
+    def __init__(self, config: ModelConfig, pretrained_text: bool = True,
+                 bert_config: BertConfig | None = None):
+        super().__init__()
+        self.config = config
+        self.img_model = ImageEncoder(config.image_widths, config.image_pool, config.num_labels)
+        dim = self.img_model.embed_dim
+        self.text_model = TextEncoder.build(config.text_encoder, dim, config.num_labels,
+                                            config.text_dropout, pretrained=pretrained_text,
+                                            bert_config=bert_config,
+                                            tiny_hidden=config.tiny_text_hidden,
+                                            tiny_layers=config.tiny_text_layers)
+        self.fusion = GatedFusion(dim, dim, config.fusion_scale_init, config.fusion_scale_max)
+        self.joint_head = nn.Linear(dim, config.num_labels)
+
+    @property
+    def bert_config(self) -> BertConfig:
+        return self.text_model.bert.config
+
+    def forward(self, image: torch.Tensor, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> ModelOutput:
+        image_embedding, image_logits = self.img_model(image)
+        text_embedding, text_logits = self.text_model(input_ids, attention_mask)
+        joint = self.fusion(image_embedding, text_embedding)
+        return ModelOutput(image_embedding=image_embedding, text_embedding=text_embedding,
+                           joint_embedding=joint, image_logits=image_logits,
+                           text_logits=text_logits, joint_logits=self.joint_head(joint))
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        meta = {"forgetmi_model": dataclasses.asdict(self.config),
+                "bert": self.bert_config.to_dict(), "format_version": 1}
+        with atomic_path(directory) as tmp:
+            tmp.mkdir()
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
+        return Path(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "JointModel":
+        directory = Path(directory)
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if not config_path.is_file() or not weights_path.is_file():
+            raise ForgetMIError(f"{directory}: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
+                                "(a folder written by save_pretrained)")
+        try:
+            meta = json.loads(config_path.read_text())
+            config = ModelConfig(**meta["forgetmi_model"])
+            bert_config = BertConfig(**meta["bert"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ForgetMIError(f"{config_path}: not a forgetmi model config ({err})") from None
+        model = cls(config, pretrained_text=False, bert_config=bert_config)
+        try:
+            state = load_file(str(weights_path))
+        except Exception as err:  # safetensors raises its own error types for damaged files
+            raise ForgetMIError(f"{weights_path}: unreadable or truncated weights ({err})") from None
+        load_state_strict(model, state, weights_path)
+        return model
+
+
+def load_state_strict(model: nn.Module, state: dict, source, allow_missing: tuple[str, ...] = ()):
+    """Load ``state`` and fail with the lists of missing and unexpected keys (shapes too)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
+                   for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected),
+                            ("wrong shape", wrong_shape)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{label} keys: {shown}")
+        raise ForgetMIError(f"{source}: weights do not match the model; " + "; ".join(parts))
+    model.load_state_dict(state, strict=False)
