@@ -1,0 +1,1 @@
+"""Loss terms, one module per family."""
