@@ -74,7 +74,8 @@ def cmd_audit(args, extra) -> int:
 def cmd_build_cache(args, extra) -> int:
     from forgetmi.data.prepare import ensure_caches, load_partitions
     cfg = _load_experiment(args, extra)
-    data = ensure_caches(load_partitions(cfg.data, cfg.seed), rebuild=args.rebuild)
+    data = ensure_caches(load_partitions(cfg.data, cfg.seed), cfg.model.text_encoder,
+                         rebuild=args.rebuild)
     logger.info("image cache: %d images at %d² (%.1f s); token cache: %.1f s",
                 len(data.image_cache), cfg.data.image_size, data.timings["image_cache_s"],
                 data.timings["token_cache_s"])

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from forgetmi.errors import ForgetMIError
+from forgetmi.models.config import ModelConfig
 from forgetmi.utils.atomic import write_text
 
 T = TypeVar("T")
@@ -40,8 +41,7 @@ class DataConfig:
     image_ext: str = "auto"            # auto | .dcm | .jpg | .png | .npy
     image_size: int = 256              # side of the cached image (2048 is the paper's)
     crop_size: int | None = None       # centre crop before resizing; None = image_size
-    text_encoder: str | None = None    # a BERT folder; None = the packaged all-MiniLM-L6-v2
-    max_length: int = 320
+    max_length: int = 320              # tokens per report (the tokenizer is model.text_encoder's)
     val_fraction: float = 0.1
     cache_dir: str | None = None       # None = <root or split folder>/cache
     workers: int = 1
@@ -76,13 +76,50 @@ class NoiseConfig:
 
 
 @dataclass
+class TrainConfig:
+    """The engine's knobs, shared by training, retraining and unlearning."""
+
+    epochs: int = 10
+    batch_size: int = 16               # per process
+    eval_batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    scheduler: str = "cosine"          # cosine | linear | constant
+    warmup_ratio: float = 0.05
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0         # 0 disables clipping
+    precision: str | None = None       # no | bf16 | fp16; None = the launcher's choice
+    ranking_weight: float = 1.0
+    joint_weight: float = 1.0
+    early_stopping_patience: int = 3   # epochs without validation improvement; 0 disables
+    early_stopping_metric: str = "joint_auc"
+    checkpoint_every: int = 50         # optimizer steps between "latest" checkpoints
+    log_every: int = 10                # optimizer steps between logged metrics
+    num_workers: int = 0
+    resume: bool = True                # continue from output_dir/checkpoints/latest if present
+    max_steps: int = 0                 # stop after this many optimizer steps (0 = no limit)
+    stop_after: int = 0                # crash on purpose after N optimizer steps (resume tests)
+
+
+@dataclass
+class TrackingConfig:
+    wandb: str = "offline"             # offline | online | disabled
+    project: str = "forgetmi"
+    run_name: str | None = None        # None = derived from the output folder (deterministic)
+    entity: str | None = None
+
+
+@dataclass
 class ExperimentConfig:
-    """Top-level config; later sections (model, training, unlearning) join it."""
+    """Top-level config: data, noise, model, engine and tracking sections."""
 
     seed: int = 0
     output_dir: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def _is_dataclass_type(tp) -> bool:

@@ -81,7 +81,10 @@ def derive_keywords(texts: Iterable[str], k: int = 9, min_length: int = 4,
 
 def keywords_from_reports(reports_path: str | os.PathLike, k: int = 9, min_length: int = 4,
                           stopwords: Iterable[str] | None = None) -> list[str]:
-    """:func:`derive_keywords` over the reports TSV (``all_data.tsv`` format) at ``reports_path``."""
+    """:func:`derive_keywords` over the reports TSV (``all_data.tsv`` format) at ``reports_path``.
+
+    For the ``forgetmi keywords`` command: prints nothing, logs counts only.
+    """
     from forgetmi.data.formats import read_reports
 
     reports = read_reports(reports_path)

@@ -61,7 +61,8 @@ class Perturbation:
     synonym_swaps: int = 1         # distinct words replaced by their synonym (the release uses 1)
 
     def __post_init__(self):
-        self.keywords = tuple(dict.fromkeys(str(k).strip().lower() for k in self.keywords if str(k).strip()))
+        words = (str(k).strip().lower() for k in self.keywords)
+        self.keywords = tuple(dict.fromkeys(w for w in words if w))  # deduplicated, in order
         if self.image_std < 0:
             raise ValueError(f"image_std must be >= 0, got {self.image_std}")
         if not 0.0 <= self.text_level <= 1.0:

@@ -55,8 +55,13 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
     return PreparedData(config=config, split=split, reports=reports, partitions=parts, audit=audit)
 
 
-def ensure_caches(data: PreparedData, rebuild: bool = False) -> PreparedData:
-    """Open the image and token caches, building (or rebuilding) them when absent or stale."""
+def ensure_caches(data: PreparedData, text_encoder: str | None = None,
+                  rebuild: bool = False) -> PreparedData:
+    """Open the image and token caches, building (or rebuilding) them when absent or stale.
+
+    ``text_encoder`` is the model's BERT folder whose tokenizer is used (None or "tiny": the
+    packaged MiniLM's).
+    """
     from forgetmi.data import cache, text
 
     config = data.config
@@ -79,7 +84,8 @@ def ensure_caches(data: PreparedData, rebuild: bool = False) -> PreparedData:
     data.timings["image_cache_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    encoder = Path(config.text_encoder) if config.text_encoder else text.default_text_encoder_path()
+    encoder = (text.default_text_encoder_path() if text_encoder in (None, "", "tiny")
+               else Path(text_encoder))
     token_dir = cache_root / f"tokens-{text.encoder_tag(encoder)}-{config.max_length}"
     token_cache = None
     if not rebuild:
