@@ -2,7 +2,7 @@
 
 Overrides use dotted paths for nested sections (``--data.image_size=512``) and may also name a
 field of a nested section by its bare name when that is unambiguous (``--image_size=512``), which
-is the form W&B's ``${args}`` produces. The merged config is saved beside every result.
+is the form W&B's ``${args}`` produces; a bare name that is a top-level field means that field. The merged config is saved beside every result.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from forgetmi.data.noise import Perturbation
 from forgetmi.errors import ForgetMIError
 from forgetmi.models.config import ModelConfig
 from forgetmi.utils.atomic import write_text
@@ -64,18 +65,6 @@ class DataConfig:
 
 
 @dataclass
-class NoiseConfig:
-    """The perturbation that makes the noisy forget set (SPEC §2)."""
-
-    image_mean: float = 0.0
-    image_std: float = 0.1
-    text_level: float = 0.5
-    use_image: bool = True
-    use_text: bool = True
-    keywords: list[str] | None = None  # None = the paper's nine frequent keywords
-
-
-@dataclass
 class TrainConfig:
     """The engine's knobs, shared by training, retraining and unlearning."""
 
@@ -116,7 +105,7 @@ class ExperimentConfig:
     seed: int = 0
     output_dir: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    noise: Perturbation = field(default_factory=Perturbation)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -143,13 +132,14 @@ def _coerce(value: Any, tp, key: str):
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{key}: cannot be None")
-    if origin is list:
+    if origin in (list, tuple):
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.strip().startswith("[") else \
                 [v for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, args[0] if args else Any, key) for v in value]
+        items = [_coerce(v, args[0] if args else Any, key) for v in value]
+        return items if origin is list else tuple(items)
     if tp is Any:
         return value
     if tp is bool:
@@ -246,6 +236,8 @@ def parse_overrides(cls, overrides: list[str]) -> dict:
             raise ConfigError(f"override {token!r}: expected --key=value")
         key = key.replace("-", "_")
         candidates = paths.get(key)
+        if candidates and len(candidates) > 1 and (key,) in candidates:
+            candidates = [(key,)]  # a bare name that is also a top-level field means that field
         if not candidates:
             raise ConfigError(f"unknown config key {key!r}")
         if len(candidates) > 1:

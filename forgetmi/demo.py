@@ -35,8 +35,7 @@ def _dataset(out: Path, n_patients: int, image_size: int, seed: int, workers: in
 def run_demo(out: Path, n_patients: int = 120, image_size: int = 256, seed: int = 0,
              workers: int = 2) -> dict:
     from forgetmi.data.dataset import EdemaDataset, build_loader
-    from forgetmi.data.formats import read_synonyms
-    from forgetmi.data.noise import Perturber
+    from forgetmi.data.noise import Perturbation, build_perturber
     from forgetmi.data.prepare import ensure_caches, load_partitions
 
     out = Path(out)
@@ -53,7 +52,7 @@ def run_demo(out: Path, n_patients: int = 120, image_size: int = 256, seed: int 
     data = ensure_caches(audits[max(audits)])
     logger.info("\n%s", data.audit.to_text())
 
-    perturber = Perturber.from_config(seed=seed, synonyms=read_synonyms(paths.synonyms))
+    perturber = build_perturber(Perturbation(seed=seed), paths.synonyms)
     throughput = {}
     for name, frame in data.partitions.items():
         dataset = EdemaDataset(frame, data.image_cache, data.token_cache)
@@ -62,7 +61,7 @@ def run_demo(out: Path, n_patients: int = 120, image_size: int = 256, seed: int 
                                                               seed=seed))
         throughput[name] = (n, n / max(time.perf_counter() - tic, 1e-9))
     noisy = EdemaDataset(data.partitions.forget, data.image_cache, data.token_cache,
-                         perturb=perturber)
+                         perturb=perturber, reports=data.reports.set_index("study_id")["text"])
     batch = next(iter(build_loader(noisy, batch_size=8, shuffle=False, seed=seed)))
     clean = next(iter(build_loader(EdemaDataset(data.partitions.forget, data.image_cache,
                                                 data.token_cache), batch_size=8, shuffle=False,

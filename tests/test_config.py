@@ -16,9 +16,14 @@ def test_precedence_and_types(tmp_path):
     assert cfg.seed == 5 and cfg.data.root == "/data"
     assert cfg.data.image_size == 1024 and cfg.data.crop_size == 2048
     assert cfg.noise.text_level == 0.3 and cfg.noise.use_text is False
-    assert cfg.noise.keywords == ["lung", "edema"]
+    assert cfg.noise.keywords == ("lung", "edema")
     assert cfg.data.path("split").as_posix() == "/data/split.csv"
     assert load_config(ExperimentConfig, None, ["--crop_size=none"]).data.crop_size is None
+
+
+def test_bare_names_resolve_to_the_top_level_first():
+    cfg = load_config(ExperimentConfig, None, ["--seed=4", "--noise.seed=9", "--lr=1e-5"])
+    assert (cfg.seed, cfg.noise.seed, cfg.train.lr) == (4, 9, 1e-5)
 
 
 def test_saved_config_round_trips(tmp_path):

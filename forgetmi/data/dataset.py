@@ -132,3 +132,21 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=worker_generator,
                       num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
                       persistent_workers=persistent_workers and num_workers > 0)
+
+
+def trim_padding(batch: dict) -> dict:
+    """Cut ``input_ids``/``attention_mask`` to the longest report in the batch.
+
+    Reports average far fewer tokens than ``max_length``; attention over the padding is masked
+    anyway, so this changes no result and saves most of the text encoder's work.
+    """
+    mask = batch.get("attention_mask")
+    if mask is None or mask.ndim != 2:
+        return batch
+    longest = int(mask.sum(dim=1).max())
+    if longest >= mask.shape[1]:
+        return batch
+    out = dict(batch)
+    out["attention_mask"] = mask[:, :longest]
+    out["input_ids"] = batch["input_ids"][:, :longest]
+    return out

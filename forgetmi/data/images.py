@@ -175,11 +175,25 @@ def pad_and_crop(image: np.ndarray, crop_size: int, pad: int = PAD) -> np.ndarra
     return out
 
 
-def area_downsample(image: np.ndarray, size: int) -> np.ndarray:
-    """Average-pool a square float image to ``size`` x ``size`` (each output pixel = mean of its area).
+def area_weights(side: int, size: int) -> np.ndarray:
+    """(size, side) matrix: row i holds the share of each source pixel in output pixel i.
 
-    Integer factors use an exact block mean; other ratios use torch's ``area`` interpolation
-    (adaptive average pooling), which weighs partially covered source pixels the same way.
+    Output pixel i covers the source interval [i * side/size, (i+1) * side/size); a source
+    pixel partly inside it counts with the covered fraction, so rows sum to 1.
+    """
+    edges = np.arange(size + 1, dtype=np.float64) * (side / size)
+    starts, ends = edges[:-1, None], edges[1:, None]
+    pixel = np.arange(side, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(pixel + 1, ends) - np.maximum(pixel, starts), 0.0, None)
+    return overlap / (side / size)
+
+
+def area_downsample(image: np.ndarray, size: int) -> np.ndarray:
+    """Average a square float image down to ``size`` x ``size`` (each output = mean of its area).
+
+    Integer factors use a block mean; other ratios weigh partly covered source pixels by the
+    covered fraction (separable, two matrix products). Unlike adaptive pooling, no source pixel
+    counts twice.
     """
     side = image.shape[0]
     if image.shape != (side, side):
@@ -190,15 +204,12 @@ def area_downsample(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"cannot area-downsample {side} px to a larger {size} px")
     if side % size == 0:
         factor = side // size
-        # Sum rows of each block first, then columns: two cheap contiguous reductions.
+        # Sum the rows of each block, then the columns: two contiguous reductions.
         rows = image.reshape(size, factor, side).sum(axis=1, dtype=np.float64)
         blocks = rows.reshape(size, size, factor).sum(axis=2)
         return (blocks / (factor * factor)).astype(np.float32)
-    import torch
-    import torch.nn.functional as F
-
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=(size, size), mode="area")[0, 0].numpy()
+    weights = area_weights(side, size)
+    return (weights @ image.astype(np.float64) @ weights.T).astype(np.float32)
 
 
 def preprocess_image(pixels: np.ndarray, image_size: int, crop_size: int | None = None,
@@ -229,8 +240,7 @@ def preprocess_image(pixels: np.ndarray, image_size: int, crop_size: int | None 
     # while converting only the crop; the max still comes from the whole image.
     cropped = pad_and_crop(pixels, crop_size, pad).astype(np.float32, copy=False)
     if peak > 0:  # an all-zero image stays zero instead of becoming NaN
-        cropped *= np.float32(1.0 / peak)
-        np.clip(cropped, 0.0, 1.0, out=cropped)  # guards the last ulp of the reciprocal
+        cropped /= np.float32(peak)  # float32 division, as the original: the max maps to 1.0
     return area_downsample(cropped, image_size)
 
 

@@ -91,7 +91,7 @@ def ensure_caches(data: PreparedData, text_encoder: str | None = None,
     if not rebuild:
         try:
             token_cache = text.TokenCache.open(token_dir, expect=text.expected_meta(
-                data.reports, encoder, config.max_length))
+                data.reports, encoder, config.max_length, table=data.split))
         except CacheError as err:
             if token_dir.exists():
                 logger.info("token cache is stale (%s); rebuilding", err)

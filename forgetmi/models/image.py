@@ -41,6 +41,12 @@ class ImageEncoder(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # Each residual branch starts as the identity (zero last-BN scale): seven stages of
+        # Kaiming-initialised blocks otherwise inflate the embedding, and with it the dot
+        # products of the ranking loss, by orders of magnitude before training starts.
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
 
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(image)))

@@ -66,16 +66,13 @@ class JointModel(nn.Module):
                            text_logits=text_logits, joint_logits=self.joint_head(joint))
 
     # -- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically."""
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        meta = {"forgetmi_model": dataclasses.asdict(self.config),
-                "bert": self.bert_config.to_dict(), "format_version": 1}
-        with atomic_path(directory) as tmp:
-            tmp.mkdir()
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
-        return Path(directory)
+    def save_pretrained(self, directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically.
+
+        ``state_dict`` overrides the module's own (e.g. the gathered weights of a ZeRO-3 run).
+        """
+        return save_weights(self.config, self.bert_config,
+                            self.state_dict() if state_dict is None else state_dict, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "JointModel":
@@ -97,6 +94,18 @@ class JointModel(nn.Module):
             raise ForgetMIError(f"{weights_path}: unreadable or truncated weights ({err})") from None
         load_state_strict(model, state, weights_path)
         return model
+
+
+def save_weights(config: ModelConfig, bert_config: BertConfig, state_dict: dict,
+                 directory: str | os.PathLike) -> Path:
+    state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    meta = {"forgetmi_model": dataclasses.asdict(config), "bert": bert_config.to_dict(),
+            "format_version": 1}
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
+    return Path(directory)
 
 
 def load_state_strict(model: nn.Module, state: dict, source, allow_missing: tuple[str, ...] = ()):

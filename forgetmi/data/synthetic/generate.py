@@ -1,0 +1,197 @@
+"""``generate_dataset``: write a complete stand-in dataset folder, atomically.
+
+Everything is written into a temporary folder beside the target and renamed onto it at the
+end, so a reader sees either no dataset or a whole one. The bytes depend only on the
+arguments that change the content (patients, image size, seed, forget percentages): not on
+``workers``, the machine or the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from forgetmi.data import formats
+from forgetmi.data.formats import image_relpath
+from forgetmi.data.splits import make_forget_sets
+from forgetmi.data.synthetic import anatomy, layout
+from forgetmi.data.synthetic.cohort import Cohort, build_cohort
+from forgetmi.data.synthetic.dicom import DicomInfo, write_dicom
+from forgetmi.data.synthetic.images import ImageSpec, render_image
+from forgetmi.data.synthetic.reports import compose_report
+from forgetmi.data.synthetic.synonyms import synonym_table
+from forgetmi.errors import DataError
+from forgetmi.utils.atomic import atomic_path
+
+logger = logging.getLogger("forgetmi.data.synthetic")
+
+GENERATOR_VERSION = "1.0"
+DEFAULT_PATIENTS = 120
+MIMIC_PATIENTS = 1663  # the size of the real edema subset
+FORGET_PERCENTS = (3, 6, 10)
+
+
+def _image_tasks(cohort: Cohort, root: Path, image_size: int, source: str) -> list[tuple]:
+    """One picklable task per image: what to render and where to write it."""
+    seed = cohort.seed
+    tasks = []
+    instance: dict[int, int] = {}
+    for row in cohort.table.itertuples(index=False):
+        study = cohort.studies[row.study_id]
+        patient = cohort.patients[row.subject_id]
+        instance[row.study_id] = instance.get(row.study_id, 0) + 1
+        image_key = (seed, 3, *(int(group, 16) for group in row.dicom_id.split("-")))
+        spec = ImageSpec(findings=study.findings, patient_key=(seed, 1, row.subject_id),
+                         study_key=(seed, 2, row.study_id), image_key=image_key)
+        info = DicomInfo(subject_id=row.subject_id, study_id=row.study_id, dicom_id=row.dicom_id,
+                         instance_number=instance[row.study_id], sex=patient.sex,
+                         view=study.findings.view, study_date=study.date, study_time=study.time)
+        path = root / layout.IMAGES / image_relpath(row.subject_id, row.study_id, row.dicom_id)
+        tasks.append((spec, image_size, str(path), info, source))
+    return tasks
+
+
+def _render_task(task: tuple) -> tuple[int, int]:
+    spec, image_size, path, info, source = task
+    pixels = render_image(spec, image_size, source)
+    write_dicom(path, pixels, info)
+    return pixels.shape
+
+
+def _write_images(tasks: list[tuple], workers: int) -> list[tuple[int, int]]:
+    for task in tasks:
+        Path(task[2]).parent.mkdir(parents=True, exist_ok=True)
+    progress = dict(total=len(tasks), desc="synthetic images", unit="img", disable=None)
+    if workers <= 1:
+        return [_render_task(task) for task in tqdm(tasks, **progress)]
+    chunk = max(1, min(32, len(tasks) // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(tqdm(pool.map(_render_task, tasks, chunksize=chunk), **progress))
+
+
+def _write_reports(cohort: Cohort, path: Path) -> None:
+    """``all_data.tsv``: label, study id, report text; one line per study, no header."""
+    lines = []
+    for study_id in cohort.table["study_id"].drop_duplicates():
+        study = cohort.studies[int(study_id)]
+        rng = np.random.default_rng([cohort.seed, 4, study.study_id])
+        lines.append(f"{study.label}\t{study.study_id}\t{compose_report(study.findings, rng)}\n")
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _counts(series: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in series.sort_index().items()}
+
+
+def _manifest(cohort: Cohort, root: Path, n_patients: int, image_size: int, seed: int,
+              percents, forget_sets: dict[int, pd.DataFrame], shapes, source: str) -> dict:
+    table = cohort.table
+    widths = [shape[1] for shape in shapes]
+    return {
+        "generator": "forgetmi.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "parameters": {"n_patients": n_patients, "image_size": image_size, "seed": seed,
+                       "forget_percents": list(percents)},
+        "background": anatomy.TEMPLATE_FILE if source == "template" else "procedural",
+        "counts": {
+            "patients": int(table["subject_id"].nunique()),
+            "studies": int(table["study_id"].nunique()),
+            "images": len(table),
+            "rows_per_fold": _counts(table["fold"].value_counts()),
+            "patients_per_fold": _counts(table.groupby("fold")["subject_id"].nunique()),
+            "rows_per_severity": _counts(table["severity"].value_counts()),
+            "label_noise_rate": round(cohort.label_noise_rate, 4),
+            "forget_sets": {str(p): {"patients": int(f["subject_id"].nunique()), "rows": len(f)}
+                            for p, f in forget_sets.items()},
+        },
+        "images": {"rows": image_size, "columns_min": min(widths), "columns_max": max(widths),
+                   "bits_stored": 12, "photometric": "MONOCHROME2",
+                   "transfer_syntax": "explicit VR little endian"},
+        "sha256": {name: _sha256(root / name) for name in
+                   (layout.SPLIT, layout.REPORTS, layout.SYNONYMS)},
+    }
+
+
+def _validate(root: Path, n_rows: int, forget_sets: dict[int, pd.DataFrame]) -> None:
+    """Read everything back with the package's own readers before the folder is published."""
+    split = formats.read_split(root / layout.SPLIT)
+    reports = formats.read_reports(root / layout.REPORTS)
+    formats.read_synonyms(root / layout.SYNONYMS)
+    for percent, rows in forget_sets.items():
+        if len(formats.read_forget_set(root / layout.forget_set_name(percent))) != len(rows):
+            raise AssertionError(f"forget set {percent}% did not read back whole")
+    if len(split) != n_rows or set(reports["study_id"]) != set(split["study_id"]):
+        raise AssertionError("split and reports disagree with the generated cohort")
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError("output path exists and is not a folder", out)
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError("output folder is not empty; pass overwrite=True to replace it", out)
+
+
+def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIENTS,
+                     image_size: int = 320, seed: int = 0, workers: int = 1,
+                     overwrite: bool = False, percents=FORGET_PERCENTS,
+                     background: str = "auto") -> layout.DatasetPaths:
+    """Generate the stand-in dataset into ``out_dir`` and return its paths.
+
+    ``image_size`` is the number of rows of every image (columns: 0.80-1.0 times that, per
+    study, like real detectors); 3056 gives full MIMIC resolution (3056 x ~2544).
+    ``workers`` > 1 renders in a process pool, with identical output. ``background`` is
+    "auto" (the packaged radiograph when installed, else the drawing), "template" or
+    "procedural". Refuses a non-empty ``out_dir`` unless ``overwrite``.
+    """
+    out = Path(out_dir)
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32, got {image_size}")
+    if background not in ("auto", "template", "procedural"):
+        raise ValueError(f"background must be auto, template or procedural, got {background!r}")
+    _check_target(out, overwrite)
+    source = background
+    if source == "auto":
+        source = "template" if anatomy.template_available() else "procedural"
+    start = time.perf_counter()
+    cohort = build_cohort(n_patients, seed)
+    table = cohort.table
+    logger.info("stand-in dataset: %d patients, %d studies, %d images at %d px (seed %d, %s)",
+                table["subject_id"].nunique(), table["study_id"].nunique(), len(table),
+                image_size, seed, "template radiograph" if source == "template" else "drawn chest")
+    # Warm the per-size caches before any worker forks, so each does not rebuild them.
+    anatomy.background(image_size, source)
+    anatomy.lung_masks(image_size)
+
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        shapes = _write_images(_image_tasks(cohort, tmp, image_size, source), workers)
+        _write_reports(cohort, tmp / layout.REPORTS)
+        split = table[["subject_id", "study_id", "dicom_id", "severity", "fold"]]
+        split.rename(columns={"severity": "edeme_severity"}).to_csv(tmp / layout.SPLIT, index=False)
+        forget_sets = make_forget_sets(split, percents, seed=seed)
+        for percent, rows in forget_sets.items():
+            rows.rename(columns={"severity": "edema_severity"}).to_csv(
+                tmp / layout.forget_set_name(percent), index=False)
+        synonym_table().to_csv(tmp / layout.SYNONYMS, index=False)
+        _validate(tmp, len(table), forget_sets)
+        manifest = _manifest(cohort, tmp, n_patients, image_size, seed, percents, forget_sets,
+                             shapes, source)
+        (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
+                                           encoding="utf-8")
+    logger.info("stand-in dataset written to %s in %.1f s (label noise %.1f%%; forget sets %s)",
+                out, time.perf_counter() - start, 100 * cohort.label_noise_rate,
+                ", ".join(f"{p}%: {len(f)} rows" for p, f in forget_sets.items()))
+    return layout.DatasetPaths.from_root(out)

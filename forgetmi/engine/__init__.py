@@ -1,0 +1,1 @@
+"""One training engine for training, retraining and every unlearning method."""

@@ -1,0 +1,83 @@
+"""Accelerate/DeepSpeed setup shared by every entry point, and a clean distributed exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, InitProcessGroupKwargs
+
+logger = logging.getLogger("forgetmi.engine")
+
+
+def build_accelerator(precision: str | None = None, grad_accum: int = 1) -> Accelerator:
+    """An Accelerator for this process, from ``accelerate launch``'s environment.
+
+    ``precision`` None keeps the launcher's choice ("no" when run directly). On machines
+    without CUDA the process group uses gloo: DeepSpeed would otherwise ask for NCCL and then
+    trip over its batch-size assertion about the world size.
+    """
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    handlers = ([InitProcessGroupKwargs(backend="gloo")]
+                if distributed and not torch.cuda.is_available() else [])
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=grad_accum,
+                       kwargs_handlers=handlers)
+
+
+def is_deepspeed(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def deepspeed_config(accelerator: Accelerator) -> dict | None:
+    return accelerator.state.deepspeed_plugin.deepspeed_config if is_deepspeed(accelerator) else None
+
+
+def zero_stage(accelerator: Accelerator) -> int:
+    config = deepspeed_config(accelerator)
+    return int(config.get("zero_optimization", {}).get("stage", 0)) if config else 0
+
+
+def offloads_optimizer(accelerator: Accelerator) -> bool:
+    config = deepspeed_config(accelerator)
+    if not config:
+        return False
+    device = config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device not in (None, "none")
+
+
+def fill_deepspeed_config(accelerator: Accelerator, batch_size: int, grad_accum: int,
+                          max_grad_norm: float | None) -> None:
+    """Resolve the ``"auto"`` values Accelerate cannot infer without a prepared dataloader.
+
+    Batches come from the engine's own sharded plans, not from a prepared DataLoader, so the
+    micro-batch size, accumulation and clipping are written into the DeepSpeed config here.
+    """
+    config = deepspeed_config(accelerator)
+    if config is None:
+        return
+    config["train_micro_batch_size_per_gpu"] = batch_size
+    config["gradient_accumulation_steps"] = grad_accum
+    config["train_batch_size"] = batch_size * grad_accum * accelerator.num_processes
+    if config.get("gradient_clipping", "auto") == "auto":
+        config["gradient_clipping"] = float(max_grad_norm or 0.0)
+
+
+def finish(accelerator: Accelerator | None = None, exit_code: int = 0) -> None:
+    """End a distributed worker without gloo's occasional SIGABRT at interpreter exit.
+
+    Destroying the process group, flushing, and leaving with ``os._exit`` skips the teardown
+    race that otherwise fails ~1 run in 5-10 after training has finished.
+    """
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)

@@ -1,0 +1,309 @@
+"""The training engine shared by training, retraining and every unlearning method.
+
+A method is an :class:`Objective`: the streams of data it draws and the loss it computes on a
+step's batches. The engine owns everything else: device placement, Accelerate/DeepSpeed,
+mixed precision, accumulation, clipping, the LR schedule, deterministic sharded batch plans,
+checkpoint/resume, early stopping, logging and timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from forgetmi.data.dataset import trim_padding
+from forgetmi.engine import checkpoint as ckpt
+from forgetmi.engine.distributed import (fill_deepspeed_config, is_deepspeed,
+                                         offloads_optimizer, zero_stage)
+from forgetmi.engine.optim import build_optimizer, build_scheduler
+from forgetmi.engine.sampling import BatchPlan
+from forgetmi.errors import ForgetMIError
+from forgetmi.utils.atomic import write_json
+from forgetmi.utils.progress import progress
+
+logger = logging.getLogger("forgetmi.engine")
+
+
+class NonFiniteLossError(ForgetMIError):
+    """The loss became NaN or infinite; the last checkpoint is left untouched."""
+
+
+class SimulatedCrash(ForgetMIError):
+    """Raised by ``train.stop_after`` to test resumption: the run stops without saving."""
+
+
+@dataclass
+class Stream:
+    """One source of batches. The primary stream defines the epoch; others cycle alongside."""
+
+    name: str
+    dataset: Dataset
+    batch_size: int
+    primary: bool = False
+    shuffle: bool = True
+
+
+class Objective:
+    """What a method supplies: its streams and its loss. Subclasses override both."""
+
+    def streams(self) -> list[Stream]:
+        raise NotImplementedError  # abstract
+
+    def setup(self, accelerator) -> None:
+        """Place auxiliary (frozen) models on the device; called once before training."""
+
+    def compute_loss(self, model, batch: dict[str, dict]) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError  # abstract
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in trim_padding(batch).items()}
+
+
+class Engine:
+    def __init__(self, accelerator, model: torch.nn.Module, objective: Objective, train,
+                 output_dir: Path, seed: int, tracker,
+                 evaluate: Callable[[torch.nn.Module], dict] | None = None,
+                 save_model: Callable[[dict, Path], None] | None = None):
+        self.accelerator = accelerator
+        self.objective = objective
+        self.train = train
+        self.output_dir = Path(output_dir)
+        self.seed = seed
+        self.tracker = tracker
+        self.evaluate = evaluate
+        self.save_model = save_model
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+
+        streams = objective.streams()
+        primaries = [s for s in streams if s.primary]
+        if len(primaries) != 1:
+            raise ValueError("an objective needs exactly one primary stream")
+        self.streams = streams
+        world, rank = accelerator.num_processes, accelerator.process_index
+        self.plans = {s.name: BatchPlan(len(s.dataset), s.batch_size, world, rank, seed, s.name,
+                                        s.shuffle) for s in streams}
+        self.primary = primaries[0]
+        self.steps_per_epoch = self.plans[self.primary.name].steps_per_epoch(train.grad_accum)
+        self.total_updates = train.epochs * self.steps_per_epoch // train.grad_accum
+        if train.max_steps:
+            self.total_updates = min(self.total_updates, train.max_steps)
+
+        fill_deepspeed_config(accelerator, self.primary.batch_size, train.grad_accum,
+                              train.max_grad_norm)
+        optimizer = build_optimizer(model, train.lr, train.weight_decay,
+                                    cpu_offload=offloads_optimizer(accelerator))
+        # The schedule is stepped by hand once per optimizer update (Accelerate's wrapper would
+        # step it once per process), so it is kept out of prepare().
+        self.scheduler = build_scheduler(optimizer, train.scheduler, self.total_updates,
+                                         train.warmup_ratio)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        objective.setup(accelerator)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _loaders(self, epoch: int, start: int) -> dict[str, DataLoader]:
+        """This rank's loaders for the rest of ``epoch``, resuming at micro-step ``start``."""
+        loaders = {}
+        first_global = epoch * self.steps_per_epoch + start
+        for stream in self.streams:
+            plan = self.plans[stream.name]
+            batches = (plan.epoch(epoch, self.steps_per_epoch, start) if stream.primary
+                       else plan.steps(first_global, self.steps_per_epoch - start))
+            loaders[stream.name] = DataLoader(stream.dataset, batch_sampler=batches,
+                                              num_workers=self.train.num_workers,
+                                              pin_memory=torch.cuda.is_available())
+        return loaders
+
+    def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], device=self.accelerator.device,
+                              dtype=torch.float64)
+        tensor = self.accelerator.reduce(tensor, reduction="mean")
+        return dict(zip(keys, tensor.tolist()))
+
+    def _grad_norm(self, clip_result) -> float | None:
+        if clip_result is not None:
+            return float(clip_result)
+        if is_deepspeed(self.accelerator):
+            norm = self.model.get_global_grad_norm()
+            return None if norm is None else float(norm)
+        return None
+
+    def _checkpoint(self, state: dict) -> None:
+        # LambdaLR's state holds only numbers (its lambda is a closure, saved as None).
+        scheduler_state = self.scheduler.state_dict()
+        ckpt.save_latest(self.accelerator, self.checkpoint_dir,
+                         {**state, "scheduler": scheduler_state})
+
+    def _ranks_agree(self) -> bool | None:
+        """Whether every rank ends with the same weights (None under ZeRO-3, which shards them).
+
+        Catches runs whose processes never joined one group and trained apart.
+        """
+        if zero_stage(self.accelerator) == 3:
+            return None
+        digest = hashlib.sha256()
+        for _, param in sorted(self.accelerator.unwrap_model(self.model).state_dict().items()):
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+        mine = torch.tensor(list(digest.digest()[:8]), dtype=torch.int64,
+                            device=self.accelerator.device)
+        every = self.accelerator.gather(mine).reshape(self.accelerator.num_processes, -1)
+        agree = bool((every == every[0]).all())
+        if not agree:
+            logger.error("weights differ across ranks: the processes did not train together")
+        return agree
+
+    def _save_best(self, tag: str) -> None:
+        if self.save_model is None:
+            return
+        state = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
+        if self.accelerator.is_main_process:
+            self.save_model(state, self.output_dir / tag)
+        self.accelerator.wait_for_everyone()
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self) -> dict:
+        acc, train = self.accelerator, self.train
+        state = {"epoch": 0, "step": 0, "updates": 0, "best": None, "best_epoch": None,
+                 "bad_epochs": 0, "done": False, "train_seconds": 0.0, "eval_seconds": 0.0}
+        if train.resume:
+            resumed = ckpt.load_latest(acc, self.checkpoint_dir)
+            if resumed is not None:
+                # The schedule is a pure function of its step count: restored from JSON rather
+                # than from a pickle.
+                self.scheduler.load_state_dict(resumed.pop("scheduler"))
+                state.update(resumed)
+        if state["done"]:
+            logger.info("run already finished in %s; nothing to do", self.output_dir)
+            return state
+
+        self.model.train()
+        window: dict[str, float] = {}
+        window_n = 0
+        stop = False
+        while state["epoch"] < train.epochs and not stop:
+            epoch = state["epoch"]
+            loaders = self._loaders(epoch, state["step"])
+            iterators = {name: iter(loader) for name, loader in loaders.items()}
+            bar = progress(total=self.steps_per_epoch, initial=state["step"],
+                           desc=f"epoch {epoch}", leave=False)
+            tic = time.perf_counter()
+            for micro in range(state["step"], self.steps_per_epoch):
+                batch = {name: _to_device(next(it), acc.device) for name, it in iterators.items()}
+                with acc.accumulate(self.model):
+                    with acc.autocast():
+                        loss, terms = self.objective.compute_loss(self.model, batch)
+                    bad = acc.reduce((~torch.isfinite(loss.detach())).float().reshape(1), "sum")
+                    if bad.item() > 0:
+                        raise NonFiniteLossError(
+                            f"non-finite loss at epoch {epoch}, step {micro} "
+                            f"({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); "
+                            "the last checkpoint is intact; lower the learning rate or use fp32")
+                    acc.backward(loss)
+                    clip = None
+                    if acc.sync_gradients and train.max_grad_norm > 0 and not is_deepspeed(acc):
+                        clip = acc.clip_grad_norm_(self.model.parameters(), train.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                bar.update(1)
+                for k, v in {"loss": float(loss.detach()), **terms}.items():
+                    window[k] = window.get(k, 0.0) + v
+                window_n += 1
+                state["step"] = micro + 1
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                state["updates"] += 1
+                updates = state["updates"]
+                grad_norm = self._grad_norm(clip)
+                if updates % train.log_every == 0:
+                    logged = self._reduce_mean({k: v / window_n for k, v in window.items()})
+                    logged.update(lr=self.scheduler.get_last_lr()[0], epoch=epoch)
+                    if grad_norm is not None:
+                        logged["grad_norm"] = grad_norm
+                    self.tracker.log({f"train/{k}": v for k, v in logged.items()}, updates)
+                    bar.set_postfix(loss=f"{logged['loss']:.4f}")
+                    window, window_n = {}, 0
+                if train.max_steps and updates >= train.max_steps:
+                    stop = True
+                if train.stop_after and updates >= train.stop_after:
+                    bar.close()
+                    raise SimulatedCrash(f"stopped on purpose after {updates} updates")
+                if updates % train.checkpoint_every == 0 and not stop:
+                    state["train_seconds"] += time.perf_counter() - tic
+                    tic = time.perf_counter()
+                    self._checkpoint(state)
+                if stop:
+                    break
+            bar.close()
+            state["train_seconds"] += time.perf_counter() - tic
+            if state["step"] >= self.steps_per_epoch:
+                state["epoch"], state["step"] = epoch + 1, 0
+            stop = self._end_of_epoch(epoch, state) or stop
+            self._checkpoint(state)
+
+        self._finish(state)
+        return state
+
+    def _end_of_epoch(self, epoch: int, state: dict) -> bool:
+        """Validate, track the best model, and decide on early stopping."""
+        if self.evaluate is None:
+            return False
+        tic = time.perf_counter()
+        metrics = self.evaluate(self.model)
+        state["eval_seconds"] += time.perf_counter() - tic
+        self.tracker.log({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch},
+                         state["updates"])
+        score = metrics.get(self.train.early_stopping_metric)
+        if score is None:
+            raise ForgetMIError(f"early_stopping_metric {self.train.early_stopping_metric!r} is "
+                                f"not among the validation metrics: {', '.join(sorted(metrics))}")
+        logger.info("epoch %d: validation %s = %.4f", epoch, self.train.early_stopping_metric, score)
+        if state["best"] is None or score > state["best"]:
+            state.update(best=float(score), best_epoch=epoch, bad_epochs=0)
+            self._save_best("best")
+            return False
+        state["bad_epochs"] += 1
+        patience = self.train.early_stopping_patience
+        if patience and state["bad_epochs"] >= patience:
+            logger.info("early stopping: no improvement for %d epoch(s)", patience)
+            return True
+        return False
+
+    def _finish(self, state: dict) -> None:
+        """Write the final model (the best validated one when there was validation)."""
+        state["done"] = True
+        tag = "model"
+        if self.evaluate is None or state["best"] is None:
+            self._save_best(tag)
+        elif self.accelerator.is_main_process and self.save_model is not None:
+            best = self.output_dir / "best"
+            final = self.output_dir / tag
+            import shutil
+            tmp = self.output_dir / ".model.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(best, tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        self.accelerator.wait_for_everyone()
+        self._checkpoint(state)
+        agree = self._ranks_agree()
+        if self.accelerator.is_main_process:
+            write_json(self.output_dir / "timing.json",
+                       {"train_seconds": round(state["train_seconds"], 3),
+                        "eval_seconds": round(state["eval_seconds"], 3),
+                        "updates": state["updates"], "epochs_run": state["epoch"],
+                        "world_size": self.accelerator.num_processes,
+                        "distributed_type": str(self.accelerator.distributed_type),
+                        "zero_stage": zero_stage(self.accelerator),
+                        "rows": {s.name: len(s.dataset) for s in self.streams},
+                        "ranks_agree": agree})
+        self.tracker.finish()

@@ -1,0 +1,45 @@
+"""Optimizer and learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                    cpu_offload: bool = False) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights.
+
+    With DeepSpeed optimizer offload the CPU-side DeepSpeedCPUAdam does the same update
+    (DeepSpeed refuses a plain torch optimizer there).
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cpu_offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+        return DeepSpeedCPUAdam(groups, lr=lr, adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def build_scheduler(optimizer, kind: str, total_steps: int, warmup_ratio: float) -> LambdaLR:
+    """Linear warmup, then cosine / linear decay to zero, or constant."""
+    if kind not in ("cosine", "linear", "constant"):
+        raise ValueError(f"scheduler must be cosine, linear or constant, got {kind!r}")
+    warmup = int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+    return LambdaLR(optimizer, factor)

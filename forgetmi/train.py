@@ -1,0 +1,141 @@
+"""Training the original model (retain + forget) and retraining the gold standard (retain only).
+
+Same code path, different rows. Usable in-process (``main(argv)``), through ``forgetmi train``,
+and under ``accelerate launch launch/train.py --config ... --key=value``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from forgetmi.config import ExperimentConfig, load_config, save_config
+from forgetmi.engine.loop import Engine, Objective, Stream
+from forgetmi.losses.supervised import supervised_loss
+
+logger = logging.getLogger("forgetmi.train")
+
+
+class SupervisedObjective(Objective):
+    """The original model's loss on one stream of labelled rows."""
+
+    def __init__(self, dataset, batch_size: int, ranking_weight: float, joint_weight: float):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.ranking_weight, self.joint_weight = ranking_weight, joint_weight
+
+    def streams(self) -> list[Stream]:
+        return [Stream("train", self.dataset, self.batch_size, primary=True)]
+
+    def compute_loss(self, model, batch):
+        rows = batch["train"]
+        out = model(rows["image"], rows["input_ids"], rows["attention_mask"])
+        return supervised_loss(out, rows["label"], rows["study_id"], self.ranking_weight,
+                               self.joint_weight)
+
+
+def build_datasets(cfg: ExperimentConfig, accelerator):
+    """Audited partitions and their datasets; caches are built once, by the main process."""
+    from forgetmi.data.dataset import EdemaDataset
+    from forgetmi.data.prepare import ensure_caches, load_partitions
+
+    data = load_partitions(cfg.data, cfg.seed)
+    with accelerator.main_process_first():
+        ensure_caches(data, cfg.model.text_encoder)
+    datasets = {name: EdemaDataset(frame, data.image_cache, data.token_cache)
+                for name, frame in data.partitions.items() if len(frame)}
+    return data, datasets
+
+
+def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
+    """Train (``mode="train"``: retain + forget) or retrain (``"retrain"``: retain only)."""
+    import pandas as pd
+    from accelerate.utils import set_seed
+
+    from forgetmi.data.dataset import EdemaDataset
+    from forgetmi.engine.distributed import build_accelerator
+    from forgetmi.evaluation.metrics import head_metrics
+    from forgetmi.evaluation.predict import predict
+    from forgetmi.models import JointModel
+    from forgetmi.models.joint import save_weights
+    from forgetmi.utils.tracking import Tracker
+
+    if mode not in ("train", "retrain"):
+        raise ValueError(f"mode must be train or retrain, got {mode!r}")
+    out = Path(cfg.output_dir)
+    accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)
+    set_seed(cfg.seed)
+    data, datasets = build_datasets(cfg, accelerator)
+    rows = data.partitions.retain if mode == "retrain" else \
+        pd.concat([data.partitions.retain, data.partitions.forget]).sort_index()
+    train_set = EdemaDataset(rows, data.image_cache, data.token_cache)
+    logger.info("%s: %d training rows (%s), world size %d", mode, len(rows),
+                "retain only" if mode == "retrain" else "retain + forget", accelerator.num_processes)
+
+    set_seed(cfg.seed)  # identical initial weights whatever happened above
+    model = JointModel(cfg.model)
+    if accelerator.is_main_process:
+        save_config(cfg, out / "config.yaml")
+    objective = SupervisedObjective(train_set, cfg.train.batch_size, cfg.train.ranking_weight,
+                                    cfg.train.joint_weight)
+    validation = datasets.get("validation")
+    evaluate = None
+    if validation is not None:
+        def evaluate(m):
+            return head_metrics(predict(accelerator, m, validation, cfg.train.eval_batch_size,
+                                        cfg.train.num_workers))
+
+    def save_model(state, path):
+        save_weights(cfg.model, model.bert_config, state, path)
+
+    tracker = Tracker(out, cfg.tracking, _config_dict(cfg), enabled=accelerator.is_main_process)
+    engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker,
+                    evaluate=evaluate, save_model=save_model)
+    state = engine.fit()
+    return {"accelerator": accelerator, "state": state, "output_dir": out,
+            "world_size": accelerator.num_processes}
+
+
+def _config_dict(cfg) -> dict:
+    from forgetmi.config import to_dict
+    return to_dict(cfg)
+
+
+def build_parser(prog: str = "forgetmi train") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="experiment YAML")
+    return parser
+
+
+def main(argv: list[str] | None = None, mode: str = "train") -> int:
+    """Entry for ``launch/train.py`` and ``forgetmi train|retrain``: ``--config X --key=value``."""
+    from forgetmi.engine.distributed import finish
+    from forgetmi.engine.loop import SimulatedCrash
+    from forgetmi.errors import ForgetMIError
+    from forgetmi.utils.logs import setup_logging
+
+    args, overrides = build_parser().parse_known_args(argv)
+    setup_logging()
+    if any(o.startswith("--mode=") for o in overrides):
+        mode = next(o.split("=", 1)[1] for o in overrides if o.startswith("--mode="))
+        overrides = [o for o in overrides if not o.startswith("--mode=")]
+    accelerator = None
+    try:
+        cfg = load_config(ExperimentConfig, args.config, overrides)
+        result = run_training(cfg, mode)
+        accelerator = result["accelerator"]
+        code = 0
+    except SimulatedCrash as err:
+        logger.warning("%s", err)
+        code = 3
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        code = 2
+    finish(accelerator, code)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

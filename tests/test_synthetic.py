@@ -1,0 +1,300 @@
+"""The stand-in dataset: layout, formats, determinism, statistics, severity, membership signal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from scipy import ndimage
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from threadpoolctl import threadpool_limits
+
+from forgetmi.data import formats
+from forgetmi.data.synthetic import (DatasetPaths, example_spec, generate_dataset, render_image)
+from forgetmi.data.synthetic import anatomy
+from forgetmi.data.synthetic.cohort import SEVERITY_COUNTS, build_cohort
+from forgetmi.data.synthetic.dicom import DicomInfo, sop_uid, study_uid, write_dicom
+from forgetmi.data.synthetic.images import FULL_SIZE
+from forgetmi.data.synthetic.reports import SEVERITY_PHRASES, compose_report
+from forgetmi.errors import DataError
+
+KEYWORDS = ("atelectasis", "lung", "edema", "cardiomegaly", "silhouette", "pneumothorax",
+            "markings", "disease", "chest")
+DICOM_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> DatasetPaths:
+    """The default cohort (120 patients) with small images, generated once for this module."""
+    return generate_dataset(tmp_path_factory.mktemp("synthetic") / "data", n_patients=120,
+                            image_size=128, seed=0)
+
+
+@pytest.fixture(scope="module")
+def split(dataset):
+    return formats.read_split(dataset.split)
+
+
+@pytest.fixture(scope="module")
+def reports(dataset):
+    return formats.read_reports(dataset.reports)
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _per_sample_loss(model, x, y) -> np.ndarray:
+    proba = model.predict_proba(x)
+    column = np.searchsorted(model.classes_, y)
+    return -np.log(np.clip(proba[np.arange(len(y)), column], 1e-12, 1.0))
+
+
+# ----------------------------------------------------------------------------------- layout
+
+
+def test_layout_and_formats(dataset, split, reports):
+    assert sorted(p.name for p in dataset.root.iterdir()) == sorted(
+        ["images", "all_data.tsv", "split.csv", "forget_set_3per.csv", "forget_set_6per.csv",
+         "forget_set_10per.csv", "Synonyms.csv", "manifest.json"])
+    assert DatasetPaths.from_root(dataset.root) == dataset
+    assert sorted(dataset.forget_sets) == [3, 6, 10]
+    header = dataset.split.read_text().splitlines()[0]
+    assert header == "subject_id,study_id,dicom_id,edeme_severity,fold"
+    assert dataset.forget_sets[3].read_text().splitlines()[0] == \
+        "subject_id,study_id,dicom_id,edema_severity,fold"
+    # MIMIC identifiers.
+    assert split["subject_id"].between(10_000_000, 19_999_999).all()
+    assert split["study_id"].between(50_000_000, 59_999_999).all()
+    assert split["dicom_id"].map(lambda s: bool(DICOM_ID.match(s))).all()
+    assert split["dicom_id"].is_unique
+    # No leftovers of the atomic write beside the folder.
+    assert [p.name for p in dataset.root.parent.iterdir()] == [dataset.root.name]
+
+
+def test_every_row_has_its_dicom_and_report(dataset, split, reports):
+    files = sorted(dataset.img_dir.rglob("*.dcm"))
+    assert len(files) == len(split)
+    assert set(reports["study_id"]) == set(split["study_id"])  # one report per study
+    labels = split.drop_duplicates("study_id").set_index("study_id")["severity"]
+    written = reports.set_index("study_id")["label"].astype(int)
+    assert (written == labels.loc[written.index]).all()
+    for row in split.sample(20, random_state=0).itertuples():
+        path = formats.resolve_image_path(dataset.img_dir, row.subject_id, row.study_id,
+                                          row.dicom_id)
+        assert path.is_file(), path
+        ds = pydicom.dcmread(path)
+        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert ds.PhotometricInterpretation == "MONOCHROME2"
+        assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit) == (16, 12, 11)
+        assert ds.PixelRepresentation == 0
+        assert ds.PatientID == str(row.subject_id)
+        assert ds.StudyInstanceUID == study_uid(row.study_id)
+        assert ds.SOPInstanceUID == sop_uid(row.dicom_id) == ds.file_meta.MediaStorageSOPInstanceUID
+        pixels = ds.pixel_array
+        assert ds.Rows == 128 and 0.79 * 128 <= ds.Columns <= 128
+        assert pixels.dtype == np.uint16 and pixels.max() <= 4095 and pixels.std() > 100
+
+
+def test_synonyms_and_manifest(dataset, split, reports):
+    synonyms = formats.read_synonyms(dataset.synonyms)
+    assert 200 <= len(dataset.synonyms.read_text().splitlines()) - 1 <= 1000
+    vocabulary = {w for text in reports["text"] for w in text.split()}
+    for word in ("edema", "lung", "effusion", "cardiomegaly", "atelectasis", "markings"):
+        assert word in synonyms and word in vocabulary
+    assert len(vocabulary & set(synonyms)) >= 60
+    manifest = json.loads(dataset.manifest.read_text())
+    assert manifest["parameters"] == {"n_patients": 120, "image_size": 128, "seed": 0,
+                                      "forget_percents": [3, 6, 10]}
+    counts = manifest["counts"]
+    assert counts["images"] == len(split) and counts["studies"] == len(reports)
+    assert sum(counts["rows_per_fold"].values()) == len(split)
+    assert counts["rows_per_severity"] == {str(k): int(v) for k, v in
+                                           split["severity"].value_counts().sort_index().items()}
+    text = dataset.manifest.read_text()
+    assert not any(sentence in text for t in reports["text"] for sentence in t.split(" . ")
+                   if len(sentence) > 12)
+
+
+def test_refuses_to_overwrite(dataset, tmp_path):
+    with pytest.raises(DataError, match="not empty"):
+        generate_dataset(dataset.root, n_patients=20, image_size=64)
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(DataError, match="overwrite=True"):
+        generate_dataset(out, n_patients=20, image_size=64)
+    assert (out / "keep.txt").is_file()
+    paths = generate_dataset(out, n_patients=20, image_size=64, overwrite=True)
+    assert not (out / "keep.txt").exists() and paths.split.is_file()
+    with pytest.raises(ValueError, match="at least 20"):
+        generate_dataset(tmp_path / "tiny", n_patients=5, image_size=64)
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def test_same_seed_same_bytes_any_worker_count(tmp_path):
+    first = generate_dataset(tmp_path / "a", n_patients=20, image_size=64, seed=7)
+    again = generate_dataset(tmp_path / "b", n_patients=20, image_size=64, seed=7, workers=2)
+    other = generate_dataset(tmp_path / "c", n_patients=20, image_size=64, seed=8)
+    a, b, c = _digests(first.root), _digests(again.root), _digests(other.root)
+    assert len(a) > 60 and a == b
+    assert a["Synonyms.csv"] == c["Synonyms.csv"]  # the table does not depend on the seed
+    for name in ("split.csv", "all_data.tsv", "forget_set_10per.csv", "manifest.json"):
+        assert a[name] != c[name]
+    assert not set(k for k in a if k.endswith(".dcm")) & set(k for k in c if k.endswith(".dcm"))
+
+
+# ------------------------------------------------------------------------- cohort statistics
+
+
+def test_cohort_matches_the_real_statistics():
+    cohort = build_cohort(1663, seed=0)
+    table = cohort.table
+    n = len(table)
+    assert 6000 < n < 7500 and table["subject_id"].nunique() == 1663
+    share = table["severity"].value_counts(normalize=True).sort_index().to_numpy()
+    target = np.array(SEVERITY_COUNTS) / sum(SEVERITY_COUNTS)
+    assert np.abs(share - target).max() < 0.01
+    rows = table.groupby("subject_id").size()
+    assert 3.6 < rows.mean() < 4.6 and rows.median() == 3 and 20 <= rows.max() <= 45
+    per_study = table.groupby("study_id").size()
+    assert 0.85 < (per_study == 1).mean() < 0.94 and per_study.max() >= 3
+    # Labels move at most one grade, for roughly one row in eight.
+    assert 0.08 < cohort.label_noise_rate < 0.17
+    assert (table["severity"] - table["true_severity"]).abs().max() == 1
+    # A patient's grade varies across studies but is correlated.
+    studies = table.drop_duplicates("study_id")
+    patient_mean = studies.groupby("subject_id")["severity"].transform("mean")
+    within = (studies["severity"] - patient_mean).pow(2).mean()
+    assert 0.3 < within / studies["severity"].var() < 0.7
+    # Folds: patient-disjoint; TEST about 8% of rows; five training folds of similar size.
+    assert (table.groupby("subject_id")["fold"].nunique() == 1).all()
+    folds = table["fold"].value_counts(normalize=True)
+    assert 0.07 < folds["TEST"] < 0.085
+    assert all(0.15 < folds[str(k)] < 0.22 for k in range(1, 6))
+
+
+def test_forget_sets_are_nested_and_leave_test_alone(dataset, split):
+    sets = {p: formats.read_forget_set(path) for p, path in dataset.forget_sets.items()}
+    patients = {p: set(f["subject_id"]) for p, f in sets.items()}
+    assert patients[3] < patients[6] < patients[10]
+    test_patients = set(split.loc[split["fold"] == "TEST", "subject_id"])
+    for percent, frame in sets.items():
+        assert not patients[percent] & test_patients
+        assert 0 < len(frame) <= round(percent / 100 * len(split))
+        assert len(frame) >= 0.6 * percent / 100 * len(split)
+        assert frame["dicom_id"].isin(split["dicom_id"]).all()
+        # every row of a chosen patient is in the set
+        assert len(frame) == split["subject_id"].isin(patients[percent]).sum()
+
+
+# ----------------------------------------------------------------------------------- images
+
+
+def test_severity_is_visible():
+    """Same patient and exposure, increasing grade: the lungs get steadily denser."""
+    lungs = []
+    for severity in range(4):
+        image = render_image(example_spec(severity, seed=5), 256).astype(np.float64)
+        h, w = image.shape
+        band = image[int(0.25 * h):int(0.65 * h)]
+        lungs.append(np.r_[band[:, int(0.15 * w):int(0.40 * w)].ravel(),
+                           band[:, int(0.60 * w):int(0.85 * w)].ravel()].mean())
+    steps = np.diff(lungs)
+    assert (steps > 50).all(), lungs  # 12-bit values; same image seed, so no noise between them
+
+
+def test_procedural_background_and_template():
+    spec = example_spec(2, seed=1)
+    drawn = render_image(spec, 96, source="procedural")
+    assert drawn.shape[0] == 96 and drawn.max() <= 4095 and drawn.std() > 100
+    if anatomy.template_available():
+        assert not np.array_equal(drawn, render_image(spec, 96, source="template"))
+
+
+def test_full_size_dicom(tmp_path):
+    """One image at full MIMIC resolution (3056 x ~2500 px), 12 bits, a valid DICOM file."""
+    pixels = render_image(example_spec(3, seed=2), FULL_SIZE)
+    info = DicomInfo(subject_id=10000032, study_id=50414267, dicom_id="02aa804e-bde0afdd-112c0b34-"
+                     "7bc16630-4e384014", instance_number=1, sex="F", view="PA",
+                     study_date="21800506", study_time="213015")
+    path = tmp_path / "full.dcm"
+    write_dicom(path, pixels, info)
+    ds = pydicom.dcmread(path)
+    assert ds.Rows == FULL_SIZE and 0.79 * FULL_SIZE <= ds.Columns <= FULL_SIZE
+    assert ds.BitsStored == 12
+    read = ds.pixel_array
+    assert np.array_equal(read, pixels) and 3000 < read.max() <= 4095
+
+
+# ------------------------------------------------------------------------------------- text
+
+
+def test_reports_follow_the_findings(reports):
+    text = " ".join(reports["text"])
+    for keyword in KEYWORDS:
+        assert f" {keyword} " in f" {text} ", keyword
+    for report in reports["text"]:
+        assert report == report.lower() and re.fullmatch(r"[a-z0-9 .,\-]+", report)
+    cohort = build_cohort(120, seed=0)
+    for study in list(cohort.studies.values())[:200]:
+        report = compose_report(study.findings, np.random.default_rng([0, 4, study.study_id]))
+        assert any(phrase in report for phrase in SEVERITY_PHRASES[study.findings.severity])
+        if study.findings.et_tube_cm is not None:
+            assert f"{study.findings.et_tube_cm:.1f} cm" in report
+    assert reports["text"].nunique() == len(reports)  # every report is its own
+
+
+# ------------------------------------------------------------------------ membership signal
+
+
+def test_membership_signal_in_both_modalities(dataset, split, reports):
+    """An overfit model's per-sample loss separates its training rows from unseen ones."""
+    rng = np.random.default_rng(0)
+    patients = split["subject_id"].unique()
+    members = set(rng.choice(patients, len(patients) // 2, replace=False))
+
+    studies = split.drop_duplicates("study_id").merge(reports, on="study_id")
+    is_member = studies["subject_id"].isin(members).to_numpy()
+    labels = studies["severity"].to_numpy()
+    features = HashingVectorizer(ngram_range=(1, 3), n_features=2**14, alternate_sign=False,
+                                 norm="l2").transform(studies["text"])
+    images = []
+    for row in split.itertuples():
+        path = formats.resolve_image_path(dataset.img_dir, row.subject_id, row.study_id,
+                                          row.dicom_id)
+        pixels = pydicom.dcmread(path).pixel_array.astype(np.float32)
+        pixels /= pixels.max()
+        small = ndimage.zoom(pixels, (32 / pixels.shape[0], 32 / pixels.shape[1]), order=1)
+        images.append(small[:32, :32])
+    pixels = np.stack(images).reshape(len(images), -1)
+    img_member = split["subject_id"].isin(members).to_numpy()
+    img_labels = split["severity"].to_numpy()
+    pixels = (pixels - pixels[img_member].mean(0)) / (pixels[img_member].std(0) + 1e-6)
+
+    with threadpool_limits(1):  # tiny problems; threads only add contention on a busy machine
+        text_model = LogisticRegression(C=1e4, max_iter=500)
+        text_model.fit(features[is_member], labels[is_member])
+        image_model = LogisticRegression(C=1e3, max_iter=500)
+        image_model.fit(pixels[img_member], img_labels[img_member])
+        # The labels are learnable from the images too (not just memorised).
+        image_probe = LogisticRegression(C=0.01, max_iter=500)
+        image_probe.fit(pixels[img_member], img_labels[img_member])
+    text_auc = roc_auc_score(is_member, -_per_sample_loss(text_model, features, labels))
+    image_auc = roc_auc_score(img_member, -_per_sample_loss(image_model, pixels, img_labels))
+    assert text_model.score(features[is_member], labels[is_member]) == 1.0
+    assert text_auc > 0.6, text_auc
+    assert image_auc > 0.65, image_auc
+    assert text_model.score(features[~is_member], labels[~is_member]) > 0.6
+    majority = (img_labels[~img_member] == np.bincount(img_labels[img_member]).argmax()).mean()
+    assert image_probe.score(pixels[~img_member], img_labels[~img_member]) > majority + 0.05
