@@ -20,8 +20,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from forgetmi.data.dataset import trim_padding
 from forgetmi.engine import checkpoint as ckpt
-from forgetmi.engine.distributed import (fill_deepspeed_config, is_deepspeed,
-                                         offloads_optimizer, zero_stage)
+from forgetmi.engine.distributed import (broadcast_buffers, fill_deepspeed_config, is_deepspeed,
+                                         lift_scalar_parameters, offloads_optimizer,
+                                         restore_scalar_parameters, zero_stage)
 from forgetmi.engine.optim import build_optimizer, build_scheduler
 from forgetmi.engine.sampling import BatchPlan
 from forgetmi.errors import ForgetMIError
@@ -98,6 +99,7 @@ class Engine:
 
         fill_deepspeed_config(accelerator, self.primary.batch_size, train.grad_accum,
                               train.max_grad_norm)
+        self.lifted = lift_scalar_parameters(model) if is_deepspeed(accelerator) else set()
         optimizer = build_optimizer(model, train.lr, train.weight_decay,
                                     cpu_offload=offloads_optimizer(accelerator))
         # The schedule is stepped by hand once per optimizer update (Accelerate's wrapper would
@@ -116,9 +118,13 @@ class Engine:
             plan = self.plans[stream.name]
             batches = (plan.epoch(epoch, self.steps_per_epoch, start) if stream.primary
                        else plan.steps(first_global, self.steps_per_epoch - start))
+            # An own generator: creating a loader must not draw from the global RNG, or a
+            # resumed run's dropout masks would drift from an uninterrupted run's.
+            generator = torch.Generator().manual_seed(self.seed + epoch)
             loaders[stream.name] = DataLoader(stream.dataset, batch_sampler=batches,
                                               num_workers=self.train.num_workers,
-                                              pin_memory=torch.cuda.is_available())
+                                              pin_memory=torch.cuda.is_available(),
+                                              generator=generator)
         return loaders
 
     def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
@@ -165,7 +171,7 @@ class Engine:
             return
         state = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.accelerator.is_main_process:
-            self.save_model(state, self.output_dir / tag)
+            self.save_model(restore_scalar_parameters(state, self.lifted), self.output_dir / tag)
         self.accelerator.wait_for_everyone()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -256,6 +262,7 @@ class Engine:
         """Validate, track the best model, and decide on early stopping."""
         if self.evaluate is None:
             return False
+        broadcast_buffers(self.accelerator, self.model)
         tic = time.perf_counter()
         metrics = self.evaluate(self.model)
         state["eval_seconds"] += time.perf_counter() - tic
@@ -280,6 +287,7 @@ class Engine:
     def _finish(self, state: dict) -> None:
         """Write the final model (the best validated one when there was validation)."""
         state["done"] = True
+        broadcast_buffers(self.accelerator, self.model)
         tag = "model"
         if self.evaluate is None or state["best"] is None:
             self._save_best(tag)

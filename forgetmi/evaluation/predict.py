@@ -28,7 +28,8 @@ def predict(accelerator, model, dataset: Dataset, batch_size: int = 32,
     n = len(dataset)
     per_rank = -(-n // world)
     mine = [(rank + world * i) % n for i in range(per_rank)]
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=mine, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=mine, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
     was_training = model.training
     model.eval()
     chunks: dict[str, list] = {}

@@ -1,0 +1,94 @@
+"""The training engine in-process on the generated data: learning, outputs, resume, idempotence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from forgetmi.train import main
+
+BASE = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--eval_batch_size=32",
+        "--wandb=disabled", "--log_every=1", "--warmup_ratio=0", "--seed=0"]
+
+
+def run(data, out, *extra):
+    return main([f"--data.root={data.root}", f"--output_dir={out}", *BASE, *extra])
+
+
+def weights(folder):
+    return load_file(str(folder / "model" / "model.safetensors"))
+
+
+def records(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(demo_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "run"
+    assert run(demo_data, out, "--epochs=4", "--checkpoint_every=4", "--lr=1e-3") == 0
+    return out
+
+
+def test_training_learns_and_writes_its_outputs(trained):
+    steps = [r for r in records(trained) if "train/loss" in r]
+    first = [r["train/loss"] for r in steps if r["train/epoch"] == 0]
+    last = [r["train/loss"] for r in steps if r["train/epoch"] == 3]
+    assert len(first) == len(last) >= 8
+    assert sum(last) / len(last) < 0.95 * sum(first) / len(first), (first, last)
+    timing = json.loads((trained / "timing.json").read_text())
+    assert timing["world_size"] == 1 and timing["ranks_agree"] is True
+    assert timing["epochs_run"] == 4 and timing["updates"] == len(steps)
+    assert timing["rows"]["train"] > 0 and timing["train_seconds"] > 0
+    for name in ("config.yaml", "model/model.safetensors", "model/config.json", "best",
+                 "checkpoints/latest/manifest.json", "checkpoints/latest/trainer_state.json"):
+        assert (trained / name).exists(), name
+    val = [r for r in records(trained) if "val/joint_auc" in r]
+    assert len(val) == 4 and all(0 <= r["val/joint_auc"] <= 1 for r in val)
+
+
+def test_final_model_loads_with_named_outputs(trained):
+    from forgetmi.models import JointModel
+    model = JointModel.from_pretrained(trained / "model").eval()
+    out = model(torch.rand(2, 1, 64, 64), torch.randint(0, 100, (2, 12)),
+                torch.ones(2, 12, dtype=torch.long))
+    assert out.joint_embedding.shape == (2, 768) and out.text_logits.shape == (2, 4)
+
+
+def test_finished_run_is_not_rerun(demo_data, trained, caplog):
+    before = weights(trained)
+    lines = len(records(trained))
+    assert run(demo_data, trained, "--epochs=4", "--checkpoint_every=4", "--lr=1e-3") == 0
+    assert "already finished" in caplog.text
+    after = weights(trained)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert len(records(trained)) == lines
+
+
+def test_retrain_uses_retain_rows_only(demo_data, tmp_path, trained):
+    out = tmp_path / "retrain"
+    assert run(demo_data, out, "--epochs=1", "--max_steps=2", "--mode=retrain") == 0
+    retrain_rows = json.loads((out / "timing.json").read_text())["rows"]["train"]
+    train_rows = json.loads((trained / "timing.json").read_text())["rows"]["train"]
+    from forgetmi.data import formats
+    forget = formats.read_forget_set(demo_data.forget_sets[10])
+    assert train_rows - retrain_rows == len(forget)
+
+
+def test_resume_mid_epoch_equals_uninterrupted(demo_data, tmp_path):
+    args = ["--epochs=2", "--checkpoint_every=3", "--early_stopping_patience=0"]
+    assert run(demo_data, tmp_path / "straight", *args) == 0
+    # crash after update 7: the last checkpoint is update 6, in the middle of an epoch
+    assert run(demo_data, tmp_path / "resumed", *args, "--stop_after=7") == 3
+    state = json.loads((tmp_path / "resumed/checkpoints/latest/trainer_state.json").read_text())
+    assert state["updates"] == 6 and state["step"] > 0 and not state["done"]
+    assert run(demo_data, tmp_path / "resumed", *args) == 0
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst <= 1e-6, worst
+    steps = [r["step"] for r in records(tmp_path / "resumed") if "train/loss" in r]
+    assert steps[:7] == list(range(1, 8)) and steps[7] == 7  # update 7 redone after the resume
