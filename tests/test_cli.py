@@ -1,0 +1,83 @@
+"""The data commands and the demo, run in-process as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from forgetmi.cli import main
+from forgetmi.data import formats
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    handler_records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            handler_records.append(self.format(record))
+
+    collector = Collect()
+    logging.getLogger("forgetmi").addHandler(collector)
+    try:
+        code = main(["demo", "--out", str(out), "--patients", "40", "--image-size", "96",
+                     "--workers", "1"])
+    finally:
+        logging.getLogger("forgetmi").removeHandler(collector)
+    assert code == 0
+    return out, "\n".join(handler_records)
+
+
+def test_demo_summary(demo_run):
+    out, _ = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    split = formats.read_split(out / "data" / "split.csv")
+    assert summary["rows"] == len(split) and summary["patients"] == split["subject_id"].nunique()
+    assert set(summary["forget_sets"]) == {"3", "6", "10"}
+    assert all(f["audit_ok"] for f in summary["forget_sets"].values())
+    parts = summary["partitions"]
+    assert sum(p["rows"] for p in parts.values()) == len(split)
+    assert summary["batch_shapes"]["image"] == [8, 1, 96, 96]
+    assert 0.03 < summary["noisy_forget"]["mean_abs_image_change"] < 0.15
+    assert summary["noisy_forget"]["changed_token_fraction"] > 0.05
+
+
+def test_demo_logs_no_report_text_or_patient_ids(demo_run):
+    out, logs = demo_run
+    assert "verdict: no leakage found" in logs and "forgetmi demo — summary" in logs
+    split = formats.read_split(out / "data" / "split.csv")
+    for subject in split["subject_id"].astype(str).unique():
+        assert subject not in logs
+    reports = formats.read_reports(out / "data" / "all_data.tsv")
+    for text in reports["text"]:
+        sentences = [s.strip() for s in text.split(" . ") if len(s.strip()) > 25]
+        assert not any(s in logs for s in sentences)
+
+
+def test_demo_reuses_its_data(demo_run, caplog):
+    out, _ = demo_run
+    before = (out / "data" / "manifest.json").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--patients", "40", "--image-size", "96",
+                 "--workers", "1"]) == 0
+    assert (out / "data" / "manifest.json").stat().st_mtime_ns == before
+    assert "reusing the stand-in dataset" in caplog.text
+
+
+def test_make_demo_data_refuses_to_overwrite(demo_run, caplog):
+    out, _ = demo_run
+    assert main(["make-demo-data", str(out / "data"), "--patients", "10"]) == 2
+    assert "overwrite" in caplog.text
+
+
+def test_build_cache_and_keywords(demo_run, capsys):
+    out, _ = demo_run
+    root = out / "data"
+    assert main(["build-cache", f"--data.root={root}", "--image_size=48"]) == 0
+    assert (root / "cache" / "images-48-crop48" / "index.json").is_file()
+    assert main(["keywords", str(root / "all_data.tsv"), "-k", "5"]) == 0
+    words = capsys.readouterr().out.split()
+    assert len(words) == 5 and len(set(words)) == 5
+    assert main(["build-cache", f"--data.root={root}", "--image_sise=48"]) == 2  # typo: clear error
