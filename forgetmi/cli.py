@@ -1,6 +1,7 @@
 """The ``forgetmi`` command.
 
-Subcommands (data layer): make-demo-data, make-forget-set, audit, build-cache, keywords, demo.
+Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
+import-checkpoint, demo.
 Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
 """
 
@@ -97,6 +98,12 @@ def cmd_import_checkpoint(args, extra) -> int:
     return 0
 
 
+def cmd_train(args, extra) -> int:
+    from forgetmi.train import main as train_main
+    argv = (["--config", args.config] if args.config else []) + list(args.overrides) + extra
+    return train_main(argv, mode=args.command)
+
+
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
     run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
@@ -144,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reports", help="reports TSV (all_data.tsv format)")
     p.add_argument("-k", type=int, default=9)
     p.set_defaults(func=cmd_keywords)
+
+    for mode, text in (("train", "train the original model on retain + forget rows"),
+                       ("retrain", "train the gold-standard model on retain rows only")):
+        p = sub.add_parser(mode, help=text)
+        _add_data_args(p)
+        p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")

@@ -20,7 +20,8 @@ class GatedFusion(nn.Module):
         self.gate = nn.Linear(image_dim + text_dim, text_dim)
         self.adjust = nn.Linear(image_dim + text_dim, image_dim)
         self.norm = nn.LayerNorm(image_dim)
-        self.scale = nn.Parameter(torch.tensor(float(scale_init)))
+        # Shape (1,), not a 0-dim scalar: DeepSpeed's broadcasts view parameters as bytes.
+        self.scale = nn.Parameter(torch.full((1,), float(scale_init)))
         self.scale_max = scale_max
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
