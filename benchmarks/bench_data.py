@@ -174,9 +174,10 @@ def time_release(split: Path, img_dir: Path, ids: list[str], size: int,
     return per_sample, collated
 
 
-def time_cache(cache, n: int, seed: int = 0) -> tuple[float, float, float]:
-    """Samples/s of the cache: per-sample get + torch.from_numpy; 16 gets stacked into a fresh
-    batch (what a DataLoader's default collate does); get_many(16) into one reused buffer."""
+def time_cache(cache, n: int, seed: int = 0) -> tuple[float, float, float, float]:
+    """Samples/s of the cache: per-sample get + torch.from_numpy; per-sample get_raw (uint16,
+    to be scaled on the accelerator); 16 gets stacked into a fresh batch (what a DataLoader's
+    default collate does); get_many(16) into one reused buffer."""
     import torch
 
     n = max(BATCH, n // BATCH * BATCH)
@@ -188,13 +189,14 @@ def time_cache(cache, n: int, seed: int = 0) -> tuple[float, float, float]:
     for k in range(4):
         one(k)
     per_sample = _rate(one, n)
+    raw = _rate(lambda k: torch.from_numpy(cache.get_raw(order[k]))[None], n)
     collated = _rate(lambda b: torch.stack([one(k) for k in range(b, b + BATCH)]), n, BATCH)
     # A preallocated batch (e.g. pinned) avoids faulting in a fresh 256 MiB at 2048² per batch.
     out = np.empty((BATCH, cache.image_size, cache.image_size), dtype=np.float32)
     cache.get_many(order[:BATCH], out=out)
     reused = _rate(lambda b: torch.from_numpy(cache.get_many(order[b:b + BATCH], out=out)),
                    n, BATCH)
-    return per_sample, collated, reused
+    return per_sample, raw, collated, reused
 
 
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -269,16 +271,18 @@ def main(argv: list[str] | None = None) -> int:
             cache = build_image_cache(table, img_dir, work / f"cache-{size}", size,
                                       crop_size=RELEASE_CROP, ext=".dcm", workers=args.workers)
             build_s = time.perf_counter() - start
-            per_sample, collated, reused = time_cache(cache, max(args.n_samples, 2 * len(cache)))
+            per_sample, raw, collated, reused = time_cache(cache,
+                                                           max(args.n_samples, 2 * len(cache)))
             per_sample_rows.append((f"{size}²", f"{release:.1f}", f"{per_sample:.0f}",
-                                    f"{per_sample / release:.0f}x", f"{build_s:.1f}",
+                                    f"{per_sample / release:.0f}x", f"{raw:.0f}",
+                                    f"{raw / release:.0f}x", f"{build_s:.1f}",
                                     f"{len(cache) / build_s:.1f}"))
             batch_rows.append((f"{size}²", f"{release_collated:.1f}", f"{collated:.0f}",
                                f"{collated / release_collated:.1f}x", f"{reused:.0f}",
                                f"{reused / release_collated:.0f}x"))
         print("per sample (samples/s):")
-        print_table(("size", "(a) release", "(b) cache get", "(b)/(a)", "build s (once)",
-                     "build img/s"), per_sample_rows)
+        print_table(("size", "(a) release", "(b) cache get", "(b)/(a)", "get_raw uint16",
+                     "raw/(a)", "build s (once)", "build img/s"), per_sample_rows)
         print(f"batches of {BATCH} (samples/s):")
         print_table(("size", "(a) release+stack", "(b) get+stack", "ratio",
                      "(b) get_many into reused buffer", "ratio"), batch_rows)

@@ -234,12 +234,17 @@ class ImageCache:
         elif out.shape != shape or out.dtype != np.float32:
             raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
         array = self.array
-        # Row by row, scaling each while it is still in cache: fancy indexing the memmap would
-        # first copy every row as uint16, and one pass over the whole batch would reread it.
+        # Image by image: fancy indexing the memmap would first copy every row as uint16.
         for j, i in enumerate(indices):
-            np.copyto(out[j], array[i], casting="safe")
-            out[j] /= np.float32(STORE_SCALE)
+            _to_unit(array[i], out[j])
         return out
+
+
+def _to_unit(stored: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[:] = stored / STORE_SCALE`` (float32 division: 65535 maps to exactly 1.0)."""
+    np.copyto(out, stored, casting="safe")
+    out /= np.float32(STORE_SCALE)
+    return out
 
 
 # ----------------------------------------------------------------------------------------- building

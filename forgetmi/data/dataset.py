@@ -57,7 +57,7 @@ class EdemaDataset(Dataset):
         try:
             self.image_rows = np.array([image_cache.index_of(d) for d in self.dicom_ids],
                                        dtype=np.int64)
-        except KeyError:
+        except (KeyError, CacheError):
             raise CacheError("an image of this partition is not in the image cache; "
                              "rebuild it for this split") from None
         self.token_rows = np.array([token_cache.index_of(s) for s in self.study_ids],
