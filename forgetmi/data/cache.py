@@ -240,6 +240,21 @@ class ImageCache:
         return out
 
 
+    def get_many_raw(self, indices: Iterable[int], out: np.ndarray | None = None) -> np.ndarray:
+        """Images at ``indices`` as stored, uint16 (n, image_size, image_size); ``/ STORE_SCALE``
+        gives :meth:`get_many`'s values. Fills ``out`` if given."""
+        indices = list(indices)
+        shape = (len(indices), self.image_size, self.image_size)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint16)
+        elif out.shape != shape or out.dtype != np.uint16:
+            raise ValueError(f"out must be uint16 {shape}, got {out.dtype} {out.shape}")
+        array = self.array
+        for j, i in enumerate(indices):
+            out[j] = array[i]
+        return out
+
+
 def _to_unit(stored: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out[:] = stored / STORE_SCALE`` (float32 division: 65535 maps to exactly 1.0)."""
     np.copyto(out, stored, casting="safe")

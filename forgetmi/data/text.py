@@ -234,6 +234,17 @@ class TokenCache:
         mask = (np.arange(self.max_length) < lengths[i]).astype(np.int64)
         return np.array(ids[i], dtype=np.int64), mask
 
+    def rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``indices`` as a batch, cut to the longest report among them:
+        ``(input_ids int64[n, l], attention_mask int64[n, l])`` with ``l <= max_length``."""
+        ids, lengths = self._arrays()
+        indices = np.asarray(indices, dtype=np.int64)
+        batch_lengths = lengths[indices]
+        longest = max(1, int(batch_lengths.max())) if len(indices) else 1
+        input_ids = np.asarray(ids[indices, :longest], dtype=np.int64)
+        mask = (np.arange(longest)[None, :] < batch_lengths[:, None]).astype(np.int64)
+        return input_ids, mask
+
     def get(self, study_id: int) -> tuple[np.ndarray, np.ndarray]:
         """The tokens of one study's report: ``(input_ids int64[L], attention_mask int64[L])``."""
         return self.row(self.index_of(study_id))

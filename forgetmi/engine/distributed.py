@@ -48,6 +48,17 @@ def offloads_optimizer(accelerator: Accelerator) -> bool:
     return device not in (None, "none")
 
 
+def broadcast_buffers(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP does this at the start of each forward; DeepSpeed never does, so without it each rank
+    would validate with its own statistics and only rank 0's would be saved.
+    """
+    if accelerator.num_processes > 1:
+        for buffer in accelerator.unwrap_model(model).buffers():
+            torch.distributed.broadcast(buffer.data, src=0)
+
+
 def fill_deepspeed_config(accelerator: Accelerator, batch_size: int, grad_accum: int,
                           max_grad_norm: float | None) -> None:
     """Resolve the ``"auto"`` values Accelerate cannot infer without a prepared dataloader.
@@ -63,6 +74,23 @@ def fill_deepspeed_config(accelerator: Accelerator, batch_size: int, grad_accum:
     config["train_batch_size"] = batch_size * grad_accum * accelerator.num_processes
     if config.get("gradient_clipping", "auto") == "auto":
         config["gradient_clipping"] = float(max_grad_norm or 0.0)
+    # DeepSpeed's own bf16 mode casts the weights but not the inputs (float images then meet
+    # bf16 convolutions), and Accelerate does not autocast under DeepSpeed. Its torch_autocast
+    # mode keeps fp32 weights and autocasts the forward, as Accelerate does under DDP.
+    if config.get("bf16", {}).get("enabled") is True:
+        config["bf16"]["enabled"] = False
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+
+
+def autocast(accelerator: Accelerator):
+    """The mixed-precision context of a step: Accelerate's, or under DeepSpeed's torch_autocast
+    the same autocast around the loss too, so that it is computed as under DDP (the engine's
+    forward alone would hand back bf16 outputs to a bf16 loss)."""
+    config = deepspeed_config(accelerator) or {}
+    if config.get("torch_autocast", {}).get("enabled"):
+        dtype = getattr(torch, config["torch_autocast"].get("dtype", "bfloat16"))
+        return torch.autocast(device_type=accelerator.device.type, dtype=dtype)
+    return accelerator.autocast()
 
 
 def finish(accelerator: Accelerator | None = None, exit_code: int = 0) -> None:

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from forgetmi.data.dataset import trim_padding
+from forgetmi.data.batches import batch_loader, to_device
 from forgetmi.engine import checkpoint as ckpt
-from forgetmi.engine.distributed import (broadcast_buffers, fill_deepspeed_config, is_deepspeed,
-                                         lift_scalar_parameters, offloads_optimizer,
-                                         restore_scalar_parameters, zero_stage)
+from forgetmi.engine.distributed import (autocast, broadcast_buffers, fill_deepspeed_config,
+                                         is_deepspeed, offloads_optimizer, zero_stage)
 from forgetmi.engine.optim import build_optimizer, build_scheduler
 from forgetmi.engine.sampling import BatchPlan
 from forgetmi.errors import ForgetMIError
@@ -64,10 +63,6 @@ class Objective:
         raise NotImplementedError  # abstract
 
 
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in trim_padding(batch).items()}
-
-
 class Engine:
     def __init__(self, accelerator, model: torch.nn.Module, objective: Objective, train,
                  output_dir: Path, seed: int, tracker,
@@ -99,7 +94,6 @@ class Engine:
 
         fill_deepspeed_config(accelerator, self.primary.batch_size, train.grad_accum,
                               train.max_grad_norm)
-        self.lifted = lift_scalar_parameters(model) if is_deepspeed(accelerator) else set()
         optimizer = build_optimizer(model, train.lr, train.weight_decay,
                                     cpu_offload=offloads_optimizer(accelerator))
         # The schedule is stepped by hand once per optimizer update (Accelerate's wrapper would
@@ -110,7 +104,7 @@ class Engine:
         objective.setup(accelerator)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _loaders(self, epoch: int, start: int) -> dict[str, DataLoader]:
+    def _loaders(self, epoch: int, start: int) -> dict:
         """This rank's loaders for the rest of ``epoch``, resuming at micro-step ``start``."""
         loaders = {}
         first_global = epoch * self.steps_per_epoch + start
@@ -118,13 +112,8 @@ class Engine:
             plan = self.plans[stream.name]
             batches = (plan.epoch(epoch, self.steps_per_epoch, start) if stream.primary
                        else plan.steps(first_global, self.steps_per_epoch - start))
-            # An own generator: creating a loader must not draw from the global RNG, or a
-            # resumed run's dropout masks would drift from an uninterrupted run's.
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            loaders[stream.name] = DataLoader(stream.dataset, batch_sampler=batches,
-                                              num_workers=self.train.num_workers,
-                                              pin_memory=torch.cuda.is_available(),
-                                              generator=generator)
+            loaders[stream.name] = batch_loader(stream.dataset, batches, self.train.num_workers,
+                                                seed=self.seed + epoch)
         return loaders
 
     def _reduce_mean(self, values: dict[str, float]) -> dict[str, float]:
@@ -171,7 +160,7 @@ class Engine:
             return
         state = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.accelerator.is_main_process:
-            self.save_model(restore_scalar_parameters(state, self.lifted), self.output_dir / tag)
+            self.save_model(state, self.output_dir / tag)
         self.accelerator.wait_for_everyone()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -202,9 +191,9 @@ class Engine:
                            desc=f"epoch {epoch}", leave=False)
             tic = time.perf_counter()
             for micro in range(state["step"], self.steps_per_epoch):
-                batch = {name: _to_device(next(it), acc.device) for name, it in iterators.items()}
+                batch = {name: to_device(next(it), acc.device) for name, it in iterators.items()}
                 with acc.accumulate(self.model):
-                    with acc.autocast():
+                    with autocast(acc):
                         loss, terms = self.objective.compute_loss(self.model, batch)
                     bad = acc.reduce((~torch.isfinite(loss.detach())).float().reshape(1), "sum")
                     if bad.item() > 0:

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from forgetmi.data.dataset import trim_padding
+from forgetmi.data.batches import batch_loader, to_device
 from forgetmi.utils.progress import progress
-
-
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-            for k, v in trim_padding(batch).items()}
 
 
 @torch.no_grad()
@@ -28,13 +23,13 @@ def predict(accelerator, model, dataset: Dataset, batch_size: int = 32,
     n = len(dataset)
     per_rank = -(-n // world)
     mine = [(rank + world * i) % n for i in range(per_rank)]
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=mine, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(0))  # leave the global RNG alone
+    loader = batch_loader(dataset, [mine[i:i + batch_size] for i in range(0, per_rank, batch_size)],
+                          num_workers)
     was_training = model.training
     model.eval()
     chunks: dict[str, list] = {}
-    for batch in progress(loader, desc="predict", leave=False):
-        batch = _to_device(batch, accelerator.device)
+    for batch in progress(loader, desc="predict", leave=False, total=len(loader)):
+        batch = to_device(batch, accelerator.device)
         with accelerator.autocast():
             out = model(batch["image"], batch["input_ids"], batch["attention_mask"])
         rows = {"index": torch.as_tensor(batch["index"], device=accelerator.device),

@@ -1,0 +1,67 @@
+"""Batches straight from the caches: identical to the per-sample dataset, buffers reused safely."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from forgetmi.config import DataConfig
+from forgetmi.data.batches import BatchReader, to_device
+from forgetmi.data.dataset import EdemaDataset, trim_padding
+from forgetmi.data.noise import Perturbation, build_perturber
+from forgetmi.data.prepare import ensure_caches, load_partitions
+
+
+@pytest.fixture(scope="module")
+def prepared(demo_data):
+    config = DataConfig(root=str(demo_data.root), image_size=48)
+    return ensure_caches(load_partitions(config, seed=0), "tiny")
+
+
+def reference_batch(dataset, positions):
+    return trim_padding(default_collate([dataset[i] for i in positions]))
+
+
+@pytest.mark.parametrize("noisy", [False, True], ids=["clean", "noisy"])
+@pytest.mark.parametrize("prefetch", [False, True], ids=["direct", "prefetch"])
+def test_batches_equal_the_per_sample_dataset(prepared, noisy, prefetch):
+    perturb = build_perturber(Perturbation(seed=3), prepared.config.path("synonyms")) if noisy \
+        else None
+    reports = prepared.reports.set_index("study_id")["text"]
+    dataset = EdemaDataset(prepared.partitions.retain, prepared.image_cache, prepared.token_cache,
+                           perturb=perturb, reports=reports)
+    plan = [[5, 0, 9, 9], [3, 1], [7, 2, 4, 8], [6]]
+    batches = [{k: v.clone() for k, v in b.items()}
+               for b in BatchReader(dataset, plan, prefetch=prefetch)]
+    assert len(batches) == len(plan)
+    assert batches[0]["image"].dtype == (torch.float32 if noisy else torch.uint16)
+    for positions, batch in zip(plan, batches):
+        expected = reference_batch(dataset, positions)
+        batch = to_device(batch, "cpu")  # uint16 images become the dataset's float32 values
+        assert batch.keys() == expected.keys()
+        for key in expected:
+            assert batch[key].dtype == expected[key].dtype, key
+            assert torch.equal(batch[key], expected[key]), key
+
+
+def test_buffers_are_reused_and_never_overwritten_early(prepared):
+    dataset = EdemaDataset(prepared.partitions.retain, prepared.image_cache, prepared.token_cache)
+    plan = [[i, i + 1] for i in range(0, 20, 2)]
+    seen = []
+    for k, batch in enumerate(BatchReader(dataset, plan, buffers=3)):
+        expected = reference_batch(dataset, plan[k])["image"]
+        # intact while it is the current batch
+        assert torch.equal(to_device(batch, "cpu")["image"], expected)
+        seen.append(batch["image"].data_ptr())
+    assert len(set(seen)) == 3  # three buffers, cycled
+
+
+def test_errors_reach_the_consumer_and_early_exit_stops_the_thread(prepared):
+    dataset = EdemaDataset(prepared.partitions.retain, prepared.image_cache, prepared.token_cache)
+    with pytest.raises(IndexError):
+        list(BatchReader(dataset, [[0], [10 ** 6]]))
+    reader = BatchReader(dataset, [[i] for i in range(30)])
+    for k, _ in enumerate(reader):
+        if k == 2:
+            break  # the producer thread must not hang the test
