@@ -10,6 +10,7 @@ import torch
 from forgetmi.data.cache import build_image_cache
 from forgetmi.data.dataset import EdemaDataset, build_loader
 from forgetmi.data.formats import image_relpath
+from forgetmi.data.images import write_dicom
 from forgetmi.data.noise import Perturbation, Perturber
 from forgetmi.data.text import build_token_cache, default_text_encoder_path
 from forgetmi.errors import CacheError, DataError
@@ -18,27 +19,6 @@ MAX_LENGTH = 48
 IMAGE_SIZE = 32
 PHRASES = ["mild pulmonary edema", "no pneumothorax", "cardiomegaly is stable",
            "bibasilar atelectasis", "clear lungs", "normal cardiac silhouette"]
-
-
-def write_dicom(path, pixels: np.ndarray) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
 
 
 @pytest.fixture(scope="module")

@@ -227,31 +227,27 @@ class ImageCache:
 
     def get_many(self, indices: Iterable[int], out: np.ndarray | None = None) -> np.ndarray:
         """Images at ``indices`` as float32 (n, image_size, image_size); fills ``out`` if given."""
-        indices = list(indices)
-        shape = (len(indices), self.image_size, self.image_size)
-        if out is None:
-            out = np.empty(shape, dtype=np.float32)
-        elif out.shape != shape or out.dtype != np.float32:
-            raise ValueError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
-        array = self.array
-        # Image by image: fancy indexing the memmap would first copy every row as uint16.
-        for j, i in enumerate(indices):
-            _to_unit(array[i], out[j])
-        return out
-
+        return self._read_many(indices, out, np.float32)
 
     def get_many_raw(self, indices: Iterable[int], out: np.ndarray | None = None) -> np.ndarray:
         """Images at ``indices`` as stored, uint16 (n, image_size, image_size); ``/ STORE_SCALE``
         gives :meth:`get_many`'s values. Fills ``out`` if given."""
+        return self._read_many(indices, out, np.uint16)
+
+    def _read_many(self, indices: Iterable[int], out: np.ndarray | None, dtype) -> np.ndarray:
         indices = list(indices)
         shape = (len(indices), self.image_size, self.image_size)
         if out is None:
-            out = np.empty(shape, dtype=np.uint16)
-        elif out.shape != shape or out.dtype != np.uint16:
-            raise ValueError(f"out must be uint16 {shape}, got {out.dtype} {out.shape}")
+            out = np.empty(shape, dtype=dtype)
+        elif out.shape != shape or out.dtype != dtype:
+            raise ValueError(f"out must be {np.dtype(dtype)} {shape}, got {out.dtype} {out.shape}")
         array = self.array
+        # Image by image: fancy indexing the memmap would first copy every row as uint16.
         for j, i in enumerate(indices):
-            out[j] = array[i]
+            if dtype is np.uint16:
+                out[j] = array[i]
+            else:
+                _to_unit(array[i], out[j])
         return out
 
 
