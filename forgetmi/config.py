@@ -89,6 +89,15 @@ class TrainConfig:
     max_steps: int = 0                 # stop after this many optimizer steps (0 = no limit)
     stop_after: int = 0                # crash on purpose after N optimizer steps (resume tests)
 
+    def __post_init__(self):
+        # YAML 1.1 reads a bare `precision: no` as False.
+        if self.precision in (False, "False", "false", "fp32"):
+            self.precision = "no"
+        if self.precision not in (None, "no", "fp16", "bf16"):
+            raise ConfigError(f"train.precision: expected no, bf16 or fp16, got {self.precision!r}")
+        if self.grad_accum < 1 or self.batch_size < 1 or self.epochs < 0:
+            raise ConfigError("train: batch_size and grad_accum must be >= 1, epochs >= 0")
+
 
 @dataclass
 class TrackingConfig:
@@ -247,9 +256,9 @@ def parse_overrides(cls, overrides: list[str]) -> dict:
         *parents, leaf = candidates[0]
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value) if value.strip() else value
-        if isinstance(node[leaf], str) or node[leaf] is None:
-            node[leaf] = value if value.lower() not in ("none", "null", "~") else None
+        # Kept as text: each field's type decides how to read it (YAML would turn a
+        # precision of "no" into False).
+        node[leaf] = None if value.strip().lower() in ("none", "null", "~") else value
     return nested
 
 

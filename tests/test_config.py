@@ -26,6 +26,16 @@ def test_bare_names_resolve_to_the_top_level_first():
     assert (cfg.seed, cfg.noise.seed, cfg.train.lr) == (4, 9, 1e-5)
 
 
+def test_precision_spellings(tmp_path):
+    assert load_config(ExperimentConfig, None, ["--precision=no"]).train.precision == "no"
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  precision: no\n")  # YAML 1.1 reads this as False
+    assert load_config(ExperimentConfig, path).train.precision == "no"
+    assert load_config(ExperimentConfig, None, ["--precision=bf16"]).train.precision == "bf16"
+    with pytest.raises(ConfigError, match="expected no, bf16 or fp16"):
+        load_config(ExperimentConfig, None, ["--precision=fp8"])
+
+
 def test_saved_config_round_trips(tmp_path):
     cfg = load_config(ExperimentConfig, None, ["--image_size=384", "--seed=2"])
     save_config(cfg, tmp_path / "config.yaml")

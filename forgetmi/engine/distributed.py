@@ -23,8 +23,26 @@ def build_accelerator(precision: str | None = None, grad_accum: int = 1) -> Acce
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = ([InitProcessGroupKwargs(backend="gloo")]
                 if distributed and not torch.cuda.is_available() else [])
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=grad_accum,
-                       kwargs_handlers=handlers)
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=grad_accum,
+                              kwargs_handlers=handlers)
+    _bf16_as_autocast(accelerator)
+    return accelerator
+
+
+def _bf16_as_autocast(accelerator: Accelerator) -> None:
+    """Under DeepSpeed, run bf16 as torch autocast over fp32 weights, as Accelerate does under DDP.
+
+    DeepSpeed's own bf16 mode casts the weights but not the inputs (float images then meet bf16
+    convolutions), and Accelerate does not autocast under DeepSpeed. Done before any model is
+    built: under ZeRO-3, transformers builds pretrained BERTs inside ``zero.Init`` with the
+    dtype of its copy of this config (refreshed here), and bf16 BERT weights beside fp32 image
+    weights break ZeRO-3's flat buffers.
+    """
+    config = deepspeed_config(accelerator)
+    if config and config.get("bf16", {}).get("enabled") is True:
+        config["bf16"]["enabled"] = False
+        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+        accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
 
 
 def is_deepspeed(accelerator: Accelerator) -> bool:
@@ -74,12 +92,6 @@ def fill_deepspeed_config(accelerator: Accelerator, batch_size: int, grad_accum:
     config["train_batch_size"] = batch_size * grad_accum * accelerator.num_processes
     if config.get("gradient_clipping", "auto") == "auto":
         config["gradient_clipping"] = float(max_grad_norm or 0.0)
-    # DeepSpeed's own bf16 mode casts the weights but not the inputs (float images then meet
-    # bf16 convolutions), and Accelerate does not autocast under DeepSpeed. Its torch_autocast
-    # mode keeps fp32 weights and autocasts the forward, as Accelerate does under DDP.
-    if config.get("bf16", {}).get("enabled") is True:
-        config["bf16"]["enabled"] = False
-        config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
 
 
 def autocast(accelerator: Accelerator):

@@ -201,10 +201,20 @@ class Engine:
                             f"non-finite loss at epoch {epoch}, step {micro} "
                             f"({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); "
                             "the last checkpoint is intact; lower the learning rate or use fp32")
+                    # DeepSpeed steps inside backward(); its counter tells whether it skipped.
+                    skipped = getattr(self.model, "skipped_steps", 0)
                     acc.backward(loss)
                     clip = None
                     if acc.sync_gradients and train.max_grad_norm > 0 and not is_deepspeed(acc):
                         clip = acc.clip_grad_norm_(self.model.parameters(), train.max_grad_norm)
+                        # fp16's loss scaler skips such steps itself; elsewhere they would
+                        # write NaN into the weights (the norm is the same on every rank).
+                        if acc.mixed_precision != "fp16" and not torch.isfinite(clip):
+                            raise NonFiniteLossError(
+                                f"non-finite gradients at epoch {epoch}, step {micro} with "
+                                f"precision {acc.mixed_precision}; the last checkpoint is "
+                                "intact (bf16 convolutions on CPU are known to do this at "
+                                "small image sizes: use fp32 there)")
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 bar.update(1)
@@ -214,6 +224,10 @@ class Engine:
                 state["step"] = micro + 1
                 if not acc.sync_gradients:
                     continue
+                if getattr(self.model, "skipped_steps", 0) > skipped:
+                    state["skipped_updates"] = state.get("skipped_updates", 0) + 1
+                    logger.warning("DeepSpeed skipped update %d (gradient overflow)",
+                                   state["updates"] + 1)
                 self.scheduler.step()
                 state["updates"] += 1
                 updates = state["updates"]
@@ -302,5 +316,6 @@ class Engine:
                         "distributed_type": str(self.accelerator.distributed_type),
                         "zero_stage": zero_stage(self.accelerator),
                         "rows": {s.name: len(s.dataset) for s in self.streams},
+                        "skipped_updates": state.get("skipped_updates", 0),
                         "ranks_agree": agree})
         self.tracker.finish()
