@@ -72,6 +72,7 @@ class TrainConfig:
     batch_size: int = 16               # per process
     eval_batch_size: int = 32
     lr: float = 1e-4
+    text_lr: float | None = None       # the pretrained BERT body's rate; None = lr
     weight_decay: float = 0.01
     scheduler: str = "cosine"          # cosine | linear | constant
     warmup_ratio: float = 0.05

@@ -43,3 +43,21 @@ def test_ranking_loss_hand_values():
     same_study = ranking_loss(image, text, torch.tensor([0, 3]), torch.tensor([1, 1]))
     assert float(same_study) == 0.0  # margin 0 and matched pairs beat imposters
     assert float(ranking_loss(image[:1], text[:1], torch.tensor([0]))) == 0.0
+
+
+def test_optimizer_groups_give_bert_its_own_rate():
+    from forgetmi.engine.optim import build_optimizer
+    from forgetmi.models import JointModel, ModelConfig
+
+    model = JointModel(ModelConfig(text_encoder="tiny"))
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.01, text_lr=5e-5)
+    by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert by_param[id(named["text_model.bert.encoder.layer.0.attention.self.query.weight"])]["lr"] == 5e-5
+    assert by_param[id(named["text_model.classifier.weight"])]["lr"] == 1e-3
+    assert by_param[id(named["img_model.conv1.weight"])]["lr"] == 1e-3
+    assert by_param[id(named["img_model.conv1.weight"])]["weight_decay"] == 0.01
+    assert by_param[id(named["img_model.bn1.weight"])]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(named)
+    single = build_optimizer(model, lr=1e-3, weight_decay=0.01)
+    assert {g["lr"] for g in single.param_groups} == {1e-3}

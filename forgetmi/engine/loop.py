@@ -95,7 +95,8 @@ class Engine:
         fill_deepspeed_config(accelerator, self.primary.batch_size, train.grad_accum,
                               train.max_grad_norm)
         optimizer = build_optimizer(model, train.lr, train.weight_decay,
-                                    cpu_offload=offloads_optimizer(accelerator))
+                                    cpu_offload=offloads_optimizer(accelerator),
+                                    text_lr=train.text_lr)
         # The schedule is stepped by hand once per optimizer update (Accelerate's wrapper would
         # step it once per process), so it is kept out of prepare().
         self.scheduler = build_scheduler(optimizer, train.scheduler, self.total_updates,

@@ -9,23 +9,28 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                    cpu_offload: bool = False) -> torch.optim.Optimizer:
+                    cpu_offload: bool = False, text_lr: float | None = None) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and normalisation weights.
 
-    With DeepSpeed optimizer offload the CPU-side DeepSpeedCPUAdam does the same update
-    (DeepSpeed refuses a plain torch optimizer there).
+    ``text_lr`` gives the pretrained BERT body its own rate (fine-tuning wants a far smaller one
+    than the image encoder trained from scratch); None uses ``lr`` throughout. With DeepSpeed
+    optimizer offload the CPU-side DeepSpeedCPUAdam does the same update (DeepSpeed refuses a
+    plain torch optimizer there).
     """
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+        no_decay = param.ndim <= 1 or name.endswith(".bias")
+        is_text = text_lr is not None and ".bert." in f".{name}"
+        groups.setdefault((is_text, no_decay), []).append(param)
+    param_groups = [{"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
+                     "lr": text_lr if is_text else lr}
+                    for (is_text, no_decay), params in sorted(groups.items())]
     if cpu_offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
-        return DeepSpeedCPUAdam(groups, lr=lr, adamw_mode=True)
-    return torch.optim.AdamW(groups, lr=lr)
+        return DeepSpeedCPUAdam(param_groups, lr=lr, adamw_mode=True)
+    return torch.optim.AdamW(param_groups, lr=lr)
 
 
 def build_scheduler(optimizer, kind: str, total_steps: int, warmup_ratio: float) -> LambdaLR:
