@@ -107,7 +107,8 @@ def cmd_train(args, extra) -> int:
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
     run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
-             workers=args.workers)
+             workers=args.workers, train_image_size=args.train_image_size, epochs=args.epochs,
+             text_encoder=args.text_encoder)
     return 0
 
 
@@ -171,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--train-image-size", type=int, default=128,
+                   help="image side for training the demo models (CPU-sized)")
+    p.add_argument("--epochs", type=int, default=6, help="0 skips training")
+    p.add_argument("--text-encoder", default="tiny",
+                   help="'tiny' (small random BERT, CPU-fast), a BERT folder, or 'minilm' for the "
+                        "packaged all-MiniLM-L6-v2")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,7 +1,9 @@
 """``forgetmi demo``: the whole pipeline on the embedded stand-in data, end to end on a CPU.
 
-Today: generate the data, audit the partitions of every forget size, build the caches, stream
-every partition (and the noisy forget set) through the loaders, and print a summary.
+Generate the data, audit the partitions of every forget size, build the caches, stream every
+partition (and the noisy forget set) through the loaders, train the original model (retain +
+forget) and the retrained reference (retain only) through the shared engine, and print a
+summary with their validation and test AUC / F1.
 """
 
 from __future__ import annotations
@@ -32,8 +34,44 @@ def _dataset(out: Path, n_patients: int, image_size: int, seed: int, workers: in
                             workers=workers, overwrite=True)
 
 
+def _train_models(out: Path, data_root: Path, seed: int, image_size: int, epochs: int,
+                  text_encoder: str) -> dict:
+    """Train the original and the retrained model; their metrics on validation and test."""
+    from forgetmi.config import ExperimentConfig, TrackingConfig, TrainConfig
+    from forgetmi.evaluation.metrics import head_metrics
+    from forgetmi.evaluation.predict import predict
+    from forgetmi.models import JointModel, ModelConfig
+    from forgetmi.train import build_datasets, run_training
+
+    results = {}
+    for mode, name in (("train", "original"), ("retrain", "retrained")):
+        cfg = ExperimentConfig(
+            seed=seed, output_dir=str(out / name),
+            data=DataConfig(root=str(data_root), forget_set="forget_set_10per.csv",
+                            image_size=image_size),
+            model=ModelConfig(text_encoder=None if text_encoder == "minilm" else text_encoder),
+            train=TrainConfig(epochs=epochs, batch_size=16, lr=1e-3,
+                              text_lr=None if text_encoder == "tiny" else 5e-5,
+                              early_stopping_patience=0, checkpoint_every=1000, log_every=5),
+            tracking=TrackingConfig(wandb="disabled"))
+        trained = run_training(cfg, mode)
+        accelerator = trained["accelerator"]
+        model = JointModel.from_pretrained(out / name / "model").to(accelerator.device)
+        _, datasets = build_datasets(cfg, accelerator)
+        metrics = {part: head_metrics(predict(accelerator, model, datasets[part], 64))
+                   for part in ("validation", "test", "forget")}
+        timing = json.loads((out / name / "timing.json").read_text())
+        results[name] = {"train_seconds": timing["train_seconds"], "rows": timing["rows"]["train"],
+                         **{f"{part}_{key}": round(value, 4)
+                            for part, values in metrics.items() for key, value in values.items()
+                            if key.startswith("joint_")}}
+    return results
+
+
 def run_demo(out: Path, n_patients: int = 120, image_size: int = 256, seed: int = 0,
-             workers: int = 2) -> dict:
+             workers: int = 2, train_image_size: int = 128, epochs: int = 6,
+             text_encoder: str = "tiny") -> dict:
+    from forgetmi.data.batches import BatchReader
     from forgetmi.data.dataset import EdemaDataset, build_loader
     from forgetmi.data.noise import Perturbation, build_perturber
     from forgetmi.data.prepare import ensure_caches, load_partitions
@@ -56,9 +94,9 @@ def run_demo(out: Path, n_patients: int = 120, image_size: int = 256, seed: int 
     throughput = {}
     for name, frame in data.partitions.items():
         dataset = EdemaDataset(frame, data.image_cache, data.token_cache)
+        plan = [list(range(i, min(i + 16, len(dataset)))) for i in range(0, len(dataset), 16)]
         tic = time.perf_counter()
-        n = sum(len(batch["label"]) for batch in build_loader(dataset, batch_size=16, shuffle=True,
-                                                              seed=seed))
+        n = sum(len(batch["label"]) for batch in BatchReader(dataset, plan))
         throughput[name] = (n, n / max(time.perf_counter() - tic, 1e-9))
     noisy = EdemaDataset(data.partitions.forget, data.image_cache, data.token_cache,
                          perturb=perturber, reports=data.reports.set_index("study_id")["text"])
@@ -85,6 +123,11 @@ def run_demo(out: Path, n_patients: int = 120, image_size: int = 256, seed: int 
                          "changed_token_fraction": round(token_change, 3)},
         "batch_shapes": {k: list(v.shape) for k, v in batch.items() if hasattr(v, "shape")},
     })
+    if epochs > 0:
+        summary["models"] = _train_models(out, paths.root, seed, train_image_size, epochs,
+                                          text_encoder)
+        summary["models_setting"] = {"image_size": train_image_size, "epochs": epochs,
+                                     "text_encoder": text_encoder, "forget_set": "10%"}
     write_json(out / "summary.json", summary)
     logger.info("%s", format_summary(summary))
     return summary
@@ -108,4 +151,15 @@ def format_summary(s: dict) -> str:
                  f"tokens changed {n['changed_token_fraction']:.0%}")
     shapes = s["batch_shapes"]
     lines.append(f"  batch       image {shapes.get('image')}, input_ids {shapes.get('input_ids')}")
+    if "models" in s:
+        setting = s["models_setting"]
+        lines += ["", f"  models (joint head; {setting['epochs']} epochs at {setting['image_size']}², "
+                      f"text encoder {setting['text_encoder']}, forget set {setting['forget_set']})",
+                  f"  {'model':<10} {'rows':>5} {'train s':>8}   {'val AUC':>7} {'val F1':>6}   "
+                  f"{'test AUC':>8} {'test F1':>7}   {'forget AUC':>10} {'forget F1':>9}"]
+        for name, m in s["models"].items():
+            lines.append(f"  {name:<10} {m['rows']:>5} {m['train_seconds']:>8.1f}   "
+                         f"{m['validation_joint_auc']:>7.3f} {m['validation_joint_f1']:>6.3f}   "
+                         f"{m['test_joint_auc']:>8.3f} {m['test_joint_f1']:>7.3f}   "
+                         f"{m['forget_joint_auc']:>10.3f} {m['forget_joint_f1']:>9.3f}")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ def demo_run(tmp_path_factory):
     logging.getLogger("forgetmi").addHandler(collector)
     try:
         code = main(["demo", "--out", str(out), "--patients", "40", "--image-size", "96",
-                     "--workers", "1"])
+                     "--workers", "1", "--train-image-size", "64", "--epochs", "2"])
     finally:
         logging.getLogger("forgetmi").removeHandler(collector)
     assert code == 0
@@ -43,6 +43,15 @@ def test_demo_summary(demo_run):
     assert summary["batch_shapes"]["image"] == [8, 1, 96, 96]
     assert 0.03 < summary["noisy_forget"]["mean_abs_image_change"] < 0.15
     assert summary["noisy_forget"]["changed_token_fraction"] > 0.05
+    models = summary["models"]
+    assert set(models) == {"original", "retrained"}
+    assert models["original"]["rows"] - models["retrained"]["rows"] == \
+        summary["forget_sets"]["10"]["rows"]
+    for m in models.values():
+        for part in ("validation", "test", "forget"):
+            assert 0.0 <= m[f"{part}_joint_auc"] <= 1.0 and 0.0 <= m[f"{part}_joint_f1"] <= 1.0
+    assert (out / "original" / "model" / "model.safetensors").is_file()
+    assert (out / "retrained" / "config.yaml").is_file()
 
 
 def test_demo_logs_no_report_text_or_patient_ids(demo_run):
@@ -61,7 +70,7 @@ def test_demo_reuses_its_data(demo_run, caplog):
     out, _ = demo_run
     before = (out / "data" / "manifest.json").stat().st_mtime_ns
     assert main(["demo", "--out", str(out), "--patients", "40", "--image-size", "96",
-                 "--workers", "1"]) == 0
+                 "--workers", "1", "--epochs", "0"]) == 0
     assert (out / "data" / "manifest.json").stat().st_mtime_ns == before
     assert "reusing the stand-in dataset" in caplog.text
 
