@@ -92,3 +92,17 @@ def test_resume_mid_epoch_equals_uninterrupted(demo_data, tmp_path):
     assert worst <= 1e-6, worst
     steps = [r["step"] for r in records(tmp_path / "resumed") if "train/loss" in r]
     assert steps[:7] == list(range(1, 8)) and steps[7] == 7  # update 7 redone after the resume
+
+
+def test_accumulation_and_offline_wandb(demo_data, tmp_path):
+    out = tmp_path / "accum"
+    assert main([f"--data.root={demo_data.root}", f"--output_dir={out}", "--text_encoder=tiny",
+                 "--image_size=64", "--batch_size=4", "--grad_accum=2", "--epochs=1",
+                 "--wandb=offline", "--log_every=1", "--early_stopping_patience=0"]) == 0
+    timing = json.loads((out / "timing.json").read_text())
+    micro_steps = -(-timing["rows"]["train"] // 4)
+    assert timing["updates"] == -(-micro_steps // 2)  # one update per two micro-batches
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    from forgetmi.utils.tracking import run_name_for
+    assert runs[0].name.endswith(run_name_for(out))  # a deterministic id: resumes continue it
