@@ -84,6 +84,12 @@ def polyline(canvas: np.ndarray, points, width: float, amp: float, taper: float 
     canvas[box] += (amp * scratch).astype(canvas.dtype)
 
 
+def _rotated(dr, dc, angle: float):
+    """Offsets (dr, dc) in a frame rotated by ``angle`` radians."""
+    cos, sin = np.cos(angle), np.sin(angle)
+    return dr * cos + dc * sin, -dr * sin + dc * cos
+
+
 def blob(canvas: np.ndarray, center, sigma_r: float, sigma_c: float, amp: float,
          angle: float = 0.0) -> None:
     """Add an (optionally rotated) anisotropic Gaussian blob."""
@@ -94,9 +100,7 @@ def blob(canvas: np.ndarray, center, sigma_r: float, sigma_c: float, amp: float,
     if win is None:
         return
     box, rows, cols = win
-    cos, sin = np.cos(angle), np.sin(angle)
-    u = (rows - r) * cos + (cols - c) * sin
-    v = -(rows - r) * sin + (cols - c) * cos
+    u, v = _rotated(rows - r, cols - c, angle)
     shape = np.exp(-0.5 * ((u / sigma_r) ** 2 + (v / sigma_c) ** 2))
     canvas[box] += (amp * shape).astype(canvas.dtype)
 
@@ -128,9 +132,7 @@ def rectangle(canvas: np.ndarray, center, half_r: float, half_c: float, amp: flo
     if win is None:
         return
     box, rows, cols = win
-    cos, sin = np.cos(angle), np.sin(angle)
-    u = (rows - r) * cos + (cols - c) * sin
-    v = -(rows - r) * sin + (cols - c) * cos
+    u, v = _rotated(rows - r, cols - c, angle)
     inside_u = 1.0 / (1.0 + np.exp((np.abs(u) - half_r) / edge))
     inside_v = 1.0 / (1.0 + np.exp((np.abs(v) - half_c) / edge))
     canvas[box] += (amp * inside_u * inside_v).astype(canvas.dtype)
