@@ -1,7 +1,7 @@
 """The ``forgetmi`` command.
 
 Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
-import-checkpoint, demo.
+unlearn, import-checkpoint, demo.
 Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
 """
 
@@ -104,6 +104,12 @@ def cmd_train(args, extra) -> int:
     return train_main(argv, mode=args.command)
 
 
+def cmd_unlearn(args, extra) -> int:
+    from forgetmi.unlearn import main as unlearn_main
+    argv = (["--config", args.config] if args.config else []) + list(args.overrides) + extra
+    return unlearn_main(argv)
+
+
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
     run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
@@ -158,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(mode, help=text)
         _add_data_args(p)
         p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("unlearn", help="unlearn the forget set from a trained model "
+                                       "(--original=RUN/model --preset=unimodal ...)")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")

@@ -101,6 +101,19 @@ class TrainConfig:
 
 
 @dataclass
+class UnlearnConfig:
+    """Which unlearning method runs on which trained model."""
+
+    method: str = "forgetmi"
+    original: str | None = None          # folder of the trained model (save_pretrained format)
+    preset: str = "unimodal"             # equal | unimodal | multimodal | retention | no-noise
+    weights: list[float] | None = None   # w_UU, w_UR, w_MU, w_MR; overrides the preset's
+    objective: str = "pull"              # pull (the paper) | push (the release's variant)
+    retain_batch_size: int | None = None # None = train.batch_size
+    freeze_batchnorm: bool = True        # student BatchNorm uses the original's running stats
+
+
+@dataclass
 class TrackingConfig:
     wandb: str = "offline"             # offline | online | disabled
     project: str = "forgetmi"
@@ -118,6 +131,7 @@ class ExperimentConfig:
     noise: Perturbation = field(default_factory=Perturbation)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

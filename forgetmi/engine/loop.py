@@ -48,6 +48,7 @@ class Stream:
     batch_size: int
     primary: bool = False
     shuffle: bool = True
+    follows: str | None = None   # draw exactly the batches of that stream (a paired copy)
 
 
 class Objective:
@@ -58,6 +59,10 @@ class Objective:
 
     def setup(self, accelerator) -> None:
         """Place auxiliary (frozen) models on the device; called once before training."""
+
+    def train_mode(self, model) -> None:
+        """Put the trained model in training mode (a method may keep parts in eval mode)."""
+        model.train()
 
     def compute_loss(self, model, batch: dict[str, dict]) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError  # abstract
@@ -82,6 +87,12 @@ class Engine:
         primaries = [s for s in streams if s.primary]
         if len(primaries) != 1:
             raise ValueError("an objective needs exactly one primary stream")
+        names = {s.name: s for s in streams}
+        for s in streams:
+            if s.follows is not None and (s.follows not in names or
+                                          len(names[s.follows].dataset) != len(s.dataset)):
+                raise ValueError(f"stream {s.name!r} follows {s.follows!r}, which must be another "
+                                 "stream over a dataset of the same length")
         self.streams = streams
         world, rank = accelerator.num_processes, accelerator.process_index
         self.plans = {s.name: BatchPlan(len(s.dataset), s.batch_size, world, rank, seed, s.name,
@@ -109,10 +120,16 @@ class Engine:
         """This rank's loaders for the rest of ``epoch``, resuming at micro-step ``start``."""
         loaders = {}
         first_global = epoch * self.steps_per_epoch + start
-        for stream in self.streams:
+        planned = {}
+        for stream in sorted(self.streams, key=lambda s: s.follows is not None):
             plan = self.plans[stream.name]
-            batches = (plan.epoch(epoch, self.steps_per_epoch, start) if stream.primary
-                       else plan.steps(first_global, self.steps_per_epoch - start))
+            if stream.follows is not None:
+                batches = planned[stream.follows]
+            elif stream.primary:
+                batches = plan.epoch(epoch, self.steps_per_epoch, start)
+            else:
+                batches = plan.steps(first_global, self.steps_per_epoch - start)
+            planned[stream.name] = batches
             loaders[stream.name] = batch_loader(stream.dataset, batches, self.train.num_workers,
                                                 seed=self.seed + epoch)
         return loaders
@@ -180,7 +197,7 @@ class Engine:
             logger.info("run already finished in %s; nothing to do", self.output_dir)
             return state
 
-        self.model.train()
+        self.objective.train_mode(self.model)
         window: dict[str, float] = {}
         window_n = 0
         stop = False
@@ -219,9 +236,12 @@ class Engine:
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                 bar.update(1)
+                sums = state.setdefault("epoch_sums", {})
                 for k, v in {"loss": float(loss.detach()), **terms}.items():
                     window[k] = window.get(k, 0.0) + v
+                    sums[k] = sums.get(k, 0.0) + v
                 window_n += 1
+                state["epoch_n"] = state.get("epoch_n", 0) + 1
                 state["step"] = micro + 1
                 if not acc.sync_gradients:
                     continue
@@ -256,6 +276,13 @@ class Engine:
             state["train_seconds"] += time.perf_counter() - tic
             if state["step"] >= self.steps_per_epoch:
                 state["epoch"], state["step"] = epoch + 1, 0
+                # Per-epoch means, kept in the checkpointed state so a resumed epoch counts whole.
+                if state.get("epoch_n"):
+                    means = self._reduce_mean({k: v / state["epoch_n"]
+                                               for k, v in state["epoch_sums"].items()})
+                    self.tracker.log({f"epoch/{k}": v for k, v in means.items()} | {"epoch": epoch},
+                                     state["updates"])
+                state["epoch_sums"], state["epoch_n"] = {}, 0
             stop = self._end_of_epoch(epoch, state) or stop
             self._checkpoint(state)
 
@@ -269,6 +296,7 @@ class Engine:
         broadcast_buffers(self.accelerator, self.model)
         tic = time.perf_counter()
         metrics = self.evaluate(self.model)
+        self.objective.train_mode(self.model)
         state["eval_seconds"] += time.perf_counter() - tic
         self.tracker.log({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch},
                          state["updates"])

@@ -1,0 +1,106 @@
+"""Unlearning a trained model: ``forgetmi unlearn --original RUN/model --preset unimodal ...``.
+
+Writes the unlearned model (``model/``), the merged config, per-step and per-epoch losses
+(``metrics.jsonl``) and the wall time of unlearning alone (``timing.json``: no evaluation runs
+inside the timed loop, and no retrained model is needed).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from forgetmi.config import ExperimentConfig, load_config, save_config
+from forgetmi.errors import ForgetMIError
+
+logger = logging.getLogger("forgetmi.unlearn")
+
+
+def noisy_forget_dataset(cfg: ExperimentConfig, data):
+    """The perturbed copy of the forget set (the clean one under the no-noise preset)."""
+    from dataclasses import replace
+
+    from forgetmi.data.dataset import EdemaDataset
+    from forgetmi.data.noise import build_perturber
+
+    noise = cfg.noise
+    if cfg.unlearn.preset == "no-noise" and cfg.unlearn.weights is None:
+        noise = replace(noise, use_image=False, use_text=False)
+    perturber = build_perturber(noise, cfg.data.path("synonyms"))
+    return EdemaDataset(data.partitions.forget, data.image_cache, data.token_cache,
+                        perturb=perturber, reports=data.reports.set_index("study_id")["text"])
+
+
+def run_unlearning(cfg: ExperimentConfig) -> dict:
+    from accelerate.utils import set_seed
+
+    from forgetmi.engine.distributed import build_accelerator
+    from forgetmi.engine.loop import Engine
+    from forgetmi.models import JointModel
+    from forgetmi.models.joint import save_weights
+    from forgetmi.train import build_datasets
+    from forgetmi.unlearning import build_objective
+    from forgetmi.utils.tracking import Tracker
+
+    if not cfg.unlearn.original:
+        raise ForgetMIError("unlearn.original: give the trained model's folder "
+                            "(e.g. --original=runs/original/model)")
+    out = Path(cfg.output_dir)
+    accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)
+    set_seed(cfg.seed)
+    data, datasets = build_datasets(cfg, accelerator)
+    if "forget" not in datasets:
+        raise ForgetMIError("the forget set selects no rows; nothing to unlearn")
+    noisy = noisy_forget_dataset(cfg, data)
+    original = JointModel.from_pretrained(cfg.unlearn.original)
+    student = JointModel.from_pretrained(cfg.unlearn.original)
+    if accelerator.is_main_process:
+        save_config(cfg, out / "config.yaml")
+    objective = build_objective(cfg.unlearn.method, cfg, data, original, noisy, datasets)
+    logger.info("unlearning %d forget rows (%d patients) with %s, preset %s, objective %s",
+                len(data.partitions.forget), data.partitions.forget["subject_id"].nunique(),
+                cfg.unlearn.method, cfg.unlearn.preset, cfg.unlearn.objective)
+
+    def save_model(state, path):
+        save_weights(student.config, student.bert_config, state, path)
+
+    tracker = Tracker(out, cfg.tracking, _config_dict(cfg), enabled=accelerator.is_main_process)
+    engine = Engine(accelerator, student, objective, cfg.train, out, cfg.seed, tracker,
+                    evaluate=None, save_model=save_model)
+    state = engine.fit()
+    return {"accelerator": accelerator, "state": state, "output_dir": out}
+
+
+def _config_dict(cfg) -> dict:
+    from forgetmi.config import to_dict
+    return to_dict(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry for ``launch/unlearn.py`` and ``forgetmi unlearn``: ``--config X --key=value``."""
+    import argparse
+
+    from forgetmi.engine.distributed import finish
+    from forgetmi.engine.loop import SimulatedCrash
+    from forgetmi.utils.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog="forgetmi unlearn", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="experiment YAML")
+    args, overrides = parser.parse_known_args(argv)
+    setup_logging()
+    accelerator, code = None, 0
+    try:
+        cfg = load_config(ExperimentConfig, args.config, overrides)
+        accelerator = run_unlearning(cfg)["accelerator"]
+    except SimulatedCrash as err:
+        logger.warning("%s", err)
+        code = 3
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        code = 2
+    finish(accelerator, code)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Forget-MI unlearning through the shared engine, in-process on the generated data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from forgetmi.train import main as train_main
+from forgetmi.unlearn import main as unlearn_main
+
+COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
+          "--log_every=1", "--warmup_ratio=0", "--early_stopping_patience=0"]
+
+
+@pytest.fixture(scope="module")
+def original(demo_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("original") / "run"
+    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={out}", *COMMON,
+                       "--epochs=2", "--lr=1e-3"]) == 0
+    return out / "model"
+
+
+def unlearn(demo_data, original, out, *extra):
+    return unlearn_main([f"--data.root={demo_data.root}", f"--output_dir={out}",
+                         f"--original={original}", *COMMON, "--epochs=4", "--lr=1e-3", *extra])
+
+
+def epoch_terms(out):
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in lines if "epoch/uu" in r]
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_pull_unlearning_moves_forget_embeddings_and_keeps_retain(demo_data, original, tmp_path):
+    out = tmp_path / "pull"
+    assert unlearn(demo_data, original, out, "--preset=unimodal") == 0
+    epochs = epoch_terms(out)
+    assert len(epochs) == 4
+    assert epochs[-1]["epoch/uu"] < 0.9 * epochs[0]["epoch/uu"]  # pulled towards noisy targets
+    assert epochs[-1]["epoch/ur"] < epochs[-1]["epoch/uu"]
+    timing = json.loads((out / "timing.json").read_text())
+    from forgetmi.data import formats
+    forget = formats.read_forget_set(demo_data.forget_sets[10])
+    assert timing["rows"]["forget"] == timing["rows"]["noisy_forget"] == len(forget)
+    assert timing["eval_seconds"] == 0.0 and timing["train_seconds"] > 0
+    before, after = weights(original), weights(out / "model")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert (out / "config.yaml").is_file()
+
+
+def test_same_seed_same_unlearned_weights(demo_data, original, tmp_path):
+    for name in ("a", "b"):
+        assert unlearn(demo_data, original, tmp_path / name, "--epochs=1") == 0
+    a, b = weights(tmp_path / "a" / "model"), weights(tmp_path / "b" / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_push_variant_drives_forget_embeddings_away(demo_data, original, tmp_path):
+    out = tmp_path / "push"
+    assert unlearn(demo_data, original, out, "--objective=push") == 0
+    epochs = epoch_terms(out)
+    assert epochs[-1]["epoch/uu"] > epochs[0]["epoch/uu"]
+
+
+def test_clear_errors(demo_data, tmp_path, caplog):
+    assert unlearn_main([f"--data.root={demo_data.root}", f"--output_dir={tmp_path}",
+                         "--wandb=disabled"]) == 2
+    assert "unlearn.original" in caplog.text
+    assert unlearn_main([f"--data.root={demo_data.root}", f"--output_dir={tmp_path}",
+                         f"--original={tmp_path}", "--preset=best", "--wandb=disabled"]) == 2
