@@ -6,13 +6,11 @@ and under ``accelerate launch launch/train.py --config ... --key=value``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
-import torch
 
-from forgetmi.config import ExperimentConfig, load_config, save_config
+from forgetmi.config import ExperimentConfig, save_config, to_dict
 from forgetmi.engine.loop import Engine, Objective, Stream
 from forgetmi.losses.supervised import supervised_loss
 
@@ -90,7 +88,7 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     def save_model(state, path):
         save_weights(cfg.model, model.bert_config, state, path)
 
-    tracker = Tracker(out, cfg.tracking, _config_dict(cfg), enabled=accelerator.is_main_process)
+    tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process)
     engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker,
                     evaluate=evaluate, save_model=save_model)
     state = engine.fit()
@@ -98,43 +96,20 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
             "world_size": accelerator.num_processes}
 
 
-def _config_dict(cfg) -> dict:
-    from forgetmi.config import to_dict
-    return to_dict(cfg)
-
-
-def build_parser(prog: str = "forgetmi train") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="experiment YAML")
-    return parser
-
-
 def main(argv: list[str] | None = None, mode: str = "train") -> int:
-    """Entry for ``launch/train.py`` and ``forgetmi train|retrain``: ``--config X --key=value``."""
-    from forgetmi.engine.distributed import finish
-    from forgetmi.engine.loop import SimulatedCrash
-    from forgetmi.errors import ForgetMIError
-    from forgetmi.utils.logs import setup_logging
+    """Entry for ``launch/train.py`` and ``forgetmi train|retrain``: ``--config X --key=value``
+    (``--mode=retrain`` selects retraining from the launcher)."""
+    from forgetmi.entry import run_job
 
-    args, overrides = build_parser().parse_known_args(argv)
-    setup_logging()
-    if any(o.startswith("--mode=") for o in overrides):
-        mode = next(o.split("=", 1)[1] for o in overrides if o.startswith("--mode="))
-        overrides = [o for o in overrides if not o.startswith("--mode=")]
-    accelerator = None
-    try:
-        cfg = load_config(ExperimentConfig, args.config, overrides)
-        result = run_training(cfg, mode)
-        accelerator = result["accelerator"]
-        code = 0
-    except SimulatedCrash as err:
-        logger.warning("%s", err)
-        code = 3
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        code = 2
-    finish(accelerator, code)
-    return code
+    argv = list(argv) if argv is not None else None
+    if argv is None:
+        import sys
+        argv = sys.argv[1:]
+    modes = [a.split("=", 1)[1] for a in argv if a.startswith("--mode=")]
+    argv = [a for a in argv if not a.startswith("--mode=")]
+    mode = modes[-1] if modes else mode
+    return run_job(lambda cfg: run_training(cfg, mode), argv, f"forgetmi {mode}",
+                   __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from forgetmi.config import ExperimentConfig, load_config, save_config
+from forgetmi.config import ExperimentConfig, save_config, to_dict
 from forgetmi.errors import ForgetMIError
 
 logger = logging.getLogger("forgetmi.unlearn")
@@ -64,42 +64,17 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     def save_model(state, path):
         save_weights(student.config, student.bert_config, state, path)
 
-    tracker = Tracker(out, cfg.tracking, _config_dict(cfg), enabled=accelerator.is_main_process)
+    tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process)
     engine = Engine(accelerator, student, objective, cfg.train, out, cfg.seed, tracker,
                     evaluate=None, save_model=save_model)
     state = engine.fit()
     return {"accelerator": accelerator, "state": state, "output_dir": out}
 
 
-def _config_dict(cfg) -> dict:
-    from forgetmi.config import to_dict
-    return to_dict(cfg)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry for ``launch/unlearn.py`` and ``forgetmi unlearn``: ``--config X --key=value``."""
-    import argparse
-
-    from forgetmi.engine.distributed import finish
-    from forgetmi.engine.loop import SimulatedCrash
-    from forgetmi.utils.logs import setup_logging
-
-    parser = argparse.ArgumentParser(prog="forgetmi unlearn", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="experiment YAML")
-    args, overrides = parser.parse_known_args(argv)
-    setup_logging()
-    accelerator, code = None, 0
-    try:
-        cfg = load_config(ExperimentConfig, args.config, overrides)
-        accelerator = run_unlearning(cfg)["accelerator"]
-    except SimulatedCrash as err:
-        logger.warning("%s", err)
-        code = 3
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        code = 2
-    finish(accelerator, code)
-    return code
+    from forgetmi.entry import run_job
+    return run_job(run_unlearning, argv, "forgetmi unlearn", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

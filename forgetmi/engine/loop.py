@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from abc import ABC, abstractmethod
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +52,12 @@ class Stream:
     follows: str | None = None   # draw exactly the batches of that stream (a paired copy)
 
 
-class Objective:
-    """What a method supplies: its streams and its loss. Subclasses override both."""
+class Objective(ABC):
+    """What a method supplies: its streams and its loss."""
 
+    @abstractmethod
     def streams(self) -> list[Stream]:
-        raise NotImplementedError  # abstract
+        """The data this method draws: exactly one primary stream, others cycle alongside."""
 
     def setup(self, accelerator) -> None:
         """Place auxiliary (frozen) models on the device; called once before training."""
@@ -64,8 +66,9 @@ class Objective:
         """Put the trained model in training mode (a method may keep parts in eval mode)."""
         model.train()
 
+    @abstractmethod
     def compute_loss(self, model, batch: dict[str, dict]) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError  # abstract
+        """The loss on one step's batches (one per stream) and its terms for logging."""
 
 
 class Engine:

@@ -1,0 +1,39 @@
+"""The one way a job starts: parse ``--config X --key=value``, run, exit cleanly.
+
+Shared by ``forgetmi train|retrain|unlearn`` and the ``launch/*.py`` front-ends, so every job
+handles errors, deliberate test crashes and the distributed exit the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Callable
+
+logger = logging.getLogger("forgetmi")
+
+
+def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) -> int:
+    """``run(cfg) -> {"accelerator": ...}``; returns 0, 2 on a clear error, 3 on a test crash."""
+    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.engine.distributed import finish
+    from forgetmi.engine.loop import SimulatedCrash
+    from forgetmi.errors import ForgetMIError
+    from forgetmi.utils.logs import setup_logging
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", help="experiment YAML (configs/experiments/*.yaml)")
+    args, overrides = parser.parse_known_args(argv)
+    setup_logging()
+    accelerator, code = None, 0
+    try:
+        cfg = load_config(ExperimentConfig, args.config, overrides)
+        accelerator = run(cfg)["accelerator"]
+    except SimulatedCrash as err:
+        logger.warning("%s", err)
+        code = 3
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        code = 2
+    finish(accelerator, code)
+    return code
