@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-
 from forgetmi.config import ExperimentConfig, save_config, to_dict
 from forgetmi.engine.loop import Engine, Objective, Stream
 from forgetmi.losses.supervised import supervised_loss
