@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from forgetmi.config import ExperimentConfig, save_config, to_dict
-from forgetmi.engine.loop import Engine, Objective, Stream
+from forgetmi.config import ExperimentConfig, save_config
+from forgetmi.engine.loop import Objective, Stream
+from forgetmi.entry import fit
 from forgetmi.losses.supervised import supervised_loss
 
 logger = logging.getLogger("forgetmi.train")
@@ -56,8 +57,6 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     from forgetmi.evaluation.metrics import head_metrics
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
-    from forgetmi.models.joint import save_weights
-    from forgetmi.utils.tracking import Tracker
 
     if mode not in ("train", "retrain"):
         raise ValueError(f"mode must be train or retrain, got {mode!r}")
@@ -84,15 +83,7 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
             return head_metrics(predict(accelerator, m, validation, cfg.train.eval_batch_size,
                                         cfg.train.num_workers))
 
-    def save_model(state, path):
-        save_weights(cfg.model, model.bert_config, state, path)
-
-    tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process)
-    engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker,
-                    evaluate=evaluate, save_model=save_model)
-    state = engine.fit()
-    return {"accelerator": accelerator, "state": state, "output_dir": out,
-            "world_size": accelerator.num_processes}
+    return fit(cfg, accelerator, model, objective, evaluate)
 
 
 def main(argv: list[str] | None = None, mode: str = "train") -> int:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from forgetmi.config import ExperimentConfig, save_config, to_dict
+from forgetmi.config import ExperimentConfig, save_config
+from forgetmi.entry import fit
 from forgetmi.errors import ForgetMIError
 
 logger = logging.getLogger("forgetmi.unlearn")
@@ -35,12 +36,9 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     from accelerate.utils import set_seed
 
     from forgetmi.engine.distributed import build_accelerator
-    from forgetmi.engine.loop import Engine
     from forgetmi.models import JointModel
-    from forgetmi.models.joint import save_weights
     from forgetmi.train import build_datasets
     from forgetmi.unlearning import build_objective
-    from forgetmi.utils.tracking import Tracker
 
     if not cfg.unlearn.original:
         raise ForgetMIError("unlearn.original: give the trained model's folder "
@@ -61,14 +59,7 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
                 len(data.partitions.forget), data.partitions.forget["subject_id"].nunique(),
                 cfg.unlearn.method, cfg.unlearn.preset, cfg.unlearn.objective)
 
-    def save_model(state, path):
-        save_weights(student.config, student.bert_config, state, path)
-
-    tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process)
-    engine = Engine(accelerator, student, objective, cfg.train, out, cfg.seed, tracker,
-                    evaluate=None, save_model=save_model)
-    state = engine.fit()
-    return {"accelerator": accelerator, "state": state, "output_dir": out}
+    return fit(cfg, accelerator, student, objective)
 
 
 def main(argv: list[str] | None = None) -> int:
