@@ -101,16 +101,58 @@ class TrainConfig:
 
 
 @dataclass
-class UnlearnConfig:
-    """Which unlearning method runs on which trained model."""
+class NegGradConfig:
+    """NegGrad+ (Kurmanji et al. 2023): β·L(retain) − (1 − β)·L(forget)."""
 
-    method: str = "forgetmi"
+    retain_weight: float = 0.95          # β; the ascent term gets 1 − β
+
+
+@dataclass
+class ScrubConfig:
+    """SCRUB (Kurmanji et al. 2023), with the reference implementation's defaults."""
+
+    temperature: float = 4.0             # kd_T of the distillation KL
+    max_epochs: int = 2                  # msteps: epochs that start with a max-pass over forget
+    retain_kl_weight: float = 0.001      # alpha: KL(teacher ‖ student) on retain
+    retain_ce_weight: float = 0.99       # gamma: the supervised loss on retain
+    forget_kl_weight: float = 1.0        # scale of the KL maximised on forget
+
+
+@dataclass
+class LastLayersConfig:
+    """CF-k / EU-k (Goel et al. 2022): only the last k layer groups train (EU-k re-initialises
+    them first). Group 1 = heads, fusion and projections; group j > 1 = image stage 9 − j and
+    the (j − 1)-th BERT layer from the top."""
+
+    k: int = 3
+
+
+@dataclass
+class MultiDeleteConfig:
+    """MultiDelete (Cheng & Amiri, ECCV 2024): L_MD + α·L_MKR + β·L_UKR."""
+
+    decoupling_weight: float = 1.0       # forget pairs' joint embedding → that of unrelated pairs
+    multimodal_weight: float = 1.0       # α: joint embeddings of retain pairs kept
+    unimodal_weight: float = 1.0         # β: image and text embeddings of retain kept
+
+
+@dataclass
+class UnlearnConfig:
+    """Which unlearning method runs on which trained model, with each method's settings."""
+
+    method: str = "forgetmi"             # forgetmi | finetune | neggrad+ | scrub | cf-k | eu-k |
+                                         # multidelete | random-label
     original: str | None = None          # folder of the trained model (save_pretrained format)
     preset: str = "unimodal"             # equal | unimodal | multimodal | retention | no-noise
     weights: list[float] | None = None   # w_UU, w_UR, w_MU, w_MR; overrides the preset's
     objective: str = "pull"              # pull (the paper) | push (the release's variant)
+    retention_cap: float | None = None   # the release's cap: retention ≤ first-epoch mean + this
     retain_batch_size: int | None = None # None = train.batch_size
     freeze_batchnorm: bool = True        # student BatchNorm uses the original's running stats
+    neggrad: NegGradConfig = field(default_factory=NegGradConfig)
+    scrub: ScrubConfig = field(default_factory=ScrubConfig)
+    last_layers: LastLayersConfig = field(default_factory=LastLayersConfig)
+    multidelete: MultiDeleteConfig = field(default_factory=MultiDeleteConfig)
 
 
 @dataclass
@@ -226,7 +268,7 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def _field_paths(cls, prefix=()) -> dict[str, list[tuple[str, ...]]]:
-    """Map every leaf field name (and dotted path) to its full path(s)."""
+    """Map every leaf field name (and dotted path or suffix) to its full path(s)."""
     paths: dict[str, list[tuple[str, ...]]] = {}
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -236,7 +278,8 @@ def _field_paths(cls, prefix=()) -> dict[str, list[tuple[str, ...]]]:
             for k, v in _field_paths(tp, path).items():
                 paths.setdefault(k, []).extend(p for p in v if p not in paths.get(k, []))
         else:
-            for key in {f.name, ".".join(path)}:
+            # The bare name, the full dotted path and every dotted suffix (scrub.temperature).
+            for key in {".".join(path[i:]) for i in range(len(path))}:
                 paths.setdefault(key, []).append(path)
     return paths
 

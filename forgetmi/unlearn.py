@@ -38,26 +38,29 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     from forgetmi.engine.distributed import build_accelerator
     from forgetmi.models import JointModel
     from forgetmi.train import build_datasets
-    from forgetmi.unlearning import build_objective
+    from forgetmi.unlearning import build_objective, method_class
 
     if not cfg.unlearn.original:
         raise ForgetMIError("unlearn.original: give the trained model's folder "
                             "(e.g. --original=runs/original/model)")
+    method = method_class(cfg.unlearn.method)
     out = Path(cfg.output_dir)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)
     set_seed(cfg.seed)
     data, datasets = build_datasets(cfg, accelerator)
     if "forget" not in datasets:
         raise ForgetMIError("the forget set selects no rows; nothing to unlearn")
-    noisy = noisy_forget_dataset(cfg, data)
-    original = JointModel.from_pretrained(cfg.unlearn.original)
+    noisy = noisy_forget_dataset(cfg, data) if method.uses_noisy_forget else None
+    original = JointModel.from_pretrained(cfg.unlearn.original) if method.uses_original else None
     student = JointModel.from_pretrained(cfg.unlearn.original)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
-    objective = build_objective(cfg.unlearn.method, cfg, data, original, noisy, datasets)
-    logger.info("unlearning %d forget rows (%d patients) with %s, preset %s, objective %s",
+    objective = build_objective(cfg.unlearn.method, cfg, datasets, original, noisy)
+    details = (f", preset {cfg.unlearn.preset}, objective {cfg.unlearn.objective}"
+               if cfg.unlearn.method == "forgetmi" else "")
+    logger.info("unlearning %d forget rows (%d patients) with %s%s",
                 len(data.partitions.forget), data.partitions.forget["subject_id"].nunique(),
-                cfg.unlearn.method, cfg.unlearn.preset, cfg.unlearn.objective)
+                cfg.unlearn.method, details)
 
     return fit(cfg, accelerator, student, objective)
 

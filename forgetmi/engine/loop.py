@@ -59,8 +59,25 @@ class Objective(ABC):
     def streams(self) -> list[Stream]:
         """The data this method draws: exactly one primary stream, others cycle alongside."""
 
+    def prepare_model(self, model) -> None:
+        """Change the trained model before its optimizer is built (freeze or re-initialise
+        layers); called once, identically on every rank."""
+
     def setup(self, accelerator) -> None:
         """Place auxiliary (frozen) models on the device; called once before training."""
+
+    def at_step(self, epoch: int, micro: int) -> None:
+        """Told the position of the coming micro-step (methods that alternate phases)."""
+
+    def end_epoch(self, epoch: int, means: dict[str, float]) -> None:
+        """Told each finished epoch's mean loss terms (the same on every rank)."""
+
+    def state_dict(self) -> dict:
+        """JSON-serialisable state kept in the checkpoint so a resumed run continues alike."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def train_mode(self, model) -> None:
         """Put the trained model in training mode (a method may keep parts in eval mode)."""
@@ -106,8 +123,13 @@ class Engine:
         if train.max_steps:
             self.total_updates = min(self.total_updates, train.max_steps)
 
+        # Micro-steps of one pass over each stream (a method may schedule phases with them).
+        objective.steps_per_pass = {s.name: self.plans[s.name].steps_per_epoch(train.grad_accum)
+                                    for s in streams}
+
         fill_deepspeed_config(accelerator, self.primary.batch_size, train.grad_accum,
                               train.max_grad_norm)
+        objective.prepare_model(model)
         optimizer = build_optimizer(model, train.lr, train.weight_decay,
                                     cpu_offload=offloads_optimizer(accelerator),
                                     text_lr=train.text_lr)
@@ -156,7 +178,8 @@ class Engine:
         # LambdaLR's state holds only numbers (its lambda is a closure, saved as None).
         scheduler_state = self.scheduler.state_dict()
         ckpt.save_latest(self.accelerator, self.checkpoint_dir,
-                         {**state, "scheduler": scheduler_state})
+                         {**state, "scheduler": scheduler_state,
+                          "objective": self.objective.state_dict()})
 
     def _ranks_agree(self) -> bool | None:
         """Whether every rank ends with the same weights (None under ZeRO-3, which shards them).
@@ -195,14 +218,17 @@ class Engine:
                 # The schedule is a pure function of its step count: restored from JSON rather
                 # than from a pickle.
                 self.scheduler.load_state_dict(resumed.pop("scheduler"))
+                self.objective.load_state_dict(resumed.pop("objective", {}))
                 state.update(resumed)
         if state["done"]:
             logger.info("run already finished in %s; nothing to do", self.output_dir)
             return state
 
         self.objective.train_mode(self.model)
+        # Sums and counts per term: a method that alternates phases logs some terms only on
+        # some steps, and each term is averaged over the steps that computed it.
         window: dict[str, float] = {}
-        window_n = 0
+        window_n: dict[str, int] = {}
         stop = False
         while state["epoch"] < train.epochs and not stop:
             epoch = state["epoch"]
@@ -213,6 +239,7 @@ class Engine:
             tic = time.perf_counter()
             for micro in range(state["step"], self.steps_per_epoch):
                 batch = {name: to_device(next(it), acc.device) for name, it in iterators.items()}
+                self.objective.at_step(epoch, micro)
                 with acc.accumulate(self.model):
                     with autocast(acc):
                         loss, terms = self.objective.compute_loss(self.model, batch)
@@ -240,11 +267,12 @@ class Engine:
                     self.optimizer.zero_grad(set_to_none=True)
                 bar.update(1)
                 sums = state.setdefault("epoch_sums", {})
+                counts = state.setdefault("epoch_counts", {})
                 for k, v in {"loss": float(loss.detach()), **terms}.items():
                     window[k] = window.get(k, 0.0) + v
+                    window_n[k] = window_n.get(k, 0) + 1
                     sums[k] = sums.get(k, 0.0) + v
-                window_n += 1
-                state["epoch_n"] = state.get("epoch_n", 0) + 1
+                    counts[k] = counts.get(k, 0) + 1
                 state["step"] = micro + 1
                 if not acc.sync_gradients:
                     continue
@@ -257,13 +285,13 @@ class Engine:
                 updates = state["updates"]
                 grad_norm = self._grad_norm(clip)
                 if updates % train.log_every == 0:
-                    logged = self._reduce_mean({k: v / window_n for k, v in window.items()})
+                    logged = self._reduce_mean({k: v / window_n[k] for k, v in window.items()})
                     logged.update(lr=self.scheduler.get_last_lr()[0], epoch=epoch)
                     if grad_norm is not None:
                         logged["grad_norm"] = grad_norm
                     self.tracker.log({f"train/{k}": v for k, v in logged.items()}, updates)
                     bar.set_postfix(loss=f"{logged['loss']:.4f}")
-                    window, window_n = {}, 0
+                    window, window_n = {}, {}
                 if train.max_steps and updates >= train.max_steps:
                     stop = True
                 if train.stop_after and updates >= train.stop_after:
@@ -280,12 +308,13 @@ class Engine:
             if state["step"] >= self.steps_per_epoch:
                 state["epoch"], state["step"] = epoch + 1, 0
                 # Per-epoch means, kept in the checkpointed state so a resumed epoch counts whole.
-                if state.get("epoch_n"):
-                    means = self._reduce_mean({k: v / state["epoch_n"]
+                if state.get("epoch_counts"):
+                    means = self._reduce_mean({k: v / state["epoch_counts"][k]
                                                for k, v in state["epoch_sums"].items()})
                     self.tracker.log({f"epoch/{k}": v for k, v in means.items()} | {"epoch": epoch},
                                      state["updates"])
-                state["epoch_sums"], state["epoch_n"] = {}, 0
+                    self.objective.end_epoch(epoch, means)
+                state["epoch_sums"], state["epoch_counts"] = {}, {}
             stop = self._end_of_epoch(epoch, state) or stop
             self._checkpoint(state)
 

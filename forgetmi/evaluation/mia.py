@@ -1,0 +1,435 @@
+"""Membership inference against unlearned models: the paper's attack, population and LiRA tests.
+
+Three levels, weakest first:
+
+- :func:`svc_mia_paper` / :func:`svc_mia_per_batch`: the paper's SVC on losses (SPEC §6), kept
+  so published numbers can be compared like for like; the per-batch one is the release's variant.
+- :func:`population_attack`: one attack model for all samples, on several per-sample signals
+  (:func:`attack_features`), balanced, cross-validated, reported as AUC and TPR at low FPR.
+- :func:`lira_scores`: per-example likelihood-ratio tests with shadow models (LiRA, Carlini et
+  al. 2022; U-LiRA for unlearning, Hayes et al. 2024), which population attacks under-estimate.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import numpy as np
+from scipy.special import logsumexp
+from scipy.stats import norm
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from forgetmi.evaluation.metrics import HEADS, as_class_labels, as_logits, log_softmax
+
+log = logging.getLogger("forgetmi.evaluation")
+
+LOW_FPRS = {"tpr_at_1pct_fpr": 0.01, "tpr_at_0.1pct_fpr": 0.001}
+
+
+# --- per-sample signals -----------------------------------------------------------------------
+
+def _head_log_probs(predictions: Mapping[str, np.ndarray], head: str) -> tuple[np.ndarray,
+                                                                               np.ndarray]:
+    if f"{head}_logits" not in predictions:
+        raise ValueError(f"no '{head}_logits' in predictions (keys: {sorted(predictions)})")
+    labels = as_class_labels(predictions["label"])
+    logits = as_logits(predictions[f"{head}_logits"], len(labels))
+    return labels, log_softmax(logits)
+
+
+def sample_losses(predictions: Mapping[str, np.ndarray], head: str = "joint") -> np.ndarray:
+    """Cross-entropy of each row's true class under ``head``: the paper's MIA signal."""
+    labels, log_probs = _head_log_probs(predictions, head)
+    return -log_probs[np.arange(len(labels)), labels]
+
+
+def lira_statistic(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Logit-scaled true-class confidence log(p/(1−p)), computed as z_y − logsumexp_{k≠y} z_k.
+
+    The direct form keeps its precision where p rounds to 1 (memorised members), and the
+    statistic is close to Gaussian across shadow models, which LiRA's fits assume.
+    """
+    labels = as_class_labels(labels)
+    logits = as_logits(logits, len(labels))
+    rows = np.arange(len(labels))
+    others = logits.copy()
+    others[rows, labels] = -np.inf
+    return logits[rows, labels] - logsumexp(others, axis=1)
+
+
+def attack_features(predictions: Mapping[str, np.ndarray],
+                    heads: tuple[str, ...] = HEADS) -> tuple[np.ndarray, list[str]]:
+    """Per-row attack signals and their column names.
+
+    For each head present: ``loss``, ``confidence`` (max softmax), ``entropy``, ``true_prob``
+    (softmax of the true class) and ``true_logit`` (its logit-scaled form, which keeps the
+    spread that ``true_prob`` squeezes against 1). With ``image_embedding`` and
+    ``text_embedding``, also ``image_text_cosine``: memorised pairs can sit unusually close.
+    """
+    columns, names = [], []
+    for head in heads:
+        if f"{head}_logits" not in predictions:
+            continue
+        labels, log_probs = _head_log_probs(predictions, head)
+        probs = np.exp(log_probs)
+        true_log_prob = log_probs[np.arange(len(labels)), labels]
+        columns += [-true_log_prob, probs.max(axis=1), -(probs * log_probs).sum(axis=1),
+                    np.exp(true_log_prob), lira_statistic(predictions[f"{head}_logits"], labels)]
+        names += [f"{head}_{n}" for n in ("loss", "confidence", "entropy", "true_prob",
+                                          "true_logit")]
+    if "image_embedding" in predictions and "text_embedding" in predictions:
+        columns.append(_row_cosine(predictions["image_embedding"], predictions["text_embedding"]))
+        names.append("image_text_cosine")
+    if not columns:
+        raise ValueError(f"no '<head>_logits' among {sorted(predictions)}")
+    return np.stack(columns, axis=1), names
+
+
+def _row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of matching rows; a zero row has similarity 0 (norm floored)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"expected two non-empty (n, d) arrays of one shape, got {a.shape} "
+                         f"and {b.shape}")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(axis=1) / np.maximum(norms, 1e-12)
+
+
+# --- the paper's attack -----------------------------------------------------------------------
+
+def _losses(name: str, values: np.ndarray) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: the attack needs samples on every side")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return array
+
+
+def svc_mia_paper(retain_losses: np.ndarray, test_losses: np.ndarray,
+                  forget_losses: np.ndarray) -> float:
+    """Fraction of forget samples an SVC calls member, per-sample losses (SPEC §6).
+
+    SVC(C=3, RBF, gamma="auto") fit on retain losses (member, 1) vs test losses (non-member,
+    0), as in the paper, without balancing or held-out validation: retain outnumbers test
+    roughly 10:1, so this leans towards "member" whatever the model; prefer
+    :func:`population_attack` for conclusions and use this to compare with published numbers.
+    """
+    retain = _losses("retain_losses", retain_losses)
+    test = _losses("test_losses", test_losses)
+    forget = _losses("forget_losses", forget_losses)
+    x = np.concatenate([retain, test])[:, None]
+    y = np.r_[np.ones(len(retain)), np.zeros(len(test))]
+    attack = SVC(C=3, kernel="rbf", gamma="auto").fit(x, y)
+    return float(attack.predict(forget[:, None]).mean())
+
+
+def batch_means(values: np.ndarray, batch_size: int) -> np.ndarray:
+    """Means of consecutive chunks of ``batch_size`` (the last chunk may be shorter)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    values = np.asarray(values, dtype=np.float64).ravel()
+    starts = np.arange(0, len(values), batch_size)
+    return np.add.reduceat(values, starts) / np.diff(np.r_[starts, len(values)])
+
+
+def svc_mia_per_batch(retain_losses: np.ndarray, test_losses: np.ndarray,
+                      forget_losses: np.ndarray, batch_size: int = 32) -> float:
+    """The RELEASE's variant of :func:`svc_mia_paper`: the same SVC on per-BATCH mean losses.
+
+    Each set is cut into consecutive chunks of ``batch_size`` (the last may be shorter) and each
+    chunk's mean loss is one sample, so the score moves in steps of 1/n_forget_batches. With
+    batch 32 the 3/6/10% forget sets (201/401/674 rows) give the paper's steps 1/7, 1/13, 1/22.
+    Only for like-for-like comparison with published numbers.
+    """
+    return svc_mia_paper(*(batch_means(_losses(name, v), batch_size) for name, v in
+                           (("retain_losses", retain_losses), ("test_losses", test_losses),
+                            ("forget_losses", forget_losses))))
+
+
+def svc_mia_report(retain_losses: np.ndarray, test_losses: np.ndarray,
+                   forget_losses: np.ndarray, batch_size: int = 32) -> dict[str, float]:
+    """Both SVC attacks under keys that say which is which."""
+    return {"svc_mia_per_sample": svc_mia_paper(retain_losses, test_losses, forget_losses),
+            f"svc_mia_release_per_batch{batch_size}":
+                svc_mia_per_batch(retain_losses, test_losses, forget_losses, batch_size),
+            "svc_mia_release_n_forget_batches": float(-(-len(np.ravel(forget_losses))
+                                                        // batch_size))}
+
+
+# --- population attack ------------------------------------------------------------------------
+
+def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    """True-positive rate at false-positive rate ``fpr`` on the empirical ROC of ``scores``.
+
+    Linear interpolation between the two consecutive ROC vertices around ``fpr`` (attainable by
+    picking one of their thresholds at random; never the more optimistic convex hull); at an FPR
+    that several vertices share, the highest TPR counts. When ``fpr`` is below 1/n_negatives
+    the value is an interpolation towards FPR 0, not a measured operating point.
+    """
+    fprs, tprs, _ = roc_curve(labels, scores, drop_intermediate=False)
+    i = int(np.searchsorted(fprs, fpr, side="right")) - 1  # last vertex with FPR <= fpr
+    if i < 0:
+        return 0.0
+    if fprs[i] == fpr or i == len(fprs) - 1:
+        return float(tprs[i])
+    step = (fpr - fprs[i]) / (fprs[i + 1] - fprs[i])
+    return float(tprs[i] + step * (tprs[i + 1] - tprs[i]))
+
+
+def build_attack_model(kind: str = "logistic", seed: int = 0):
+    """``logistic`` (default): standardised logistic regression. The attack sets are a few
+    hundred rows and the signals are monotone in membership, so a linear model shows the signal
+    without fitting noise, and it is fast enough to run per seed and size. ``boosting``: a
+    small gradient-boosted tree model, for signals that are not monotone."""
+    if kind == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    if kind == "boosting":
+        return HistGradientBoostingClassifier(max_depth=3, max_iter=100, random_state=seed)
+    raise ValueError(f"unknown attack model {kind!r}; expected 'logistic' or 'boosting'")
+
+
+def _features(name: str, values: np.ndarray) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    array = array[:, None] if array.ndim == 1 else array
+    if array.ndim != 2 or len(array) == 0:
+        raise ValueError(f"{name} must be a non-empty (n,) or (n, d) array, got shape "
+                         f"{np.shape(values)}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return array
+
+
+def _groups(name: str, groups, n_rows: int) -> np.ndarray | None:
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.shape != (n_rows,):
+        raise ValueError(f"{name} must have one entry per row ({n_rows}), got {groups.shape}")
+    return groups
+
+
+def _balanced(member: np.ndarray, nonmember: np.ndarray, rng: np.random.Generator):
+    """Row indices keeping min(n_member, n_nonmember) of each side, so AUC 0.5 = chance and
+    the 0.5 threshold means something."""
+    n = min(len(member), len(nonmember))
+    keep = [np.sort(rng.choice(len(side), n, replace=False)) for side in (member, nonmember)]
+    return keep[0], keep[1]
+
+
+def _splitter(folds: int, seed: int, y: np.ndarray, groups: np.ndarray | None):
+    if folds < 2:
+        raise ValueError(f"folds must be at least 2, got {folds}")
+    if min(np.bincount(y.astype(int))) < folds:
+        raise ValueError(f"{folds} folds need at least {folds} samples per side after balancing")
+    if groups is None:
+        return StratifiedKFold(folds, shuffle=True, random_state=seed)
+    if len(np.unique(groups)) < folds:
+        raise ValueError(f"{folds} group-aware folds need at least {folds} distinct groups")
+    return StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+
+
+def out_of_fold_scores(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, folds: int,
+                       seed: int, kind: str = "logistic") -> np.ndarray:
+    """Member probability of each row from a model that never saw it (nor, with groups, any
+    row of its patient: a model could otherwise recognise the patient, not the membership)."""
+    scores = np.empty(len(y))
+    for train, held_out in _splitter(folds, seed, y, groups).split(x, y, groups):
+        model = build_attack_model(kind, seed).fit(x[train], y[train])
+        scores[held_out] = model.predict_proba(x[held_out])[:, 1]
+    return scores
+
+
+def _group_means(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids, member_of = np.unique(groups, return_inverse=True)
+    return ids, np.bincount(member_of, values) / np.bincount(member_of)
+
+
+def patient_auc(y: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+    """AUC over patients, each scored by the mean of its rows; mixed patients are left out."""
+    _, label = _group_means(y, groups)
+    _, score = _group_means(scores, groups)
+    pure = (label == 0) | (label == 1)
+    if (~pure).any():
+        log.warning("patient-level AUC: %d patients have member and non-member rows; left out",
+                    int((~pure).sum()))
+    label, score = label[pure], score[pure]
+    if len(np.unique(label)) < 2:
+        return float("nan")
+    return float(roc_auc_score(label, score))
+
+
+def _low_fpr_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    n_negatives = int((y == 0).sum())
+    out = {name: tpr_at_fpr(y, scores, fpr) for name, fpr in LOW_FPRS.items()}
+    out["min_fpr_step"] = 1.0 / n_negatives
+    for name, fpr in LOW_FPRS.items():
+        if n_negatives * fpr < 1:
+            log.warning("%s: only %d non-members, so FPR moves in steps of %.4f; the value is "
+                        "interpolated towards FPR 0, not measured", name, n_negatives,
+                        1.0 / n_negatives)
+    return out
+
+
+def population_attack(member_features: np.ndarray, nonmember_features: np.ndarray,
+                      target_features: np.ndarray | None = None, *,
+                      member_groups: np.ndarray | None = None,
+                      nonmember_groups: np.ndarray | None = None,
+                      target_groups: np.ndarray | None = None, seed: int = 0, folds: int = 5,
+                      model: str = "logistic") -> dict[str, float]:
+    """A cross-validated attack telling members (e.g. retain) from non-members (test).
+
+    The larger side is subsampled (seeded) to the smaller's size. With ``member_groups`` and
+    ``nonmember_groups`` (patient ids) the folds keep patients whole. Returns the out-of-fold
+    ``auc``, ``tpr_at_1pct_fpr``, ``tpr_at_0.1pct_fpr`` (see :func:`tpr_at_fpr`;
+    ``min_fpr_step`` = 1/n_non-members says how fine the FPR axis is), ``patient_auc`` (with
+    groups) and ``n_per_side``. With ``target_features`` (the forget set), a model refit on all
+    balanced rows scores them: ``target_member_probability`` (mean), ``target_member_fraction``
+    (probability ≥ 0.5), ``mia_efficacy`` = 1 − that fraction (SalUn/SCRUB: higher = looks
+    less like a member), and with ``target_groups`` the per-patient fraction.
+    """
+    members = _features("member_features", member_features)
+    nonmembers = _features("nonmember_features", nonmember_features)
+    if members.shape[1] != nonmembers.shape[1]:
+        raise ValueError(f"member and non-member features have {members.shape[1]} and "
+                         f"{nonmembers.shape[1]} columns")
+    if (member_groups is None) != (nonmember_groups is None):
+        raise ValueError("give groups for both members and non-members, or for neither")
+    member_groups = _groups("member_groups", member_groups, len(members))
+    nonmember_groups = _groups("nonmember_groups", nonmember_groups, len(nonmembers))
+    keep_m, keep_n = _balanced(members, nonmembers, np.random.default_rng(seed))
+    x = np.concatenate([members[keep_m], nonmembers[keep_n]])
+    y = np.r_[np.ones(len(keep_m)), np.zeros(len(keep_n))]
+    groups = (None if member_groups is None
+              else np.concatenate([member_groups[keep_m], nonmember_groups[keep_n]]))
+    scores = out_of_fold_scores(x, y, groups, folds, seed, model)
+    out = {"auc": float(roc_auc_score(y, scores)), **_low_fpr_metrics(y, scores),
+           "n_per_side": float(len(keep_m))}
+    if groups is not None:
+        out["patient_auc"] = patient_auc(y, scores, groups)
+    if target_features is not None:
+        out.update(_target_metrics(build_attack_model(model, seed).fit(x, y),
+                                   _features("target_features", target_features), x.shape[1],
+                                   target_groups))
+    return out
+
+
+def _target_metrics(attack, target: np.ndarray, n_columns: int,
+                    target_groups: np.ndarray | None) -> dict[str, float]:
+    if target.shape[1] != n_columns:
+        raise ValueError(f"target features have {target.shape[1]} columns, the attack "
+                         f"{n_columns}")
+    probability = attack.predict_proba(target)[:, 1]
+    called_member = float((probability >= 0.5).mean())
+    out = {"target_member_probability": float(probability.mean()),
+           "target_member_fraction": called_member, "mia_efficacy": 1.0 - called_member}
+    groups = _groups("target_groups", target_groups, len(target))
+    if groups is not None:
+        _, per_patient = _group_means(probability, groups)
+        out["target_patient_member_fraction"] = float((per_patient >= 0.5).mean())
+    return out
+
+
+# --- per-example likelihood-ratio attack (LiRA / U-LiRA) ---------------------------------------
+
+def _shadow_fit(name: str, stats: np.ndarray, n_rows: int, fix_variance: bool,
+                min_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example mean and std of shadow statistics (NaN = no statistic from that shadow).
+
+    ``fix_variance`` pools the within-example variance over all examples, which Carlini et al.
+    recommend with few shadow models. Examples with fewer than two statistics get NaN.
+    """
+    stats = np.asarray(stats, dtype=np.float64)
+    stats = stats[:, None] if stats.ndim == 1 else stats
+    if stats.ndim != 2 or len(stats) != n_rows:
+        raise ValueError(f"{name} must be ({n_rows}, n_shadows), got shape {stats.shape}")
+    count = np.isfinite(stats).sum(axis=1)
+    if (count < 2).any():
+        log.warning("LiRA: %d examples have fewer than two %s; their scores are NaN",
+                    int((count < 2).sum()), name)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, np.nansum(stats, axis=1) / count, np.nan)
+        squares = np.nansum((stats - mean[:, None]) ** 2, axis=1)
+        if fix_variance:
+            usable = count >= 2
+            pooled = np.sqrt(squares[usable].sum() / max((count[usable] - 1).sum(), 1))
+            std = np.full(n_rows, pooled)
+        else:
+            std = np.sqrt(squares / (count - 1))
+    std = np.where(count >= 2, np.maximum(std, min_std), np.nan)
+    return mean, std
+
+
+def lira_scores(target_stat: np.ndarray, in_stats: np.ndarray | None, out_stats: np.ndarray,
+                fix_variance: bool = False, min_std: float = 1e-4) -> dict[str, np.ndarray]:
+    """Per-example likelihood-ratio membership test (LiRA; Carlini et al. 2022).
+
+    ``target_stat`` (n,): :func:`lira_statistic` of the audited model. ``in_stats`` /
+    ``out_stats`` (n, shadows): the statistic from shadow models that did / did not see each
+    example (NaN where a shadow gives none). For unlearning (U-LiRA), "in" shadows are models
+    trained with the example and then unlearned, "out" shadows are retrained without it.
+
+    Online (``in_stats`` given): ``log_ratio`` = log N(t; μ_in, σ_in) − log N(t; μ_out, σ_out).
+    Offline (``in_stats`` is None): the one-sided test against the out fit only; ``log_ratio``
+    is NaN. Both give ``p_value`` = P(out statistic ≥ t) (small = member evidence) and
+    ``score`` to rank by, larger = more member-like (online: log_ratio; offline: −log p_value).
+    """
+    target = np.asarray(target_stat, dtype=np.float64).ravel()
+    if target.size == 0:
+        raise ValueError("target_stat is empty")
+    mu_out, sd_out = _shadow_fit("out_stats", out_stats, len(target), fix_variance, min_std)
+    log_p = norm.logsf(target, mu_out, sd_out)
+    out = {"p_value": np.exp(log_p)}
+    if in_stats is None:
+        out["log_ratio"] = np.full(len(target), np.nan)
+        out["score"] = -log_p
+    else:
+        mu_in, sd_in = _shadow_fit("in_stats", in_stats, len(target), fix_variance, min_std)
+        out["log_ratio"] = norm.logpdf(target, mu_in, sd_in) - norm.logpdf(target, mu_out, sd_out)
+        out["score"] = out["log_ratio"]
+    return out
+
+
+def vulnerability_summary(scores: np.ndarray,
+                          thresholds: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0)) -> dict[str, float]:
+    """Quantiles of per-example scores (larger = more member-like) and the fraction above each
+    threshold; NaN scores (too few shadows) are left out and counted in ``n_defined``."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise ValueError("scores is empty")
+    defined = scores[np.isfinite(scores)]
+    out = {"n": float(scores.size), "n_defined": float(defined.size)}
+    if defined.size == 0:
+        return out | {k: float("nan") for k in ("mean", "q50", "q90", "q99", "max")}
+    out |= {"mean": float(defined.mean()), "q50": float(np.quantile(defined, 0.5)),
+            "q90": float(np.quantile(defined, 0.9)), "q99": float(np.quantile(defined, 0.99)),
+            "max": float(defined.max())}
+    for t in thresholds:
+        out[f"frac_above_{t:g}"] = float((defined > t).mean())
+    return out
+
+
+# --- output similarity ------------------------------------------------------------------------
+
+def logit_similarity(logits_a: np.ndarray, logits_b: np.ndarray) -> dict[str, float]:
+    """How close model a's outputs are to model b's (pass the retrained model as b).
+
+    ``one_minus_cosine``: 1 − mean row-wise cosine similarity of the logits (the paper's; 0 =
+    same direction). ``kl_b_a``: mean KL(softmax(b) ‖ softmax(a)), the expectation under b,
+    i.e. how badly a's predictive distribution codes the reference's.
+    """
+    a, b = np.asarray(logits_a, dtype=np.float64), np.asarray(logits_b, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"expected two non-empty (n, K) logit arrays of one shape, got "
+                         f"{a.shape} and {b.shape}")
+    log_a, log_b = log_softmax(a), log_softmax(b)
+    kl = (np.exp(log_b) * (log_b - log_a)).sum(axis=1)
+    return {"one_minus_cosine": float(1.0 - _row_cosine(a, b).mean()),
+            "kl_b_a": float(kl.mean())}

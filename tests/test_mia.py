@@ -1,0 +1,215 @@
+"""Membership-inference attacks on synthetic signals with known answers, and hand-computed ROCs."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from forgetmi.evaluation.metrics import softmax
+from forgetmi.evaluation.mia import (_splitter, attack_features, batch_means, lira_scores,
+                                     lira_statistic, logit_similarity, population_attack,
+                                     sample_losses, svc_mia_paper, svc_mia_per_batch,
+                                     svc_mia_report, tpr_at_fpr, vulnerability_summary)
+
+
+def predictions(n: int = 12, seed: int = 0, embeddings: bool = True) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {"label": rng.integers(0, 4, n), "index": np.arange(n)}
+    for head in ("image", "text", "joint"):
+        out[f"{head}_logits"] = rng.normal(size=(n, 4)) * 2
+    if embeddings:
+        out["image_embedding"] = rng.normal(size=(n, 6))
+        out["text_embedding"] = rng.normal(size=(n, 6))
+    return out
+
+
+def test_sample_losses_and_attack_features_by_hand():
+    p = predictions()
+    rows = np.arange(12)
+    probs = softmax(p["text_logits"])
+    assert sample_losses(p, "text") == pytest.approx(-np.log(probs[rows, p["label"]]))
+    features, names = attack_features(p)
+    assert features.shape == (12, 16) and len(names) == 16
+    column = dict(zip(names, features.T))
+    assert column["text_confidence"] == pytest.approx(probs.max(axis=1))
+    assert column["text_entropy"] == pytest.approx(-(probs * np.log(probs)).sum(axis=1))
+    assert column["text_true_prob"] == pytest.approx(probs[rows, p["label"]])
+    true = probs[rows, p["label"]]
+    assert column["text_true_logit"] == pytest.approx(np.log(true / (1 - true)))
+    a, b = p["image_embedding"], p["text_embedding"]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert column["image_text_cosine"] == pytest.approx(cosine)
+    _, without = attack_features(predictions(embeddings=False))
+    assert "image_text_cosine" not in without and len(without) == 15
+
+
+def test_lira_statistic_is_stable_where_p_rounds_to_one():
+    logits = np.array([[50.0, 0.0, 0.0, 0.0], [0.0, 1.0, -1.0, 0.5]])
+    stat = lira_statistic(logits, np.array([0, 1]))
+    assert stat[0] == pytest.approx(50 - np.log(3))  # log(p/(1-p)) with 1-p ≈ 3e-22
+    p = softmax(logits[1:])[0, 1]
+    assert stat[1] == pytest.approx(np.log(p / (1 - p)))
+
+
+def synthetic_losses(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    retain = rng.exponential(0.1, 600)           # members: near-zero loss
+    test = rng.normal(2.0, 0.3, 200).clip(0)     # non-members: clearly higher
+    return rng, retain, test
+
+
+def test_svc_paper_attack_separates_member_like_from_nonmember_like():
+    rng, retain, test = synthetic_losses()
+    member_like = rng.exponential(0.1, 201)
+    nonmember_like = rng.normal(2.0, 0.3, 201).clip(0)
+    assert svc_mia_paper(retain, test, member_like) > 0.95
+    assert svc_mia_paper(retain, test, nonmember_like) < 0.05
+
+
+def test_per_batch_variant_moves_in_steps_of_one_over_batches():
+    rng, retain, test = synthetic_losses(1)
+    assert batch_means(np.arange(5.0), 2) == pytest.approx([0.5, 2.5, 4.0])
+    # 201 forget rows in batches of 32 -> 7 batches, the paper's 3% step of 1/7
+    mixed = np.r_[rng.exponential(0.1, 96), rng.normal(2.0, 0.3, 105).clip(0)]
+    score = svc_mia_per_batch(retain, test, mixed, batch_size=32)
+    assert score * 7 == pytest.approx(round(score * 7), abs=1e-9)
+    assert score == pytest.approx(3 / 7)  # the three all-member batches
+    report = svc_mia_report(retain, test, mixed)
+    assert report["svc_mia_release_per_batch32"] == score
+    assert report["svc_mia_release_n_forget_batches"] == 7
+    assert report["svc_mia_per_sample"] == pytest.approx(96 / 201, abs=0.03)
+
+
+def test_tpr_at_fpr_on_a_hand_made_roc():
+    # positives .95 .7 .6 .35, negatives .9 .7 .3 .2 .1; ROC vertices (FPR, TPR):
+    # (0, .25) (.2, .25) then the .7 tie runs diagonally to (.4, .5), (.4, .75), (.4, 1)
+    scores = np.array([0.95, 0.7, 0.6, 0.35, 0.9, 0.7, 0.3, 0.2, 0.1])
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0])
+    assert tpr_at_fpr(labels, scores, 0.0) == pytest.approx(0.25)
+    assert tpr_at_fpr(labels, scores, 0.1) == pytest.approx(0.25)
+    assert tpr_at_fpr(labels, scores, 0.3) == pytest.approx(0.375)
+    assert tpr_at_fpr(labels, scores, 0.4) == pytest.approx(1.0)
+
+
+def test_population_attack_finds_a_real_signal():
+    rng = np.random.default_rng(0)
+    members = rng.normal(0, 1, (1000, 3))
+    members[:, 0] -= 2.0  # e.g. lower loss
+    nonmembers = rng.normal(0, 1, (1500, 3))
+    target = np.r_[members[:60], nonmembers[:40]] + rng.normal(0, 0.01, (100, 3))
+    out = population_attack(members, nonmembers, target, seed=1)
+    assert out["auc"] > 0.9
+    assert out["n_per_side"] == 1000 and out["min_fpr_step"] == pytest.approx(1e-3)
+    assert 0.1 < out["tpr_at_1pct_fpr"] <= 1.0
+    assert out["tpr_at_0.1pct_fpr"] <= out["tpr_at_1pct_fpr"]
+    assert 0.45 < out["target_member_fraction"] < 0.75
+    assert out["mia_efficacy"] == pytest.approx(1 - out["target_member_fraction"])
+
+
+def test_population_attack_is_chance_on_identical_distributions():
+    rng = np.random.default_rng(1)
+    members, nonmembers = rng.normal(0, 1, (1000, 4)), rng.normal(0, 1, (1300, 4))
+    patients = np.arange(2300) // 5
+    out = population_attack(members, nonmembers, rng.normal(0, 1, (200, 4)),
+                            member_groups=patients[:1000], nonmember_groups=patients[1000:],
+                            target_groups=np.arange(200) // 4, seed=2)
+    assert abs(out["auc"] - 0.5) < 0.08            # 4 SD of the null AUC at n=1000 per side
+    assert abs(out["patient_auc"] - 0.5) < 0.15    # 200 patients per side
+    assert 0.2 < out["target_member_fraction"] < 0.8
+    assert 0.0 <= out["target_patient_member_fraction"] <= 1.0
+
+
+def test_group_aware_folds_keep_patients_whole():
+    y = np.r_[np.ones(60), np.zeros(60)]
+    groups = np.arange(120) // 4
+    for train, held_out in _splitter(5, 0, y, groups).split(np.zeros((120, 1)), y, groups):
+        assert not set(groups[train]) & set(groups[held_out])
+
+
+def test_few_nonmembers_flag_the_low_fpr_figure(caplog):
+    rng = np.random.default_rng(2)
+    with caplog.at_level(logging.WARNING, logger="forgetmi.evaluation"):
+        out = population_attack(rng.normal(1, 1, (300, 2)), rng.normal(0, 1, (50, 2)))
+    assert out["n_per_side"] == 50 and out["min_fpr_step"] == pytest.approx(0.02)
+    assert "tpr_at_0.1pct_fpr" in caplog.text and "interpolated" in caplog.text
+
+
+def test_attack_inputs_are_checked():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(20, 2)), rng.normal(size=(20, 2))
+    with pytest.raises(ValueError, match="non-empty"):
+        population_attack(a, np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="columns"):
+        population_attack(a, b[:, :1])
+    with pytest.raises(ValueError, match="one entry per row"):
+        population_attack(a, b, member_groups=np.arange(5), nonmember_groups=np.arange(20))
+    with pytest.raises(ValueError, match="both"):
+        population_attack(a, b, member_groups=np.arange(20))
+    with pytest.raises(ValueError, match="per side"):
+        population_attack(a[:3], b)
+    with pytest.raises(ValueError, match="empty"):
+        svc_mia_paper(np.ones(5), np.array([]), np.ones(3))
+    with pytest.raises(ValueError, match="shape"):
+        logit_similarity(np.zeros((3, 4)), np.zeros((2, 4)))
+
+
+def shadow_stats(seed: int = 0, n: int = 40, shadows: int = 16):
+    rng = np.random.default_rng(seed)
+    mu_in, mu_out = rng.normal(4, 1, n), rng.normal(0, 1, n)
+    in_stats = mu_in[:, None] + rng.normal(0, 1, (n, shadows))
+    out_stats = mu_out[:, None] + rng.normal(0, 1, (n, shadows))
+    target = np.where(np.arange(n) < n // 2, mu_in, mu_out) + rng.normal(0, 0.3, n)
+    return target, in_stats, out_stats
+
+
+def test_lira_ranks_in_like_targets_above_out_like():
+    target, in_stats, out_stats = shadow_stats()
+    online = lira_scores(target, in_stats, out_stats)
+    assert online["log_ratio"][:20].min() > online["log_ratio"][20:].max()
+    m_in, s_in = in_stats[0].mean(), in_stats[0].std(ddof=1)
+    m_out, s_out = out_stats[0].mean(), out_stats[0].std(ddof=1)
+    expected = norm.logpdf(target[0], m_in, s_in) - norm.logpdf(target[0], m_out, s_out)
+    assert online["log_ratio"][0] == pytest.approx(expected)
+    assert online["p_value"][0] == pytest.approx(norm.sf(target[0], m_out, s_out))
+    offline = lira_scores(target, None, out_stats)
+    assert np.isnan(offline["log_ratio"]).all()
+    assert offline["score"][:20].mean() > offline["score"][20:].mean() + 5
+    assert offline["score"] == pytest.approx(-np.log(offline["p_value"]), rel=1e-6)
+    pooled = lira_scores(target, in_stats, out_stats, fix_variance=True)
+    assert pooled["log_ratio"][:20].min() > pooled["log_ratio"][20:].max()
+
+
+def test_lira_needs_two_shadow_statistics_per_example():
+    target, in_stats, out_stats = shadow_stats(n=4, shadows=3)
+    out_stats[1, 1:] = np.nan  # one statistic left for example 1
+    scores = lira_scores(target, in_stats, out_stats)
+    assert np.isnan(scores["score"][1]) and np.isfinite(scores["score"][[0, 2, 3]]).all()
+    summary = vulnerability_summary(scores["score"], thresholds=(0.0,))
+    assert summary["n"] == 4 and summary["n_defined"] == 3
+    with pytest.raises(ValueError, match="out_stats"):
+        lira_scores(target, in_stats, out_stats[:2])
+
+
+def test_vulnerability_summary_by_hand():
+    summary = vulnerability_summary(np.array([-1.0, 0.5, 1.5, 2.5, 4.0]), thresholds=(0, 2))
+    assert summary["q50"] == 1.5 and summary["max"] == 4.0 and summary["mean"] == 1.5
+    assert summary["frac_above_0"] == pytest.approx(0.8)
+    assert summary["frac_above_2"] == pytest.approx(0.4)
+
+
+def test_logit_similarity():
+    logits = np.random.default_rng(4).normal(size=(10, 4))
+    same = logit_similarity(logits, logits)
+    assert same["one_minus_cosine"] == pytest.approx(0, abs=1e-12)
+    assert same["kl_b_a"] == pytest.approx(0, abs=1e-12)
+    a, b = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])
+    hand = logit_similarity(a, b)
+    p_a, p_b = softmax(a)[0], softmax(b)[0]
+    assert hand["one_minus_cosine"] == pytest.approx(1.0)
+    assert hand["kl_b_a"] == pytest.approx((p_b * np.log(p_b / p_a)).sum())
+    # scaled logits point the same way (cosine blind) but predict differently (KL sees it)
+    scaled = logit_similarity(3 * logits, logits)
+    assert scaled["one_minus_cosine"] == pytest.approx(0, abs=1e-12) and scaled["kl_b_a"] > 0.05
