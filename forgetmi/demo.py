@@ -2,8 +2,9 @@
 
 Generate the data, audit the partitions of every forget size, build the caches, stream every
 partition (and the noisy forget set) through the loaders, train the original model (retain +
-forget) and the retrained reference (retain only) through the shared engine, and print a
-summary with their validation and test AUC / F1.
+forget) and the retrained reference (retain only) through the shared engine, unlearn the 10%
+forget set from the original with Forget-MI and with SCRUB, and print a summary with every
+model's validation, test and forget-set AUC / F1 and unlearning vs retraining time.
 """
 
 from __future__ import annotations
@@ -34,37 +35,65 @@ def _dataset(out: Path, n_patients: int, image_size: int, seed: int, workers: in
                             workers=workers, overwrite=True)
 
 
-def _train_models(out: Path, data_root: Path, seed: int, image_size: int, epochs: int,
-                  text_encoder: str) -> dict:
-    """Train the original and the retrained model; their metrics on validation and test."""
-    from forgetmi.config import ExperimentConfig, TrackingConfig, TrainConfig
+# The demo's unlearning runs: Forget-MI (the paper's unimodal preset) and SCRUB, sized for a CPU.
+UNLEARNING = {"forgetmi": {"epochs": 5, "lr": 1e-3},
+              "scrub": {"epochs": 2, "lr": 2e-4}}
+
+
+def _demo_config(out: Path, name: str, data_root: Path, seed: int, image_size: int,
+                 epochs: int, lr: float, text_encoder: str, **unlearn):
+    from forgetmi.config import (ExperimentConfig, TrackingConfig, TrainConfig, UnlearnConfig)
+    from forgetmi.models import ModelConfig
+    return ExperimentConfig(
+        seed=seed, output_dir=str(out / name),
+        data=DataConfig(root=str(data_root), forget_set="forget_set_10per.csv",
+                        image_size=image_size),
+        model=ModelConfig(text_encoder=None if text_encoder == "minilm" else text_encoder),
+        train=TrainConfig(epochs=epochs, batch_size=16, lr=lr,
+                          text_lr=None if text_encoder == "tiny" else 5e-5,
+                          early_stopping_patience=0, checkpoint_every=1000, log_every=5),
+        unlearn=UnlearnConfig(**unlearn), tracking=TrackingConfig(wandb="disabled"))
+
+
+def _score(cfg, name: str, seconds_key: str) -> dict:
+    """Joint-head AUC / F1 of a finished run's model on validation, test and forget rows."""
+    from forgetmi.engine.distributed import build_accelerator
     from forgetmi.evaluation.metrics import head_metrics
     from forgetmi.evaluation.predict import predict
-    from forgetmi.models import JointModel, ModelConfig
-    from forgetmi.train import build_datasets, run_training
+    from forgetmi.models import JointModel
+    from forgetmi.train import build_datasets
+
+    run = Path(cfg.output_dir)
+    accelerator = build_accelerator(None, 1)
+    model = JointModel.from_pretrained(run / "model").to(accelerator.device)
+    _, datasets = build_datasets(cfg, accelerator)
+    metrics = {part: head_metrics(predict(accelerator, model, datasets[part], 64))
+               for part in ("validation", "test", "forget")}
+    timing = json.loads((run / "timing.json").read_text())
+    return {seconds_key: timing["train_seconds"], "rows": timing["rows"],
+            **{f"{part}_{key}": round(value, 4)
+               for part, values in metrics.items() for key, value in values.items()
+               if key.startswith("joint_")}}
+
+
+def _train_models(out: Path, data_root: Path, seed: int, image_size: int, epochs: int,
+                  text_encoder: str) -> dict:
+    """Train the original and the retrained model, unlearn the original with Forget-MI and
+    SCRUB, and score all four on validation, test and forget rows."""
+    from forgetmi.train import run_training
+    from forgetmi.unlearn import run_unlearning
 
     results = {}
     for mode, name in (("train", "original"), ("retrain", "retrained")):
-        cfg = ExperimentConfig(
-            seed=seed, output_dir=str(out / name),
-            data=DataConfig(root=str(data_root), forget_set="forget_set_10per.csv",
-                            image_size=image_size),
-            model=ModelConfig(text_encoder=None if text_encoder == "minilm" else text_encoder),
-            train=TrainConfig(epochs=epochs, batch_size=16, lr=1e-3,
-                              text_lr=None if text_encoder == "tiny" else 5e-5,
-                              early_stopping_patience=0, checkpoint_every=1000, log_every=5),
-            tracking=TrackingConfig(wandb="disabled"))
-        trained = run_training(cfg, mode)
-        accelerator = trained["accelerator"]
-        model = JointModel.from_pretrained(out / name / "model").to(accelerator.device)
-        _, datasets = build_datasets(cfg, accelerator)
-        metrics = {part: head_metrics(predict(accelerator, model, datasets[part], 64))
-                   for part in ("validation", "test", "forget")}
-        timing = json.loads((out / name / "timing.json").read_text())
-        results[name] = {"train_seconds": timing["train_seconds"], "rows": timing["rows"]["train"],
-                         **{f"{part}_{key}": round(value, 4)
-                            for part, values in metrics.items() for key, value in values.items()
-                            if key.startswith("joint_")}}
+        cfg = _demo_config(out, name, data_root, seed, image_size, epochs, 1e-3, text_encoder)
+        run_training(cfg, mode)
+        results[name] = _score(cfg, name, "train_seconds")
+    for method, setting in UNLEARNING.items():
+        cfg = _demo_config(out, method, data_root, seed, image_size, setting["epochs"],
+                           setting["lr"], text_encoder, method=method,
+                           original=str(out / "original" / "model"))
+        run_unlearning(cfg)
+        results[method] = _score(cfg, method, "train_seconds")
     return results
 
 
@@ -128,6 +157,7 @@ def run_demo(out: Path, n_patients: int = 120, image_size: int = 256, seed: int 
                                           text_encoder)
         summary["models_setting"] = {"image_size": train_image_size, "epochs": epochs,
                                      "text_encoder": text_encoder, "forget_set": "10%"}
+        summary["unlearning"] = UNLEARNING
     write_json(out / "summary.json", summary)
     logger.info("%s", format_summary(summary))
     return summary
@@ -153,13 +183,27 @@ def format_summary(s: dict) -> str:
     lines.append(f"  batch       image {shapes.get('image')}, input_ids {shapes.get('input_ids')}")
     if "models" in s:
         setting = s["models_setting"]
-        lines += ["", f"  models (joint head; {setting['epochs']} epochs at {setting['image_size']}², "
-                      f"text encoder {setting['text_encoder']}, forget set {setting['forget_set']})",
-                  f"  {'model':<10} {'rows':>5} {'train s':>8}   {'val AUC':>7} {'val F1':>6}   "
+        lines += ["", f"  models (joint head; {setting['image_size']}² images, text encoder "
+                      f"{setting['text_encoder']}, forget set {setting['forget_set']}; training "
+                      f"{setting['epochs']} epochs)",
+                  f"  {'model':<10} {'data':>14} {'time s':>7}   {'val AUC':>7} {'val F1':>6}   "
                   f"{'test AUC':>8} {'test F1':>7}   {'forget AUC':>10} {'forget F1':>9}"]
         for name, m in s["models"].items():
-            lines.append(f"  {name:<10} {m['rows']:>5} {m['train_seconds']:>8.1f}   "
+            lines.append(f"  {name:<10} {_rows(m['rows']):>14} {m['train_seconds']:>7.1f}   "
                          f"{m['validation_joint_auc']:>7.3f} {m['validation_joint_f1']:>6.3f}   "
                          f"{m['test_joint_auc']:>8.3f} {m['test_joint_f1']:>7.3f}   "
                          f"{m['forget_joint_auc']:>10.3f} {m['forget_joint_f1']:>9.3f}")
+        retrain = s["models"].get("retrained", {}).get("train_seconds")
+        for name in s.get("unlearning", {}):
+            took = s["models"][name]["train_seconds"]
+            if retrain:
+                lines.append(f"  {name}: unlearning took {took:.1f} s vs retraining {retrain:.1f} s "
+                             f"({retrain / max(took, 1e-9):.1f}× faster; evaluation excluded)")
     return "\n".join(lines)
+
+
+def _rows(rows: dict) -> str:
+    """A run's data: training rows, or the forget and retain rows an unlearning run drew on."""
+    if "train" in rows:
+        return f"{rows['train']} rows"
+    return f"{rows.get('forget', 0)} f + {rows.get('retain', 0)} r"

@@ -44,9 +44,14 @@ def test_demo_summary(demo_run):
     assert 0.03 < summary["noisy_forget"]["mean_abs_image_change"] < 0.15
     assert summary["noisy_forget"]["changed_token_fraction"] > 0.05
     models = summary["models"]
-    assert set(models) == {"original", "retrained"}
-    assert models["original"]["rows"] - models["retrained"]["rows"] == \
-        summary["forget_sets"]["10"]["rows"]
+    assert set(models) == {"original", "retrained", "forgetmi", "scrub"}
+    forget_rows = summary["forget_sets"]["10"]["rows"]
+    assert models["original"]["rows"]["train"] - models["retrained"]["rows"]["train"] == forget_rows
+    for method in ("forgetmi", "scrub"):
+        assert models[method]["rows"]["forget"] == forget_rows
+        assert models[method]["rows"]["retain"] == models["retrained"]["rows"]["train"]
+        assert (out / method / "model" / "model.safetensors").is_file()
+        assert models[method]["forget_joint_auc"] != models["original"]["forget_joint_auc"]
     for m in models.values():
         for part in ("validation", "test", "forget"):
             assert 0.0 <= m[f"{part}_joint_auc"] <= 1.0 and 0.0 <= m[f"{part}_joint_f1"] <= 1.0

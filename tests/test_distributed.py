@@ -4,7 +4,8 @@ DDP, DeepSpeed ZeRO-2 and ZeRO-3 on the same data and seed: world size, both ran
 the final model, weights identical across ranks, optimizer state (and, for ZeRO-3, parameters)
 really sharded, and the three strategies training the same model. Then ZeRO-2 with the
 optimizer offloaded to the CPU, ZeRO-3 in bf16 with the pretrained BERT, and a ZeRO-2 run
-stopped mid-run and resumed.
+stopped mid-run and resumed. Finally unlearning under ZeRO-2: Forget-MI and SCRUB, each with
+the frozen original beside the DeepSpeed-wrapped student.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _free_port() -> int:
 
 
 def launch(strategy: str, data, out: Path, *extra: str, expect_rc: int | None = 0,
-           deepspeed_config: Path | None = None) -> str:
+           deepspeed_config: Path | None = None, script: str = "launch/train.py") -> str:
     """``accelerate launch --config_file configs/accelerate/<strategy>.yaml --num_processes 2``.
 
     Returns the combined output; it is printed (pytest shows it when a test fails) and
@@ -57,7 +58,7 @@ def launch(strategy: str, data, out: Path, *extra: str, expect_rc: int | None = 
            "--main_process_port", str(_free_port())]
     if deepspeed_config is not None:
         cmd += ["--deepspeed_config_file", str(deepspeed_config)]
-    cmd += ["launch/train.py", f"--data.root={data.root}", f"--output_dir={out}", *ARGS, *extra]
+    cmd += [script, f"--data.root={data.root}", f"--output_dir={out}", *ARGS, *extra]
     try:
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=TIMEOUT_S)
@@ -288,3 +289,24 @@ def test_zero2_resumes_mid_run(demo_data, runs, zero2_run):
     replayed = {r["step"]: r["train/loss"] for r in train_records(out)}
     for record in train_records(zero2_run):
         assert replayed[record["step"]] == pytest.approx(record["train/loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["forgetmi", "scrub"])
+def test_zero2_unlearning_with_a_frozen_teacher(demo_data, runs, zero2_run, method):
+    out = runs / f"unlearn-{method}"
+    launch("zero2", demo_data, out, f"--original={zero2_run / 'model'}", f"--method={method}",
+           "--epochs=3", "--scrub.max_epochs=1", script="launch/unlearn.py")
+    info = assert_two_ranks_finished(out, "DEEPSPEED", 2)
+    assert info["ranks_agree"] is True
+    assert len(zero_shards(out, "optim")) == 2
+    before, after = weights(zero2_run), weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    records = train_records(out)
+    if method == "forgetmi":
+        assert info["rows"]["noisy_forget"] == info["rows"]["forget"]
+        assert all(r["train/uu"] > 0 and r["train/ur"] >= 0 for r in records)
+    else:
+        # one pass of max-steps over the forget rows (22 rows, 2 × 4 per step), then min-steps
+        phases = ["max" if "train/forget_kl" in r else "min" for r in records]
+        assert phases == ["max"] * 3 + ["min"] * (UPDATES - 3), phases
+    assert_model_loads(out)
