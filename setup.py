@@ -33,6 +33,8 @@ setup(
         "pillow>=10.0",
         "safetensors>=0.4",
         "tqdm>=4.66",
+        "matplotlib>=3.8",            # report plots (Agg backend, no display needed)
+        "sweeps>=0.2",                # W&B's sweep engine, to expand sweeps offline
     ],
     extras_require={
         "test": ["pytest>=8.0", "pytest-timeout>=2.3"],

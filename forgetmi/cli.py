@@ -1,7 +1,7 @@
 """The ``forgetmi`` command.
 
 Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
-unlearn, import-checkpoint, demo.
+unlearn, evaluate, report, import-checkpoint, demo.
 Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
 """
 
@@ -110,6 +110,16 @@ def cmd_unlearn(args, extra) -> int:
     return unlearn_main(argv)
 
 
+def cmd_evaluate(args, extra) -> int:
+    from forgetmi.evaluation.evaluate import main as evaluate_main
+    return evaluate_main(list(args.rest) + extra)
+
+
+def cmd_report(args, extra) -> int:
+    from forgetmi.evaluation.report import main as report_main
+    return report_main(list(args.rest) + extra)
+
+
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
     run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
@@ -169,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(--original=RUN/model --preset=unimodal ...)")
     _add_data_args(p)
     p.set_defaults(func=cmd_unlearn)
+
+    # These two parse their own arguments (``forgetmi evaluate --help``).
+    p = sub.add_parser("evaluate", add_help=False,
+                       help="metrics with CIs, membership attacks and the gap to the retrained "
+                            "model of finished runs -> RUN/metrics.json")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("report", add_help=False,
+                       help="the paper-style table (Markdown, CSV, JSON) and plots from many "
+                            "evaluated runs")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")

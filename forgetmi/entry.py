@@ -39,7 +39,7 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) 
     return code
 
 
-def fit(cfg, accelerator, model, objective, evaluate=None) -> dict:
+def fit(cfg, accelerator, model, objective, evaluate=None, job: str | None = None) -> dict:
     """Run ``objective`` on the joint ``model`` through the engine, saving it to
     ``cfg.output_dir``: the last step shared by training, retraining and unlearning."""
     from pathlib import Path
@@ -56,7 +56,7 @@ def fit(cfg, accelerator, model, objective, evaluate=None) -> dict:
 
     tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process)
     engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker,
-                    evaluate=evaluate, save_model=save_model)
+                    evaluate=evaluate, save_model=save_model, job=job)
     state = engine.fit()
     return {"accelerator": accelerator, "state": state, "output_dir": out,
             "world_size": accelerator.num_processes}

@@ -83,7 +83,7 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
             return head_metrics(predict(accelerator, m, validation, cfg.train.eval_batch_size,
                                         cfg.train.num_workers))
 
-    return fit(cfg, accelerator, model, objective, evaluate)
+    return fit(cfg, accelerator, model, objective, evaluate, job=mode)
 
 
 def main(argv: list[str] | None = None, mode: str = "train") -> int:

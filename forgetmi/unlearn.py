@@ -62,7 +62,7 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
                 len(data.partitions.forget), data.partitions.forget["subject_id"].nunique(),
                 cfg.unlearn.method, details)
 
-    return fit(cfg, accelerator, student, objective)
+    return fit(cfg, accelerator, student, objective, job="unlearn")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,14 +44,22 @@ def test_demo_summary(demo_run):
     assert 0.03 < summary["noisy_forget"]["mean_abs_image_change"] < 0.15
     assert summary["noisy_forget"]["changed_token_fraction"] > 0.05
     models = summary["models"]
-    assert set(models) == {"original", "retrained", "forgetmi", "scrub"}
+    from forgetmi.unlearning import METHODS
+    assert set(models) == {"original", "retrained", *METHODS}
     forget_rows = summary["forget_sets"]["10"]["rows"]
     assert models["original"]["rows"]["train"] - models["retrained"]["rows"]["train"] == forget_rows
-    for method in ("forgetmi", "scrub"):
-        assert models[method]["rows"]["forget"] == forget_rows
+    for method in METHODS:
         assert models[method]["rows"]["retain"] == models["retrained"]["rows"]["train"]
         assert (out / method / "model" / "model.safetensors").is_file()
-        assert models[method]["forget_joint_auc"] != models["original"]["forget_joint_auc"]
+        assert json.loads((out / method / "metrics.json").read_text())["model"] == method
+    assert models["forgetmi"]["rows"]["forget"] == forget_rows
+    assert models["forgetmi"]["forget_joint_auc"] != models["original"]["forget_joint_auc"]
+    # the report of all ten runs, with its plots
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert len(report["runs"]) == len(METHODS) + 2
+    for name in ("report.md", "report.csv", "tradeoff.png", "sizes.png", "mia_roc.png"):
+        assert (out / "report" / name).stat().st_size > 100
+    assert "| forgetmi (unimodal) | 1 |" in (out / "report" / "report.md").read_text()
     for m in models.values():
         for part in ("validation", "test", "forget"):
             assert 0.0 <= m[f"{part}_joint_auc"] <= 1.0 and 0.0 <= m[f"{part}_joint_f1"] <= 1.0

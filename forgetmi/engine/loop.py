@@ -92,8 +92,9 @@ class Engine:
     def __init__(self, accelerator, model: torch.nn.Module, objective: Objective, train,
                  output_dir: Path, seed: int, tracker,
                  evaluate: Callable[[torch.nn.Module], dict] | None = None,
-                 save_model: Callable[[dict, Path], None] | None = None):
+                 save_model: Callable[[dict, Path], None] | None = None, job: str | None = None):
         self.accelerator = accelerator
+        self.job = job   # train | retrain | unlearn, recorded for the evaluation
         self.objective = objective
         self.train = train
         self.output_dir = Path(output_dir)
@@ -370,7 +371,7 @@ class Engine:
         agree = self._ranks_agree()
         if self.accelerator.is_main_process:
             write_json(self.output_dir / "timing.json",
-                       {"train_seconds": round(state["train_seconds"], 3),
+                       {"job": self.job, "train_seconds": round(state["train_seconds"], 3),
                         "eval_seconds": round(state["eval_seconds"], 3),
                         "updates": state["updates"], "epochs_run": state["epoch"],
                         "world_size": self.accelerator.num_processes,

@@ -283,7 +283,7 @@ def population_attack(member_features: np.ndarray, nonmember_features: np.ndarra
                       member_groups: np.ndarray | None = None,
                       nonmember_groups: np.ndarray | None = None,
                       target_groups: np.ndarray | None = None, seed: int = 0, folds: int = 5,
-                      model: str = "logistic") -> dict[str, float]:
+                      model: str = "logistic", roc_points: int = 0) -> dict:
     """A cross-validated attack telling members (e.g. retain) from non-members (test).
 
     The larger side is subsampled (seeded) to the smaller's size. With ``member_groups`` and
@@ -293,7 +293,9 @@ def population_attack(member_features: np.ndarray, nonmember_features: np.ndarra
     groups) and ``n_per_side``. With ``target_features`` (the forget set), a model refit on all
     balanced rows scores them: ``target_member_probability`` (mean), ``target_member_fraction``
     (probability ≥ 0.5), ``mia_efficacy`` = 1 − that fraction (SalUn/SCRUB: higher = looks
-    less like a member), and with ``target_groups`` the per-patient fraction.
+    less like a member), and with ``target_groups`` the per-patient fraction. With
+    ``roc_points`` > 0 the out-of-fold ROC curve too (``roc``: fpr/tpr lists, at most that many
+    points), for plots.
     """
     members = _features("member_features", member_features)
     nonmembers = _features("nonmember_features", nonmember_features)
@@ -312,6 +314,8 @@ def population_attack(member_features: np.ndarray, nonmember_features: np.ndarra
     scores = out_of_fold_scores(x, y, groups, folds, seed, model)
     out = {"auc": float(roc_auc_score(y, scores)), **_low_fpr_metrics(y, scores),
            "n_per_side": float(len(keep_m))}
+    if roc_points:
+        out["roc"] = roc_curve_points(y, scores, roc_points)
     if groups is not None:
         out["patient_auc"] = patient_auc(y, scores, groups)
     if target_features is not None:
@@ -319,6 +323,15 @@ def population_attack(member_features: np.ndarray, nonmember_features: np.ndarra
                                    _features("target_features", target_features), x.shape[1],
                                    target_groups))
     return out
+
+
+def roc_curve_points(y: np.ndarray, scores: np.ndarray, limit: int = 200) -> dict[str, list]:
+    """The empirical ROC curve, thinned to at most ``limit`` points (ends kept)."""
+    fpr, tpr, _ = roc_curve(y, scores)
+    if len(fpr) > limit:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, limit).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [round(float(v), 5) for v in fpr], "tpr": [round(float(v), 5) for v in tpr]}
 
 
 def _target_metrics(attack, target: np.ndarray, n_columns: int,

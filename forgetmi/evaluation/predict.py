@@ -12,8 +12,9 @@ from forgetmi.utils.progress import progress
 
 @torch.no_grad()
 def predict(accelerator, model, dataset: Dataset, batch_size: int = 32,
-            num_workers: int = 0) -> dict[str, np.ndarray]:
-    """Logits of each head, labels and split row indices for every item of ``dataset``.
+            num_workers: int = 0, embeddings: bool = False) -> dict[str, np.ndarray]:
+    """Logits of each head, labels and split row indices for every item of ``dataset`` (and the
+    image and text embeddings with ``embeddings=True``, for the image-text similarity signal).
 
     Collective under DDP/DeepSpeed: all ranks call it (ZeRO-3 needs every rank in each
     forward). Each rank takes items rank, rank+W, ...; the shard lengths are equalised by
@@ -36,6 +37,9 @@ def predict(accelerator, model, dataset: Dataset, batch_size: int = 32,
                 "label": batch["label"]}
         for head in ("image", "text", "joint"):
             rows[f"{head}_logits"] = out[f"{head}_logits"].float()
+        if embeddings:
+            rows["image_embedding"] = out.image_embedding.float()
+            rows["text_embedding"] = out.text_embedding.float()
         for key, value in accelerator.gather(rows).items():
             chunks.setdefault(key, []).append(value.cpu())
     model.train(was_training)

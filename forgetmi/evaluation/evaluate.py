@@ -1,0 +1,201 @@
+"""``forgetmi evaluate RUN_DIR``: score one trained, retrained or unlearned model.
+
+For every partition (forget, retain, validation, test) and head (image, text, joint): the
+metrics of :func:`forgetmi.evaluation.metrics.full_metrics` with patient-level bootstrap
+confidence intervals; the membership attacks (the paper's SVC on per-sample losses, the
+release's per-batch variant for like-for-like comparison, and a cross-validated population
+attack on several signals with patient-level scores); and, given the retrained reference, the
+gap to it and the logit similarity on retain rows. Written atomically to ``RUN_DIR/metrics.json``
+(schema 1, read by ``forgetmi report``). Counts and scores only: no report text, no patient id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from forgetmi.errors import ForgetMIError
+from forgetmi.utils.atomic import write_json
+
+logger = logging.getLogger("forgetmi.evaluation")
+
+PARTITIONS = ("forget", "retain", "validation", "test")
+SCHEMA = 1
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _run_config(run: Path):
+    from forgetmi.config import ExperimentConfig, load_config
+    if not (run / "model").is_dir():
+        raise ForgetMIError(f"{run}: no model/ folder (is this a finished training, retraining "
+                            "or unlearning run?)")
+    if not (run / "config.yaml").is_file():
+        raise ForgetMIError(f"{run}: no config.yaml beside the model")
+    return load_config(ExperimentConfig, run / "config.yaml")
+
+
+def _job(run: Path) -> tuple[str | None, float | None]:
+    timing = run / "timing.json"
+    if not timing.is_file():
+        return None, None
+    info = json.loads(timing.read_text())
+    return info.get("job"), info.get("train_seconds")
+
+
+def describe(run: Path, cfg) -> dict:
+    """Which model this is (original / retrained / a method), for the report's rows."""
+    job, seconds = _job(run)
+    if job == "unlearn":
+        model = cfg.unlearn.method
+        label = f"{model} ({cfg.unlearn.preset})" if model == "forgetmi" else model
+    elif job in ("train", "retrain"):
+        model = label = "original" if job == "train" else "retrained"
+    else:
+        raise ForgetMIError(f"{run}/timing.json: no 'job' (train, retrain or unlearn) recorded; "
+                            "was the run finished?")
+    forget_set = cfg.data.forget_set
+    match = re.search(r"(\d+(?:\.\d+)?)\s*per", forget_set or "")
+    return {"model": model, "label": label,
+            "preset": cfg.unlearn.preset if model == "forgetmi" else None,
+            "forget_set": Path(forget_set).name if forget_set else None,
+            "forget_percent": float(match.group(1)) if match else None,
+            "seed": cfg.seed, "seconds": seconds,
+            "seconds_kind": "unlearning" if job == "unlearn" else "training"}
+
+
+def _predictions(cfg, model_dir: Path, parts: tuple[str, ...], batch_size: int):
+    from forgetmi.engine.distributed import build_accelerator
+    from forgetmi.evaluation.predict import predict
+    from forgetmi.models import JointModel
+    from forgetmi.train import build_datasets
+
+    accelerator = build_accelerator(None, 1)
+    data, datasets = build_datasets(cfg, accelerator)
+    model = JointModel.from_pretrained(model_dir).to(accelerator.device)
+    subjects = data.split["subject_id"]
+    out = {}
+    for part in parts:
+        if part not in datasets:
+            continue
+        p = predict(accelerator, model, datasets[part], batch_size, embeddings=True)
+        # Patient ids stay in memory as grouping keys; they are never written.
+        p["group"] = subjects.loc[p["index"]].astype(str).to_numpy()
+        out[part] = p
+    return out
+
+
+def _metrics(predictions: dict, n_boot: int, seed: int) -> dict:
+    from forgetmi.evaluation.bootstrap import bootstrap_ci
+    from forgetmi.evaluation.metrics import HEADS, full_metrics
+
+    out = {}
+    for part, p in predictions.items():
+        out[part] = {}
+        for head in HEADS:
+            intervals = bootstrap_ci(full_metrics, p["label"], p[f"{head}_logits"], n_boot=n_boot,
+                                     seed=seed, groups=p["group"])
+            out[part][head] = {name: {"value": _finite(iv.point), "low": _finite(iv.low),
+                                      "high": _finite(iv.high)}
+                               for name, iv in intervals.items()}
+    return out
+
+
+def _attacks(predictions: dict, seed: int, batch_size: int) -> dict | None:
+    from forgetmi.evaluation.mia import (attack_features, population_attack, sample_losses,
+                                         svc_mia_report)
+
+    if not all(k in predictions for k in ("forget", "retain", "test")):
+        return None
+    forget, retain, test = predictions["forget"], predictions["retain"], predictions["test"]
+    result = svc_mia_report(sample_losses(retain), sample_losses(test), sample_losses(forget),
+                            batch_size)
+    (member, names), (nonmember, _), (target, _) = (attack_features(p)
+                                                    for p in (retain, test, forget))
+    population = population_attack(member, nonmember, target, member_groups=retain["group"],
+                                   nonmember_groups=test["group"], target_groups=forget["group"],
+                                   seed=seed, roc_points=200)
+    population["features"] = names
+    result["population"] = population
+    return json.loads(json.dumps(result, default=float))
+
+
+def _gap(metrics: dict, reference: dict) -> dict:
+    return {part: {head: {name: (None if v["value"] is None or
+                                 reference[part][head].get(name, {}).get("value") is None
+                                 else v["value"] - reference[part][head][name]["value"])
+                          for name, v in values.items()}
+                   for head, values in heads.items()}
+            for part, heads in metrics.items() if part in reference}
+
+
+def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: int = 1000,
+                 batch_size: int = 64, mia_batch_size: int = 32) -> dict:
+    """Score the model in ``run`` and write ``run/metrics.json``; returns what was written."""
+    from forgetmi.evaluation.metrics import full_metrics
+    from forgetmi.evaluation.mia import logit_similarity
+
+    run = Path(run)
+    cfg = _run_config(run)
+    result = {"schema": SCHEMA, "run": str(run), **describe(run, cfg)}
+    predictions = _predictions(cfg, run / "model", PARTITIONS, batch_size)
+    logger.info("evaluating %s: %s", result["label"],
+                ", ".join(f"{k} {len(v['label'])} rows" for k, v in predictions.items()))
+    result["metrics"] = _metrics(predictions, n_boot, cfg.seed)
+    result["mia"] = _attacks(predictions, cfg.seed, mia_batch_size)
+    result["gap"] = result["logit_similarity"] = None
+    if retrained is not None:
+        retrained = Path(retrained)
+        _run_config(retrained)  # a finished run, or a clear error
+        # The reference scores this run's partitions: the gap compares the same rows.
+        reference = _predictions(cfg, retrained / "model", PARTITIONS, batch_size)
+        point = {part: {head: {k: {"value": _finite(v)} for k, v in
+                               full_metrics(p["label"], p[f"{head}_logits"]).items()}
+                        for head in ("image", "text", "joint")}
+                 for part, p in reference.items()}
+        result["gap"] = _gap(result["metrics"], point)
+        if "retain" in reference:
+            result["logit_similarity"] = logit_similarity(predictions["retain"]["joint_logits"],
+                                                          reference["retain"]["joint_logits"])
+    write_json(run / "metrics.json", result)
+    logger.info("%s", summary_line(result))
+    return result
+
+
+def summary_line(result: dict) -> str:
+    def value(part, metric):
+        v = result["metrics"].get(part, {}).get("joint", {}).get(metric, {}).get("value")
+        return "—" if v is None else f"{v:.3f}"
+    mia = result.get("mia") or {}
+    svc = mia.get("svc_mia_per_sample")
+    attack = (mia.get("population") or {}).get("auc")
+    return (f"{result['label']}: forget AUC {value('forget', 'auc')} F1 {value('forget', 'f1')}, "
+            f"test AUC {value('test', 'auc')} F1 {value('test', 'f1')}, MIA (SVC) "
+            f"{'—' if svc is None else f'{svc:.3f}'}, population attack AUC "
+            f"{'—' if attack is None else f'{attack:.3f}'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="forgetmi evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="finished run folders (each with model/)")
+    parser.add_argument("--retrained", help="the retrained reference's run folder (for the gap "
+                                            "and the logit similarity)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        try:
+            evaluate_run(run, args.retrained, args.bootstrap, args.batch_size)
+        except (ForgetMIError, ValueError) as err:
+            logger.error("%s", err)
+            return 2
+    return 0

@@ -1,0 +1,206 @@
+"""PNG plots for ``forgetmi report``: forgetting vs utility, per-size bars, attack ROC curves.
+
+The Agg backend is selected before pyplot is imported, so plots render on compute nodes and in
+CI without a display. Each plot reads the summary table of :func:`forgetmi.evaluation.report.
+summarise` (columns ``size``, ``label``, ``model``, ``<col>_mean``, ``<col>_std``) and is skipped,
+with a log line saying why, when the inputs lack what it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from forgetmi.utils.atomic import atomic_path  # noqa: E402
+
+log = logging.getLogger("forgetmi.report")
+
+METHOD_MARKERS = "o^vD<>pPhX"
+SIZE_PANELS = (("forget_auc", "forget AUC (joint)"), ("mia", "MIA (SVC, per-sample)"))
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    """One model's population-attack ROC curve (one seed) for one forget size."""
+
+    size: str
+    label: str
+    model: str
+    seed: int
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: float = float("nan")
+
+
+def label_styles(pairs: Sequence[tuple[str, str]]) -> dict[str, dict]:
+    """Colour and marker per label, fixed across panels; the retrained model (the target) is a
+    large black star, the original a grey square."""
+    styles: dict[str, dict] = {}
+    palette = plt.get_cmap("tab10").colors
+    methods = 0
+    for label, model in pairs:
+        if label in styles:
+            continue
+        if model == "retrained":
+            styles[label] = {"color": "black", "marker": "*", "size": 15}
+        elif model == "original":
+            styles[label] = {"color": "0.55", "marker": "s", "size": 8}
+        else:
+            styles[label] = {"color": palette[methods % len(palette)],
+                             "marker": METHOD_MARKERS[methods % len(METHOD_MARKERS)], "size": 8}
+            methods += 1
+    return styles
+
+
+def _styles(summary: pd.DataFrame) -> dict[str, dict]:
+    return label_styles(list(zip(summary["label"], summary["model"])))
+
+
+def _err(std: float) -> float | None:
+    return None if not np.isfinite(std) else float(std)
+
+
+def _save(fig, path: Path) -> Path:
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    log.debug("plot written: %s", path)
+    return path
+
+
+def _figure_legend(fig, handles: dict) -> None:
+    fig.legend(list(handles.values()), list(handles.keys()), loc="upper center",
+               bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(handles)), frameon=False)
+
+
+def plot_tradeoff(summary: pd.DataFrame, path: str | Path) -> Path | None:
+    """Forgetting vs utility: x = test AUC, y = forget AUC, one panel per forget size."""
+    path = Path(path)
+    data = summary.dropna(subset=["test_auc_mean", "forget_auc_mean"])
+    if data.empty:
+        log.info("skipping %s: no model has both a test and a forget AUC", path.name)
+        return None
+    sizes = list(dict.fromkeys(data["size"]))
+    styles = _styles(summary)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 4.2), squeeze=False,
+                             sharex=True, sharey=True)
+    handles: dict = {}
+    for ax, size in zip(axes[0], sizes):
+        for row in data[data["size"] == size].to_dict("records"):
+            style = styles[row["label"]]
+            x, y = row["test_auc_mean"], row["forget_auc_mean"]
+            if row["model"] == "retrained":  # the target: crosshair through its point
+                ax.axvline(x, color="black", ls=":", lw=0.8)
+                ax.axhline(y, color="black", ls=":", lw=0.8)
+                ax.annotate("target", (x, y), textcoords="offset points", xytext=(6, 6),
+                            fontsize=8)
+            artist = ax.errorbar(x, y, xerr=_err(row["test_auc_std"]),
+                                 yerr=_err(row["forget_auc_std"]), fmt=style["marker"],
+                                 color=style["color"], ms=style["size"], capsize=3,
+                                 zorder=3 if row["model"] == "retrained" else 2)
+            handles.setdefault(row["label"], artist)
+        ax.set_title(f"forget set {size}")
+        ax.set_xlabel("test AUC (higher: more utility)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("forget AUC (lower: more forgetting)")
+    _figure_legend(fig, handles)
+    fig.suptitle("Forgetting vs utility (mean ± std over seeds; target = retrained)")
+    return _save(fig, path)
+
+
+def plot_sizes(summary: pd.DataFrame, path: str | Path) -> Path | None:
+    """Grouped bars per forget size: forget AUC and MIA of each model."""
+    path = Path(path)
+    panels = []
+    for key, title in SIZE_PANELS:
+        if summary[f"{key}_mean"].notna().any():
+            panels.append((key, title))
+        else:
+            log.info("%s: no run defines %s, its panel is left out", path.name, key)
+    if not panels:
+        log.info("skipping %s: no forget AUC or MIA in the inputs", path.name)
+        return None
+    sizes = list(dict.fromkeys(summary["size"]))
+    labels = list(dict.fromkeys(summary["label"]))
+    styles = _styles(summary)
+    width = 0.8 / len(labels)
+    models = dict(zip(summary["label"], summary["model"]))
+    wide = max(6.0, 0.35 * len(labels) * len(sizes) + 2)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(wide, 3.2 * len(panels)), squeeze=False)
+    handles: dict = {}
+    indexed = summary.set_index(["size", "label"])
+    for ax, (key, title) in zip(axes[:, 0], panels):
+        for j, label in enumerate(labels):
+            cells = [(i, indexed.loc[(size, label)]) for i, size in enumerate(sizes)
+                     if (size, label) in indexed.index]
+            cells = [(i, c) for i, c in cells if np.isfinite(c[f"{key}_mean"])]
+            if not cells:
+                continue
+            x = np.array([i for i, _ in cells]) + (j - (len(labels) - 1) / 2) * width
+            means = [c[f"{key}_mean"] for _, c in cells]
+            stds = np.nan_to_num([c[f"{key}_std"] for _, c in cells])
+            target = models[label] == "retrained"
+            bars = ax.bar(x, means, width, yerr=stds, capsize=2, color=styles[label]["color"],
+                          edgecolor="black" if target else "none",
+                          hatch="//" if target else None, alpha=0.6 if target else 0.9)
+            handles.setdefault(label, bars)
+        ax.set_xticks(np.arange(len(sizes)), [f"forget {s}" for s in sizes])
+        ax.set_ylabel(title)
+        ax.grid(axis="y", alpha=0.3)
+    _figure_legend(fig, handles)
+    fig.suptitle("Per forget size (mean ± std over seeds; hatched = retrained, the target)")
+    return _save(fig, path)
+
+
+def plot_mia_roc(curves: Sequence[RocCurve], path: str | Path) -> Path | None:
+    """Population-attack ROC curves, one panel per forget size, log FPR axis."""
+    path = Path(path)
+    if not curves:
+        log.info("skipping %s: no run has a population-attack ROC curve", path.name)
+        return None
+    sizes = list(dict.fromkeys(c.size for c in curves))
+    positive = [c.fpr[c.fpr > 0].min() for c in curves if (c.fpr > 0).any()]
+    floor = min([1e-2, *positive])  # the log axis cannot show FPR 0: start at the first step
+    styles = label_styles([(c.label, c.model) for c in curves])
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 4.2), squeeze=False,
+                             sharey=True)
+    chance = np.logspace(np.log10(floor), 0, 100)
+    for ax, size in zip(axes[0], sizes):
+        ax.plot(chance, chance, color="0.5", ls="--", lw=0.8, label="chance")
+        for curve in (c for c in curves if c.size == size):
+            style = styles[curve.label]
+            auc = f"AUC {curve.auc:.3f}, " if np.isfinite(curve.auc) else ""
+            ax.plot(np.clip(curve.fpr, floor, 1.0), curve.tpr, color=style["color"],
+                    lw=2.0 if curve.model == "retrained" else 1.3,
+                    label=f"{curve.label} ({auc}seed {curve.seed})")
+        ax.set_xscale("log")
+        ax.set_xlim(floor, 1.0)
+        ax.set_ylim(0.0, 1.01)
+        ax.set_title(f"forget set {size}")
+        ax.set_xlabel("false-positive rate (log)")
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("true-positive rate")
+    fig.suptitle("Population membership attack on the forget set (first seed)")
+    return _save(fig, path)
+
+
+def make_plots(summary: pd.DataFrame, curves: Sequence[RocCurve],
+               out_dir: str | Path) -> list[Path]:
+    """All report plots into ``out_dir``; returns the paths written (skipped plots left out)."""
+    out_dir = Path(out_dir)
+    written = [plot_tradeoff(summary, out_dir / "tradeoff.png"),
+               plot_sizes(summary, out_dir / "sizes.png"),
+               plot_mia_roc(curves, out_dir / "mia_roc.png")]
+    return [p for p in written if p is not None]
