@@ -1,7 +1,7 @@
 """The ``forgetmi`` command.
 
 Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
-unlearn, evaluate, report, import-checkpoint, demo.
+unlearn, evaluate, report, ulira, import-checkpoint, demo.
 Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
 """
 
@@ -120,6 +120,11 @@ def cmd_report(args, extra) -> int:
     return report_main(list(args.rest) + extra)
 
 
+def cmd_ulira(args, extra) -> int:
+    from forgetmi.evaluation.ulira import main as ulira_main
+    return ulira_main(list(args.rest) + extra)
+
+
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
     run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
@@ -191,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "evaluated runs")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("ulira", add_help=False,
+                       help="per-example audit of an unlearned model with shadow pipelines "
+                            "(U-LiRA) -> OUT/ulira.json")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_ulira)
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")

@@ -38,6 +38,7 @@ class DataConfig:
     reports: str = "all_data.tsv"
     img_dir: str = "images"
     forget_set: str | None = "forget_set_10per.csv"
+    exclude: str | None = None         # CSV (split format) of patients left out of every partition
     synonyms: str | None = "Synonyms.csv"
     image_ext: str = "auto"            # auto | .dcm | .jpg | .png | .npy
     image_size: int = 256              # side of the cached image (2048 is the paper's)

@@ -40,8 +40,9 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
     forget_path = config.path("forget_set")
     forget = formats.read_forget_set(forget_path) if forget_path is not None else None
     reports = formats.read_reports(config.path("reports"))
-    parts = build_partitions(split, forget, config.val_fraction, seed, forget_path=forget_path)
-    audit = audit_partitions(parts, split)
+    kept = _without_excluded(split, config.path("exclude"), forget)
+    parts = build_partitions(kept, forget, config.val_fraction, seed, forget_path=forget_path)
+    audit = audit_partitions(parts, kept)
     audit.raise_if_failed()
     missing = ~split["study_id"].isin(reports["study_id"])
     if missing.any():
@@ -53,6 +54,34 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
                 len(split), split["subject_id"].nunique(), len(parts.forget),
                 parts.forget["subject_id"].nunique())
     return PreparedData(config=config, split=split, reports=reports, partitions=parts, audit=audit)
+
+
+def _without_excluded(split: pd.DataFrame, exclude_path: Path | None,
+                      forget: pd.DataFrame | None) -> pd.DataFrame:
+    """The split less the rows of excluded patients (shadow models train on part of the data).
+
+    The full split still indexes the caches, so excluded rows keep their cache entries and a
+    run on a subset shares the caches of a run on everything.
+    """
+    if exclude_path is None:
+        return split
+    excluded = formats.read_forget_set(exclude_path)
+    patients = set(excluded["subject_id"])
+    unknown = ~excluded["subject_id"].isin(split["subject_id"])
+    if unknown.any():
+        count = excluded.loc[unknown, "subject_id"].nunique()
+        raise DataError(f"excluded patient absent from the split ({count} such patient(s))",
+                        exclude_path, int(unknown.to_numpy().nonzero()[0][0]) + 2, "subject_id")
+    test = set(split.loc[split["fold"] == "TEST", "subject_id"])
+    if patients & test:
+        raise DataError(f"{len(patients & test)} excluded patient(s) in the TEST fold; only "
+                        "training patients can be excluded", exclude_path, field="subject_id")
+    if forget is not None and patients & set(forget["subject_id"]):
+        raise DataError(f"{len(patients & set(forget['subject_id']))} patient(s) both excluded "
+                        "and in the forget set", exclude_path, field="subject_id")
+    kept = split[~split["subject_id"].isin(patients)]
+    logger.info("excluded %d rows of %d patients", len(split) - len(kept), len(patients))
+    return kept
 
 
 def ensure_caches(data: PreparedData, text_encoder: str | None = None,
