@@ -1,7 +1,7 @@
 """The ``forgetmi`` command.
 
 Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
-unlearn, evaluate, report, ulira, import-checkpoint, demo.
+unlearn, evaluate, report, ulira, protocol, import-checkpoint, demo.
 Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
 """
 
@@ -125,6 +125,11 @@ def cmd_ulira(args, extra) -> int:
     return ulira_main(list(args.rest) + extra)
 
 
+def cmd_protocol(args, extra) -> int:
+    from forgetmi.protocol import main as protocol_main
+    return protocol_main(list(args.rest) + extra)
+
+
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
     run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
@@ -201,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(U-LiRA) -> OUT/ulira.json")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_ulira)
+    p = sub.add_parser("protocol", add_help=False,
+                       help="run an experimental protocol (sizes × seeds × methods, with "
+                            "dependencies) here, or list its jobs with --dry-run")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_protocol)
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")

@@ -1,0 +1,202 @@
+"""An experimental protocol as data: forget sizes × seeds × methods, and the jobs it implies.
+
+A protocol file (``configs/experiments/paper.yaml``) names a base experiment config, the
+seeds, the forget sets, the settings of the original/retrained models, and the unlearning
+methods with their settings. :func:`expand` turns it into jobs with explicit dependencies:
+
+    original[size, seed], retrained[size, seed]          (independent)
+    unlearn[method, size, seed]    after original[size, seed]
+    evaluate[run]                  after its run and retrained[size, seed] (the reference)
+    report                         after every evaluate
+
+Each size has its own original: the validation split is carved from the retain rows, which
+depend on the forget set, so one original shared by all sizes would have trained on rows that a
+smaller size's evaluation holds out. Every job's config is built (and so validated) when the
+protocol is expanded, before anything runs. :func:`run_local` runs the jobs in order on this
+machine, skipping those already done; a cluster runs them as dependent arrays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from forgetmi.config import ConfigError, ExperimentConfig, load_config
+
+logger = logging.getLogger("forgetmi.protocol")
+
+
+@dataclass
+class Protocol:
+    experiment: str                                  # base experiment YAML (relative to this file)
+    output_dir: str = "runs/protocol"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    forget_sets: dict[str, str] = field(default_factory=dict)   # size label -> forget CSV
+    train: dict = field(default_factory=dict)        # overrides for original and retrained models
+    unlearn: dict = field(default_factory=dict)      # overrides shared by every method
+    methods: dict[str, dict] = field(default_factory=dict)      # run name -> overrides (method=...)
+    evaluate: dict = field(default_factory=lambda: {"bootstrap": 1000})
+    base_dir: str = "."                              # where relative paths resolve (the file's folder)
+
+
+@dataclass
+class Job:
+    name: str                 # e.g. "unlearn/forgetmi-unimodal/10/s0"
+    kind: str                 # train | retrain | unlearn | evaluate | report
+    stage: int                # 0 models, 1 unlearning, 2 evaluation, 3 report
+    argv: list[str]           # what the job's entry point receives
+    output_dir: Path
+    after: list[str] = field(default_factory=list)
+
+    def done(self) -> bool:
+        import json
+        if self.kind == "report":
+            return False  # cheap, and must see every evaluation
+        if self.kind == "evaluate":
+            return (self.output_dir / "metrics.json").is_file()
+        timing = self.output_dir / "timing.json"
+        return timing.is_file() and json.loads(timing.read_text()).get("job") == self.kind
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: protocol file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    known = set(Protocol.__dataclass_fields__) - {"base_dir"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown protocol key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(known))}")
+    if "experiment" not in values:
+        raise ConfigError(f"{path}: 'experiment' (the base experiment YAML) is required")
+    for key in ("train", "unlearn", "methods", "forget_sets", "evaluate"):
+        if not isinstance(values.get(key, {}), dict):
+            raise ConfigError(f"{path}: '{key}' must be a mapping")
+    if not values.get("methods"):
+        raise ConfigError(f"{path}: 'methods' must name at least one unlearning run")
+    for name, settings in values["methods"].items():
+        if not isinstance(settings, dict) or "method" not in settings:
+            raise ConfigError(f"{path}: methods.{name} must be a mapping with a 'method'")
+    values["forget_sets"] = {str(k): str(v) for k, v in values.get("forget_sets", {}).items()}
+    return Protocol(**values, base_dir=str(path.parent))
+
+
+def _argv(overrides: dict) -> list[str]:
+    out = []
+    for key, value in overrides.items():
+        if isinstance(value, (list, tuple)):
+            value = "[" + ",".join(str(v) for v in value) + "]"
+        out.append(f"--{key}={value}")
+    return out
+
+
+def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
+    """Every job of the protocol, in dependency order; ``extra`` overrides apply to all runs."""
+    base = Path(protocol.base_dir)
+    experiment = Path(protocol.experiment)
+    experiment = experiment if experiment.is_absolute() else base / experiment
+    root = Path(protocol.output_dir)
+    extra = list(extra or [])
+    sizes = protocol.forget_sets or {"default": None}
+    jobs: list[Job] = []
+    models, evaluations = [], []
+
+    def add(name, kind, stage, overrides, output_dir, after=()):
+        argv = ["--config", str(experiment), *_argv(overrides), *extra,
+                f"--output_dir={output_dir}"]
+        if kind in ("train", "retrain", "unlearn"):
+            try:  # validate now, not hours later on a cluster
+                load_config(ExperimentConfig, argv[1], argv[2:])
+            except ConfigError as err:
+                raise ConfigError(f"protocol job {name}: {err}") from None
+        jobs.append(Job(name, kind, stage, argv, Path(output_dir), list(after)))
+
+    for size, forget in sizes.items():
+        for seed in protocol.seeds:
+            common = {"seed": seed, **({"forget_set": forget} if forget else {})}
+            for kind, label in (("train", "original"), ("retrain", "retrained")):
+                name = f"{label}/{size}/s{seed}"
+                add(name, kind, 0, {**common, **protocol.train}, root / label / size / f"s{seed}")
+                models.append(name)
+            original = root / "original" / size / f"s{seed}"
+            for run, settings in protocol.methods.items():
+                name = f"unlearn/{run}/{size}/s{seed}"
+                add(name, "unlearn", 1,
+                    {**common, **protocol.unlearn, **settings, "original": original / "model"},
+                    root / run / size / f"s{seed}", after=[f"original/{size}/s{seed}"])
+            retrained = f"retrained/{size}/s{seed}"
+            for job in [j for j in jobs if j.stage < 2 and j.name.endswith(f"/{size}/s{seed}")]:
+                name = f"evaluate/{job.name}"
+                reference = [] if job.name == retrained else [
+                    "--retrained", str(root / "retrained" / size / f"s{seed}")]
+                jobs.append(Job(name, "evaluate", 2,
+                                [str(job.output_dir), *reference, *_argv(protocol.evaluate)],
+                                job.output_dir, after=sorted({job.name, retrained})))
+                evaluations.append(name)
+    jobs.append(Job("report", "report", 3, [str(root), "--out", str(root / "report")],
+                    root / "report", after=evaluations))
+    logger.info("protocol: %d sizes × %d seeds × %d methods -> %d jobs", len(sizes),
+                len(protocol.seeds), len(protocol.methods), len(jobs))
+    return jobs
+
+
+def run_job(job: Job) -> int:
+    from forgetmi.evaluation.evaluate import main as evaluate_main
+    from forgetmi.evaluation.report import main as report_main
+    from forgetmi.train import main as train_main
+    from forgetmi.unlearn import main as unlearn_main
+
+    if job.kind in ("train", "retrain"):
+        return train_main(job.argv, mode=job.kind)
+    if job.kind == "unlearn":
+        return unlearn_main(job.argv)
+    if job.kind == "evaluate":
+        return evaluate_main(job.argv)
+    return report_main(job.argv)
+
+
+def run_local(jobs: list[Job]) -> int:
+    """Run every job in dependency order in this process; stop at the first failure."""
+    finished: set[str] = set()
+    for job in jobs:
+        missing = [a for a in job.after if a not in finished]
+        if missing:
+            raise RuntimeError(f"{job.name} listed before its dependencies {missing}")
+        if job.done():
+            logger.info("%s: already done", job.name)
+        else:
+            logger.info("%s: running", job.name)
+            code = run_job(job)
+            if code != 0:
+                logger.error("%s failed (exit %d); later jobs not run", job.name, code)
+                return code
+        finished.add(job.name)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``forgetmi protocol FILE [--dry-run] [--key=value ...]``."""
+    from forgetmi.errors import ForgetMIError
+
+    parser = argparse.ArgumentParser(prog="forgetmi protocol", description=__doc__.splitlines()[0])
+    parser.add_argument("file", help="protocol YAML (configs/experiments/paper.yaml)")
+    parser.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        jobs = expand(load_protocol(args.file), extra)
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        return 2
+    if args.dry_run:
+        for job in jobs:
+            logger.info("%-48s %-8s after %s", job.name, job.kind, ", ".join(job.after) or "—")
+        return 0
+    return run_local(jobs)

@@ -1,0 +1,89 @@
+"""The paper's protocol as jobs with dependencies, and a small protocol run end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forgetmi.config import ConfigError
+from forgetmi.protocol import expand, load_protocol
+from forgetmi.protocol import main as protocol_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_paper_protocol_expands_to_the_papers_grid():
+    jobs = expand(load_protocol(REPO / "configs/experiments/paper.yaml"))
+    kinds = Counter(j.kind for j in jobs)
+    # 3 sizes × 3 seeds: an original and a retrained model each; 12 unlearning runs each
+    assert kinds == {"train": 9, "retrain": 9, "unlearn": 108, "evaluate": 126, "report": 1}
+    names = {j.name: j for j in jobs}
+    assert len(names) == len(jobs)
+    position = {j.name: i for i, j in enumerate(jobs)}
+    for job in jobs:
+        assert all(position[a] < position[job.name] for a in job.after), job.name
+    unlearn = names["unlearn/forgetmi-retention/6/s2"]
+    assert unlearn.after == ["original/6/s2"]
+    assert "--preset=retention" in unlearn.argv and "--epochs=30" in unlearn.argv
+    assert "--forget_set=forget_set_6per.csv" in unlearn.argv and "--seed=2" in unlearn.argv
+    assert "--epochs=5" in names["unlearn/scrub/3/s0"].argv       # a method's own setting wins
+    evaluation = names["evaluate/unlearn/scrub/3/s0"]
+    assert evaluation.after == ["retrained/3/s0", "unlearn/scrub/3/s0"]
+    assert "--retrained" in evaluation.argv
+    assert "--retrained" not in names["evaluate/retrained/3/s0"].argv
+    assert len(names["report"].after) == 126
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"colour": "blue"}, "unknown protocol key"),
+    ({"methods": {"x": {"preset": "equal"}}}, "must be a mapping with a 'method'"),
+    ({"unlearn": {"epochs": "many"}}, "protocol job original/3/s0"),
+])
+def test_bad_protocols_are_refused(tmp_path, change, message):
+    values = yaml.safe_load((REPO / "configs/experiments/paper.yaml").read_text())
+    values["experiment"] = str(REPO / "configs/experiments/mimic-cxr.yaml")
+    if "unlearn" in change:
+        values["train"]["epochs"] = "many"   # fails on the first job built
+        message = "expected an integer"
+    values.update({k: v for k, v in change.items() if k != "unlearn"})
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match=message):
+        expand(load_protocol(path))
+
+
+def test_small_protocol_runs_end_to_end(demo_data, tmp_path, caplog):
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "data": {"root": str(demo_data.root), "image_size": 64},
+        "model": {"text_encoder": "tiny"},
+        "train": {"batch_size": 8, "warmup_ratio": 0.0, "early_stopping_patience": 0,
+                  "log_every": 50, "checkpoint_every": 1000},
+        "tracking": {"wandb": "disabled"}}))
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(yaml.safe_dump({
+        "experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0, 1],
+        "forget_sets": {"10": "forget_set_10per.csv"},
+        "train": {"epochs": 3, "lr": 1e-3},
+        "unlearn": {"epochs": 2, "lr": 1e-3},
+        "methods": {"forgetmi-unimodal": {"method": "forgetmi", "preset": "unimodal"},
+                    "neggrad+": {"method": "neggrad+"}},
+        "evaluate": {"bootstrap": 50}}))
+    assert protocol_main([str(protocol)]) == 0
+    rows = list(csv.DictReader((tmp_path / "runs" / "report" / "report.csv").open()))
+    labels = {r["label"]: r for r in rows}
+    assert set(labels) == {"original", "retrained", "forgetmi (unimodal)", "neggrad+"}
+    assert all(int(float(r["n"])) == 2 for r in rows)
+    # the mean over the two seeds is the mean of the two runs' own figures
+    auc = [json.loads((tmp_path / "runs" / "neggrad+" / "10" / f"s{s}" / "metrics.json")
+                      .read_text())["metrics"]["test"]["joint"]["auc"]["value"] for s in (0, 1)]
+    assert float(labels["neggrad+"]["test_auc_mean"]) == pytest.approx(sum(auc) / 2, abs=1e-9)
+    # a second run finds everything done and redoes only the report
+    caplog.clear()
+    assert protocol_main([str(protocol)]) == 0
+    assert caplog.text.count("already done") == 2 * (2 + 2 + 4)
