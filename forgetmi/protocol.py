@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         for job in jobs:
-            logger.info("%-48s %-8s after %s", job.name, job.kind, ", ".join(job.after) or "—")
+            after = (", ".join(job.after) if len(job.after) <= 3
+                     else f"{len(job.after)} jobs") or "—"
+            logger.info("%-48s %-8s after %s", job.name, job.kind, after)
         return 0
     return run_local(jobs)
