@@ -1,7 +1,7 @@
 """The ``forgetmi`` command.
 
 Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
-unlearn, evaluate, report, ulira, protocol, import-checkpoint, demo.
+unlearn, evaluate, report, ulira, protocol, sweep, status, import-checkpoint, demo.
 Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
 """
 
@@ -130,6 +130,16 @@ def cmd_protocol(args, extra) -> int:
     return protocol_main(list(args.rest) + extra)
 
 
+def cmd_sweep(args, extra) -> int:
+    from forgetmi.hpc.submit import sweep_main
+    return sweep_main(list(args.rest) + extra)
+
+
+def cmd_status(args, extra) -> int:
+    from forgetmi.hpc.status import main as status_main
+    return status_main(list(args.rest) + extra)
+
+
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
     run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
@@ -211,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
                             "dependencies) here, or list its jobs with --dry-run")
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_protocol)
+    p = sub.add_parser("sweep", add_help=False,
+                       help="expand a W&B sweep YAML offline and submit it as one Slurm array "
+                            "(or run it here)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("status", add_help=False,
+                       help="per-task state of a submitted sweep or protocol")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")

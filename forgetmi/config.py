@@ -285,6 +285,28 @@ def _field_paths(cls, prefix=()) -> dict[str, list[tuple[str, ...]]]:
     return paths
 
 
+# Parameter names of the Forget-MI release's sweep file, accepted so a lab's sweep runs unchanged.
+# alpha/beta/theta/gamma weight UR/UU/MU/MR (SPEC §4) and are combined into unlearn.weights.
+ALIASES = {
+    "noise_mean": ("noise.image_mean",),
+    "noise_std": ("noise.image_std",),
+    "unlearn_epochs": ("train.epochs",),
+    "unlearn_batch_size": ("train.batch_size",),
+    "learning_rate": ("train.lr",),
+    "forget_set_path": ("data.forget_set",),
+    "use_noise": ("noise.use_image", "noise.use_text"),
+    "text_noise": ("noise.text_level",),
+    "original_model_path": ("unlearn.original",),
+}
+WEIGHT_ALIASES = {"beta": 0, "alpha": 1, "theta": 2, "gamma": 3}   # index in (UU, UR, MU, MR)
+_WEIGHTS_KEY = "__alias_weights__"
+
+
+def _expand_alias(key: str, value):
+    """``[(dotted key, value), ...]`` for an alias, else ``[(key, value)]``."""
+    return [(target, value) for target in ALIASES.get(key, (key,))]
+
+
 def parse_overrides(cls, overrides: list[str]) -> dict:
     """Turn ``--a.b=c`` / ``a.b=c`` / ``--a.b c`` strings into a nested dict for ``cls``."""
     paths = _field_paths(cls)
@@ -303,22 +325,34 @@ def parse_overrides(cls, overrides: list[str]) -> dict:
         else:
             raise ConfigError(f"override {token!r}: expected --key=value")
         key = key.replace("-", "_")
-        candidates = paths.get(key)
-        if candidates and len(candidates) > 1 and (key,) in candidates:
-            candidates = [(key,)]  # a bare name that is also a top-level field means that field
-        if not candidates:
-            raise ConfigError(f"unknown config key {key!r}")
-        if len(candidates) > 1:
-            raise ConfigError(f"config key {key!r} is ambiguous; use one of "
-                              f"{', '.join('.'.join(p) for p in candidates)}")
-        node = nested
-        *parents, leaf = candidates[0]
-        for part in parents:
-            node = node.setdefault(part, {})
-        # Kept as text: each field's type decides how to read it (YAML would turn a
-        # precision of "no" into False).
-        node[leaf] = None if value.strip().lower() in ("none", "null", "~") else value
+        if key in WEIGHT_ALIASES and cls is ExperimentConfig:
+            nested.setdefault(_WEIGHTS_KEY, {})[WEIGHT_ALIASES[key]] = value
+            continue
+        pairs = _expand_alias(key, value) if cls is ExperimentConfig else [(key, value)]
+        for key, value in pairs:
+            _place(nested, paths, key, value)
     return nested
+
+
+def _place(nested: dict, paths: dict, key: str, value: str) -> None:
+    """Put one ``key=value`` override at its full path in ``nested``."""
+    candidates = paths.get(key)
+    if candidates and len(candidates) > 1 and (key,) in candidates:
+        candidates = [(key,)]  # a bare name that is also a top-level field means that field
+    if not candidates:
+        raise ConfigError(f"unknown config key {key!r}")
+    if len(candidates) > 1:
+        raise ConfigError(f"config key {key!r} is ambiguous; use one of "
+                          f"{', '.join('.'.join(p) for p in candidates)}")
+    node = nested
+    *parents, leaf = candidates[0]
+    for part in parents:
+        node = node.setdefault(part, {})
+    # Kept as text: each field's type decides how to read it (YAML would turn a
+    # precision of "no" into False).
+    node[leaf] = None if value.strip().lower() in ("none", "null", "~") else value
+
+
 
 
 def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None = None,
@@ -336,14 +370,38 @@ def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         values = loaded
+    alias_weights = {}
     if overrides:
-        values = _merge(values, parse_overrides(cls, overrides))
+        parsed = parse_overrides(cls, overrides)
+        alias_weights = parsed.pop(_WEIGHTS_KEY, {})
+        values = _merge(values, parsed)
     try:
-        return _build(cls, values)
+        config = _build(cls, values)
+        return _apply_weight_aliases(config, alias_weights) if alias_weights else config
     except ConfigError as err:
         if path is not None:
             raise ConfigError(f"{path}: {err}") from None
         raise
+
+
+def _apply_weight_aliases(config, given: dict[int, str]):
+    """Set unlearn.weights from the release's alpha/beta/theta/gamma; weights not given keep
+    the preset's (or the explicit weights') values."""
+    from forgetmi.losses.forgetmi import PRESETS
+
+    u = config.unlearn
+    if u.weights is not None:
+        base = list(u.weights)
+    elif u.preset in PRESETS:
+        w = PRESETS[u.preset]
+        base = [w.uu, w.ur, w.mu, w.mr]
+    else:
+        raise ConfigError(f"unlearn.preset: unknown preset {u.preset!r}")
+    names = {i: n for n, i in WEIGHT_ALIASES.items()}
+    for index, raw in given.items():
+        base[index] = _coerce(raw, float, names[index])
+    config.unlearn.weights = base
+    return config
 
 
 def save_config(config, target: str | os.PathLike) -> Path:

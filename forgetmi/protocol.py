@@ -183,13 +183,18 @@ def run_local(jobs: list[Job]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``forgetmi protocol FILE [--dry-run] [--key=value ...]``."""
+    """``forgetmi protocol FILE [--dry-run] [--executor slurm|local|debug ...] [--key=value ...]``;
+    without ``--executor`` the jobs run in this process, in order."""
     from forgetmi.errors import ForgetMIError
 
     parser = argparse.ArgumentParser(prog="forgetmi protocol", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="protocol YAML (configs/experiments/paper.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
+    from forgetmi.hpc.submit import add_hpc_arguments, protocol_submit_main
+    add_hpc_arguments(parser)
     args, extra = parser.parse_known_args(argv)
+    if args.executor and not args.dry_run:  # dependent arrays (slurm) or child processes
+        return protocol_submit_main(args, extra)
     try:
         jobs = expand(load_protocol(args.file), extra)
     except ForgetMIError as err:

@@ -1,0 +1,109 @@
+"""Submitting tasks as one Slurm array (submitit), or running them here.
+
+``slurm``: one ``sbatch --array`` per call, concurrency capped by ``slurm_array_parallelism``;
+each array task is a multi-process job (``tasks_per_node`` = processes, one per GPU) whose
+ranks reach Accelerate/DeepSpeed through :class:`forgetmi.hpc.tasks.Task`. Dependencies
+between arrays are Slurm's (``afterok``): nothing polls. ``local`` runs the tasks one after the
+other in child processes; ``debug`` runs them in this process through submitit's debug
+executor (for stepping through with a debugger).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from forgetmi.errors import ForgetMIError
+from forgetmi.hpc.tasks import Task
+
+logger = logging.getLogger("forgetmi.hpc")
+
+EXECUTORS = ("slurm", "local", "debug")
+
+
+@dataclass
+class HpcConfig:
+    """Where and how tasks run. Every field is settable from the command line."""
+
+    executor: str = "slurm"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 240
+    mem_gb: float | None = None
+    constraint: str | None = None
+    gpus_per_task: int = 0              # GPUs of one array task (its processes, one per GPU)
+    processes: int = 1                  # ranks per task; = gpus_per_task when GPUs are used
+    cpus_per_process: int = 1
+    max_parallel: int = 0               # slurm_array_parallelism; 0 = no cap
+    accelerate_config: str | None = None  # configs/accelerate/*.yaml for tasks with > 1 process
+    sbatch: dict = field(default_factory=dict)   # extra sbatch options, e.g. {"exclusive": True}
+    setup: list[str] = field(default_factory=list)  # shell lines before each task (module load)
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise ForgetMIError(f"executor must be one of {', '.join(EXECUTORS)}, got "
+                                f"{self.executor!r}")
+        if self.gpus_per_task and self.processes == 1:
+            self.processes = self.gpus_per_task
+        if self.processes > 1 and not self.accelerate_config:
+            self.accelerate_config = "configs/accelerate/ddp.yaml"
+
+
+def build_executor(hpc: HpcConfig, folder: Path, name: str, after: list[str] | None = None):
+    import submitit
+
+    if hpc.executor == "debug":
+        return submitit.DebugExecutor(folder=folder)
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    extra = dict(hpc.sbatch)
+    if hpc.account:
+        extra["account"] = hpc.account
+    if hpc.qos:
+        extra["qos"] = hpc.qos
+    if hpc.constraint:
+        extra["constraint"] = hpc.constraint
+    if after:
+        # Slurm holds the whole array until every job it depends on has succeeded, and drops
+        # it if one of them fails.
+        extra["dependency"] = "afterok:" + ":".join(after)
+        extra["kill-on-invalid-dep"] = "yes"
+    params = {"name": name, "timeout_min": hpc.time_min, "nodes": 1,
+              "tasks_per_node": hpc.processes, "cpus_per_task": hpc.cpus_per_process,
+              "slurm_additional_parameters": extra, "slurm_setup": list(hpc.setup)}
+    if hpc.partition:
+        params["slurm_partition"] = hpc.partition
+    if hpc.mem_gb:
+        params["mem_gb"] = hpc.mem_gb
+    if hpc.gpus_per_task:
+        params["gpus_per_node"] = hpc.gpus_per_task
+    if hpc.max_parallel:
+        params["slurm_array_parallelism"] = hpc.max_parallel
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_array(hpc: HpcConfig, tasks: list[Task], folder: Path, name: str,
+                 after: list[str] | None = None) -> list:
+    """Submit ``tasks`` as one array (``afterok`` on the job ids in ``after``); returns the
+    submitit jobs (for ``local``, the tasks' results)."""
+    if not tasks:
+        return []
+    folder = Path(folder)
+    if hpc.executor == "local":
+        results = []
+        for task in tasks:
+            logger.info("running %s", task.name)
+            results.append(task())
+        return results
+    executor = build_executor(hpc, folder, name, after)
+    with executor.batch():
+        jobs = [executor.submit(task) for task in tasks]
+    if hpc.executor == "debug":
+        for job in jobs:
+            job.result()  # the debug executor runs a job when its result is asked for
+    if hpc.executor == "slurm":
+        logger.info("submitted %s: array %s of %d task(s)%s", name, jobs[0].job_id.split("_")[0],
+                    len(jobs), f", after {', '.join(after)}" if after else "")
+    return jobs

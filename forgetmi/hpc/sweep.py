@@ -1,0 +1,163 @@
+"""Sweeps in W&B's own format, expanded offline.
+
+The same YAML (``method: grid|random|bayes``, ``metric``, ``parameters``, ``command``) works with
+``wandb sweep`` online and here, where W&B's own ``sweeps`` engine proposes the runs without a
+server. Each proposal becomes a run folder with a deterministic name and the ``--key=value``
+arguments W&B's ``${args}`` would give; the release's parameter names (alpha, beta, ...) are
+accepted because the config loader maps them. ``bayes`` needs finished runs' metric values: they
+are read back from the runs' ``metrics.jsonl`` and fed to the engine on each call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from forgetmi.config import ConfigError
+
+logger = logging.getLogger("forgetmi.hpc")
+
+PROGRAMS = {"launch/unlearn.py": "unlearn", "launch/train.py": "train",
+            "launch/evaluate.py": "evaluate"}
+
+
+@dataclass
+class Sweep:
+    path: Path
+    config: dict                  # the YAML as W&B reads it
+    kind: str = "unlearn"         # the job each run is: from `program`
+    fixed: list[str] = field(default_factory=list)   # arguments the command line fixes
+
+
+@dataclass
+class SweepRun:
+    run_id: str
+    params: dict
+    argv: list[str]
+    output_dir: Path
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: sweep file not found")
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(config, dict) or "parameters" not in config:
+        raise ConfigError(f"{path}: a sweep needs 'method' and 'parameters'")
+    if config.get("method") not in ("grid", "random", "bayes"):
+        raise ConfigError(f"{path}: method must be grid, random or bayes, got "
+                          f"{config.get('method')!r}")
+    if config["method"] == "bayes" and not config.get("metric", {}).get("name"):
+        raise ConfigError(f"{path}: a bayes sweep needs metric.name")
+    program = config.get("program", "launch/unlearn.py")
+    if program not in PROGRAMS:
+        raise ConfigError(f"{path}: program must be one of {', '.join(PROGRAMS)}, got {program!r}")
+    return Sweep(path, config, PROGRAMS[program], _fixed_arguments(config.get("command", [])))
+
+
+def _fixed_arguments(command: list) -> list[str]:
+    """``--key=value`` items written into the sweep's command (beside ``${args}``)."""
+    return [c for c in command if isinstance(c, str) and c.startswith("--") and "=" in c]
+
+
+def _value(raw):
+    return raw.get("value") if isinstance(raw, dict) else raw
+
+
+def run_arguments(params: dict) -> list[str]:
+    """``--key=value`` as W&B's ``${args}`` writes them (lists as YAML-style ``[a,b]``)."""
+    out = []
+    for key, raw in params.items():
+        value = _value(raw)
+        if isinstance(value, (list, tuple)):
+            value = "[" + ",".join(str(v) for v in value) + "]"
+        out.append(f"--{key}={value}")
+    return out
+
+
+def run_id(params: dict) -> str:
+    """Deterministic: the same parameters always name the same folder (idempotent sweeps)."""
+    blob = json.dumps({k: _value(v) for k, v in sorted(params.items())}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _finished(out: Path, metric: str | None):
+    """Runs already in the sweep folder, with their metric, for the engine's history."""
+    import sweeps
+    runs = []
+    for params_file in sorted(out.glob("runs/*/sweep_params.json")):
+        params = json.loads(params_file.read_text())
+        folder = params_file.parent
+        done = (folder / "timing.json").is_file()
+        history = []
+        if metric and (folder / "metrics.jsonl").is_file():
+            for line in (folder / "metrics.jsonl").read_text().splitlines():
+                record = json.loads(line)
+                if metric in record:
+                    history.append({metric: record[metric]})
+        runs.append(sweeps.SweepRun(
+            name=folder.name, config={k: {"value": _value(v)} for k, v in params.items()},
+            state=sweeps.RunState.finished if done else sweeps.RunState.running,
+            history=history, summary_metrics=history[-1] if history else {}))
+    return runs
+
+
+def expand(sweep: Sweep, out: str | Path, count: int | None = None,
+           extra: list[str] | None = None) -> list[SweepRun]:
+    """The sweep's runs: every grid point, or ``count`` random/bayes proposals beyond those
+    already in ``out``. Each run's config is built now, so a bad parameter fails before
+    anything is submitted."""
+    import sweeps
+
+    from forgetmi.config import ExperimentConfig, load_config
+
+    out = Path(out)
+    method = sweep.config["method"]
+    if method != "grid" and not count:
+        count = sweep.config.get("run_cap")
+        if not count:
+            raise ConfigError(f"{sweep.path}: a {method} sweep needs --count N (or run_cap)")
+    metric = (sweep.config.get("metric") or {}).get("name")
+    history = _finished(out, metric) if method != "grid" else []
+    engine_config = {k: v for k, v in sweep.config.items() if k not in ("command", "program")}
+    proposals = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while count is None or len(proposals) < count:
+            proposal = sweeps.next_run(engine_config, history + proposals)
+            if proposal is None:
+                break
+            proposal.state = sweeps.RunState.running
+            proposal.name = f"p{len(proposals)}"
+            proposals.append(proposal)
+    runs = []
+    for proposal in proposals:
+        params = {k: _value(v) for k, v in proposal.config.items()}
+        rid = run_id(params)
+        folder = out / "runs" / rid
+        argv = [*sweep.fixed, *run_arguments(params), *(extra or []), f"--output_dir={folder}"]
+        if sweep.kind in ("train", "unlearn"):
+            config_file = _config_argument(argv)
+            try:
+                load_config(ExperimentConfig, config_file, [a for a in argv if not
+                                                            a.startswith("--config=")])
+            except ConfigError as err:
+                raise ConfigError(f"{sweep.path}: run {params}: {err}") from None
+        runs.append(SweepRun(rid, params, argv, folder))
+    logger.info("sweep %s (%s): %d run(s)", sweep.path.name, method, len(runs))
+    return runs
+
+
+def _config_argument(argv: list[str]) -> str | None:
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    return values[-1] if values else None

@@ -1,0 +1,86 @@
+"""The picklable callable every Slurm task runs, and the jobs it can run.
+
+Paths and argument lists travel, never models (each submission is pickled). On a requeue
+(pre-emption, time-out) submitit calls :meth:`Task.checkpoint`, which resubmits the same task:
+the job resumes from its run's ``checkpoints/latest`` (resume is on by default), and a run that
+had already finished returns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger("forgetmi.hpc")
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_entry(kind: str, argv: list[str]) -> int:
+    """Run one job in this process: train | retrain | unlearn | evaluate | report | ulira-shadow."""
+    if kind in ("train", "retrain"):
+        from forgetmi.train import main
+        return main(argv, mode=kind)
+    if kind == "unlearn":
+        from forgetmi.unlearn import main
+        return main(argv)
+    if kind == "evaluate":
+        from forgetmi.evaluation.evaluate import main
+        return main(argv)
+    if kind == "report":
+        from forgetmi.evaluation.report import main
+        return main(argv)
+    if kind == "ulira":
+        from forgetmi.evaluation.ulira import main
+        return main(argv)
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+@dataclass
+class Task:
+    name: str
+    kind: str
+    argv: list[str]
+    output_dir: str
+    accelerate_config: str | None = None     # configs/accelerate/*.yaml for multi-process tasks
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self) -> dict:
+        """Run the job in a child process (one per Slurm task, i.e. per rank).
+
+        The child ends with the engine's hard exit after tearing down its process group, which
+        avoids gloo's occasional abort at interpreter exit; this parent never joins the group,
+        so submitit records its result and Slurm its exit code cleanly.
+        """
+        import subprocess
+        import sys
+
+        from forgetmi.hpc.launcher import accelerate_env
+
+        env = dict(os.environ)
+        if int(env.get("SLURM_NTASKS", "1")) > 1:
+            import submitit
+            dist = submitit.helpers.TorchDistributedEnvironment()
+            env.update(RANK=str(dist.rank), LOCAL_RANK=str(dist.local_rank),
+                       WORLD_SIZE=str(dist.world_size), LOCAL_WORLD_SIZE=str(dist.local_world_size),
+                       MASTER_ADDR=dist.master_addr, MASTER_PORT=str(dist.master_port))
+            env.update(accelerate_env(self.accelerate_config, REPO))
+        env.update(self.env)
+        restarts = int(env.get("SLURM_RESTART_COUNT", "0"))
+        if restarts:
+            logger.info("%s: restart %d, resuming from the latest checkpoint", self.name, restarts)
+        cmd = [sys.executable, "-m", "forgetmi.hpc.run", self.kind, *self.argv]
+        code = subprocess.run(cmd, env=env, cwd=REPO).returncode
+        if code != 0:
+            # A failed job must fail its Slurm task, so dependent arrays (afterok) never start.
+            raise RuntimeError(f"{self.name}: {self.kind} exited with code {code}; see this log")
+        return {"name": self.name, "output_dir": self.output_dir,
+                "rank": int(env.get("RANK", "0")), "restarts": restarts}
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+        return submitit.helpers.DelayedSubmission(type(self)(self.name, self.kind, self.argv,
+                                                             self.output_dir,
+                                                             self.accelerate_config, self.env))

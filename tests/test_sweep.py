@@ -1,0 +1,100 @@
+"""Sweeps in W&B's format expanded offline, the release's parameter names, and a local run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forgetmi.config import ConfigError, ExperimentConfig, load_config
+from forgetmi.hpc.launcher import accelerate_env
+from forgetmi.hpc.status import main as status_main
+from forgetmi.hpc.submit import sweep_main
+from forgetmi.hpc.sweep import expand, load_sweep
+from forgetmi.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
+          "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0",
+          "--checkpoint_every=1000"]
+
+
+def test_shipped_grid_sweep_expands_to_the_ablation(tmp_path):
+    runs = expand(load_sweep(REPO / "configs/sweeps/forgetmi-weights.yaml"), tmp_path)
+    assert len(runs) == 5 * 3                                  # presets × seeds
+    presets = sorted(r.params["preset"] for r in runs)
+    assert presets == sorted(["equal", "unimodal", "multimodal", "retention", "no-noise"] * 3)
+    assert len({r.run_id for r in runs}) == 15
+    again = expand(load_sweep(REPO / "configs/sweeps/forgetmi-weights.yaml"), tmp_path)
+    assert [r.run_id for r in again] == [r.run_id for r in runs]   # deterministic folders
+    assert all(r.output_dir.parent == tmp_path / "runs" for r in runs)
+
+
+def test_release_parameter_names_are_accepted(tmp_path):
+    runs = expand(load_sweep(REPO / "configs/sweeps/release-names.yaml"), tmp_path, count=4)
+    assert len(runs) == 4
+    for run in runs:
+        argv = [a for a in run.argv if not a.startswith("--config=")]
+        cfg = load_config(ExperimentConfig, REPO / "configs/experiments/mimic-cxr.yaml", argv)
+        p = run.params
+        # alpha weights UR, beta UU, theta MU, gamma MR
+        assert cfg.unlearn.weights == [p["beta"], p["alpha"], p["theta"], p["gamma"]]
+        assert cfg.noise.image_std == pytest.approx(p["noise_std"])
+        assert cfg.train.lr == p["learning_rate"] and cfg.train.epochs == p["unlearn_epochs"]
+        assert cfg.train.batch_size == p["unlearn_batch_size"]
+        assert cfg.data.forget_set == p["forget_set_path"]
+        assert cfg.noise.use_image is cfg.noise.use_text is True
+
+
+def test_bad_sweeps_are_refused(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"method": "grid", "parameters": {"lr": {"values": ["fast"]}},
+                                    "program": "launch/unlearn.py"}))
+    with pytest.raises(ConfigError, match="expected a number"):
+        expand(load_sweep(path), tmp_path)
+    path.write_text(yaml.safe_dump({"method": "annealing", "parameters": {}}))
+    with pytest.raises(ConfigError, match="grid, random or bayes"):
+        load_sweep(path)
+    path.write_text(yaml.safe_dump({"method": "random", "parameters": {"lr": {"value": 1}}}))
+    with pytest.raises(ConfigError, match="--count"):
+        expand(load_sweep(path), tmp_path)
+
+
+def test_accelerate_environment_for_slurm_ranks():
+    env = accelerate_env("configs/accelerate/zero2.yaml", REPO, cuda=False)
+    assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["DS_ACCELERATOR"] == "cpu"
+    assert Path(env["ACCELERATE_DEEPSPEED_CONFIG_FILE"]) == REPO / "configs/deepspeed/zero2.json"
+    assert accelerate_env("configs/accelerate/ddp.yaml", REPO, cuda=False)["ACCELERATE_USE_CPU"] == "1"
+    assert "ACCELERATE_USE_CPU" not in accelerate_env("configs/accelerate/ddp.yaml", REPO, cuda=True)
+
+
+def test_local_sweep_runs_each_point_once(demo_data, tmp_path, caplog):
+    original = tmp_path / "original"
+    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={original}", *COMMON,
+                       "--epochs=1", "--lr=1e-3"]) == 0
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "program": "launch/unlearn.py", "method": "grid",
+        "parameters": {"preset": {"values": ["equal", "unimodal"]},
+                       "original": {"value": str(original / "model")},
+                       "epochs": {"value": 1}},
+        "command": ["${env}", "python", "${program}", "${args}"]}))
+    out = tmp_path / "out"
+    args = [str(sweep), "--out", str(out), "--executor", "local",
+            f"--data.root={demo_data.root}", *COMMON]
+    assert sweep_main(args) == 0
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert len(manifest["tasks"]) == 2 and all(t["state"] == "done" for t in manifest["tasks"])
+    for task in manifest["tasks"]:
+        folder = Path(task["output_dir"])
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        assert cfg["unlearn"]["preset"] == task["params"]["preset"]
+        assert json.loads((folder / "timing.json").read_text())["job"] == "unlearn"
+    caplog.clear()
+    assert sweep_main(args) == 0                                  # idempotent
+    assert caplog.text.count("already finished; not resubmitted") == 2
+    caplog.clear()
+    assert status_main([str(out)]) == 0
+    assert "2 task(s): 2 done" in caplog.text
