@@ -98,3 +98,32 @@ def test_local_sweep_runs_each_point_once(demo_data, tmp_path, caplog):
     caplog.clear()
     assert status_main([str(out)]) == 0
     assert "2 task(s): 2 done" in caplog.text
+
+
+def test_online_sweep_command_and_agent_scripts(monkeypatch):
+    """What can be checked of the online path without a W&B server: the command each agent
+    runs, and that the sbatch scripts parse and say what they run."""
+    import subprocess
+
+    from forgetmi.hpc.node_launch import command
+
+    monkeypatch.setenv("FORGETMI_ACCELERATE_CONFIG", "configs/accelerate/zero2.yaml")
+    monkeypatch.setenv("SLURM_GPUS_ON_NODE", "4")
+    monkeypatch.delenv("FORGETMI_PROCESSES", raising=False)
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sw9")
+    cmd = command("launch/unlearn.py", ["--preset=equal", "--seed=1"])
+    assert cmd[1:8] == ["-m", "accelerate.commands.launch", "--config_file",
+                        "configs/accelerate/zero2.yaml", "--num_processes", "4",
+                        "--main_process_port"]
+    assert cmd[9:] == ["launch/unlearn.py", "--preset=equal", "--seed=1",
+                       "--output_dir=runs/sweeps/sw9/abc123"]
+    online = load_sweep(REPO / "configs/sweeps/forgetmi-weights-online.yaml")
+    assert online.config["command"][2:4] == ["-m", "forgetmi.hpc.node_launch"]
+    assert len(expand(online, Path("/nonexistent-sweep"))) == 15
+    for script in ("wandb_agents.sbatch", "single_run.sbatch"):
+        path = REPO / "slurm" / script
+        assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+        text = path.read_text()
+        assert "#SBATCH --requeue" in text and "forgetmi" in text
+    assert "wandb agent --count 1" in (REPO / "slurm/wandb_agents.sbatch").read_text()

@@ -44,10 +44,14 @@ class Tracker:
         if tracking.wandb != "disabled":
             import wandb
             name = tracking.run_name or run_name_for(output_dir)
+            # Under a W&B sweep agent the run's id comes from the agent (WANDB_RUN_ID), which
+            # ties it to the sweep; otherwise a deterministic id lets a resumed run continue.
+            ident = {} if os.environ.get("WANDB_SWEEP_ID") else {"name": name, "id": name,
+                                                                   "resume": "allow"}
             self.wandb_run = wandb.init(project=tracking.project, entity=tracking.entity,
-                                        name=name, id=name, resume="allow", mode=tracking.wandb,
-                                        dir=str(output_dir), config=config,
-                                        settings=wandb.Settings(silent=True, console="off"))
+                                        mode=tracking.wandb, dir=str(output_dir), config=config,
+                                        settings=wandb.Settings(silent=True, console="off"),
+                                        **ident)
 
     def log(self, metrics: dict, step: int) -> None:
         if not self.enabled:

@@ -1,0 +1,61 @@
+"""``python -m forgetmi.hpc.node_launch PROGRAM ARGS...``: ``accelerate launch`` on this node.
+
+The command of an online W&B sweep (see ``slurm/wandb_agents.sbatch``): the agent runs it with
+the run's ``--key=value`` arguments, and this starts one process per GPU of the node with the
+Accelerate config in ``FORGETMI_ACCELERATE_CONFIG`` (DDP by default). W&B starts commands
+without a shell, so the node's size is read here rather than written into the sweep file. Each
+sweep run gets its own output folder, named after the sweep and the W&B run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def processes() -> int:
+    for name in ("FORGETMI_PROCESSES", "SLURM_GPUS_ON_NODE"):
+        if os.environ.get(name, "").isdigit():
+            return max(int(os.environ[name]), 1)
+    try:
+        import torch
+        return max(torch.cuda.device_count(), 1)
+    except Exception:  # noqa: BLE001 - no CUDA build: one process
+        return 1
+
+
+def command(program: str, args: list[str]) -> list[str]:
+    config = os.environ.get("FORGETMI_ACCELERATE_CONFIG", "configs/accelerate/ddp.yaml")
+    args = list(args)
+    run_id, sweep_id = os.environ.get("WANDB_RUN_ID"), os.environ.get("WANDB_SWEEP_ID")
+    if run_id and not any(a.startswith("--output_dir=") for a in args):
+        root = Path(os.environ.get("FORGETMI_SWEEP_ROOT", "runs/sweeps"))
+        args.append(f"--output_dir={root / (sweep_id or 'sweep') / run_id}")
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
+            "--num_processes", str(processes()), "--main_process_port", str(_free_port()),
+            program, *args]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        sys.stderr.write("usage: python -m forgetmi.hpc.node_launch PROGRAM [--key=value ...]\n")
+        return 2
+    cmd = command(argv[0], argv[1:])
+    if os.environ.get("FORGETMI_DRY_RUN"):
+        sys.stdout.write(" ".join(cmd) + "\n")
+        return 0
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())
