@@ -12,6 +12,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The one-node Slurm cluster (slurm/local/) as the session fixture `slurm_cluster`.
+from tests.slurm_cluster import slurm_cluster  # noqa: E402,F401
 REFERENCE = REPO.parent / "shared" / "reference-data"
 
 

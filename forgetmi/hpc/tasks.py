@@ -58,7 +58,9 @@ class Task:
         import sys
 
         from forgetmi.hpc.launcher import accelerate_env
+        from forgetmi.utils.logs import setup_logging
 
+        setup_logging()
         env = dict(os.environ)
         if int(env.get("SLURM_NTASKS", "1")) > 1:
             import submitit

@@ -22,22 +22,21 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-# The packages' own services would compete with the private daemons (ports, /run/munge);
-# a policy-rc.d that denies starts keeps postinst from launching them, unless one is already there.
+# The packages' own services would compete with the private daemons (ports, /run/munge): a
+# policy-rc.d that denies starts keeps postinst from launching them (an existing one is kept).
 policy=/usr/sbin/policy-rc.d
-own_policy=0
 if [[ ! -e $policy ]]; then
+    trap 'rm -f "$policy"' EXIT
     printf '#!/bin/sh\nexit 101\n' >"$policy"
     chmod 755 "$policy"
-    own_policy=1
-    trap 'rm -f "$policy"' EXIT
 fi
 
-# A fresh image may have empty package lists; refresh them only when the packages are unknown.
+# A fresh image has empty package lists, an old one may name versions the mirror no longer has:
+# refresh them when the packages are unknown or the first attempt fails.
+install_packages() { apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null; }
 if ! apt-cache show "${packages[@]}" >/dev/null 2>&1; then
     apt-get update -qq
 fi
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-[[ $own_policy -eq 1 ]] && rm -f "$policy"
+install_packages || { apt-get update -qq && install_packages; }
 
 echo "slurm/local/install.sh: installed ${packages[*]}"

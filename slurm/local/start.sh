@@ -4,7 +4,7 @@
 # Usage: slurm/local/start.sh STATE_DIR     (as root; install first with slurm/local/install.sh)
 # Prints `export SLURM_CONF=...` and writes STATE_DIR/env.sh; stop with slurm/local/stop.sh STATE_DIR.
 # Environment: SLURM_LOCAL_TIMEOUT (seconds per wait, default 60), SLURM_LOCAL_PARTITION (debug).
-set -euo pipefail
+set -Eeuo pipefail
 
 if [[ $# -ne 1 ]]; then
     echo "usage: $0 STATE_DIR" >&2
@@ -56,6 +56,10 @@ on_error() {
     trap - ERR
     echo "slurm/local/start.sh: failed (exit $rc); daemon logs follow" >&2
     tail_logs
+    if [[ -s $state/run/slurmctld.pid ]]; then
+        echo "----- sinfo (node state and reason) -----" >&2
+        timeout 5 sinfo -N -o '%N %T %E' >&2 || true
+    fi
     "$here/stop.sh" "$state" >&2 || true
     exit "$rc"
 }
@@ -100,7 +104,8 @@ read -r ctld_port slurmd_port dbd_port db_port <<<"$(pick_ports 4)"
 
 host=$(hostname -s)
 # The node description must match what slurmd detects, or the node is drained as invalid.
-node_line=$(slurmd -C | head -n 1)
+node_line=$(slurmd -C)
+node_line=${node_line%%$'\n'*}
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$node_line"; }
 cpus=$(field CPUs)
 detected_mem=$(field RealMemory)
@@ -122,7 +127,7 @@ render() {
         -e "s|@PARTITION@|$partition|g" -e "s|@CTLD_PORT@|$ctld_port|g" \
         -e "s|@SLURMD_PORT@|$slurmd_port|g" -e "s|@DBD_PORT@|$dbd_port|g" \
         -e "s|@DB_PORT@|$db_port|g" -e "s|@DB_PASS@|$db_pass|g" \
-        -e "s|@MUNGE_SOCKET@|$state/munge/munge.socket|g" -e "s|@CRED_EXPIRE@|10|g" \
+        -e "s|@MUNGE_SOCKET@|$state/munge/munge.socket|g" \
         -e "s|@CPUS@|$cpus|g" -e "s|@TOPOLOGY@|$topology|g" \
         -e "s|@REAL_MEMORY@|$real_mem|g" -e "s|@MEM_PER_CPU@|$mem_per_cpu|g" "$1"
 }
@@ -151,7 +156,8 @@ if [[ ! -d $state/mariadb/data/mysql ]]; then
         --auth-root-authentication-method=socket >"$state/log/mariadb-install-db.log" 2>&1
 fi
 # setsid + nohup: the server must outlive this script and the shell or test that ran it.
-setsid nohup mariadbd --defaults-file="$state/etc/mariadb.cnf" >>"$state/log/mariadbd.log" 2>&1 </dev/null &
+setsid nohup mariadbd --defaults-file="$state/etc/mariadb.cnf" --init-file="$state/etc/mariadb-init.sql" \
+    >>"$state/log/mariadbd.log" 2>&1 </dev/null &
 wait_for "mariadbd on 127.0.0.1:$db_port" port_listening "$db_port"
 wait_for "mariadbd pid file" test -s "$state/run/mariadbd.pid"
 
@@ -161,18 +167,15 @@ slurmdbd </dev/null >>"$state/log/slurmdbd.log" 2>&1
 wait_for "slurmdbd on 127.0.0.1:$dbd_port" port_listening "$dbd_port"
 
 # Associations: the cluster, one account and root in it. "-i" answers yes; re-runs on an existing
-# state folder find them already there, hence the checks.
-register() {
-    local kind=$1 name=$2
-    shift 2
-    if [[ -z $(sacctmgr -n -P show "$kind" "$name" format=name 2>/dev/null) ]]; then
-        sacctmgr -i -Q add "$kind" "$name" "$@" >/dev/null
-    fi
-}
+# state folder find them already there ("add" of an existing one fails), hence the look-ups.
+has() { [[ -n $(sacctmgr -n -P show "$@" 2>/dev/null) ]]; }
 wait_for "slurmdbd answering sacctmgr" sacctmgr -n show cluster
-register cluster "$cluster"
-register account forgetmi cluster="$cluster" description=tests organization=forgetmi
-register user root account=forgetmi cluster="$cluster" defaultaccount=forgetmi
+has cluster "$cluster" format=cluster ||
+    sacctmgr -i -Q add cluster "$cluster" >/dev/null
+has account forgetmi format=account ||
+    sacctmgr -i -Q add account forgetmi cluster="$cluster" description=tests organization=forgetmi >/dev/null
+has assoc where cluster="$cluster" account=forgetmi user=root format=user ||
+    sacctmgr -i -Q add user root account=forgetmi cluster="$cluster" defaultaccount=forgetmi >/dev/null
 
 slurmctld </dev/null >>"$state/log/slurmctld.log" 2>&1
 wait_for "slurmctld answering" scontrol ping

@@ -3,6 +3,7 @@
 # slurmd, slurmctld, slurmdbd, mariadbd and munged by their PID files in STATE_DIR, and wait for
 # each to exit. Idempotent: a missing folder, PID file or process is not an error.
 # Usage: slurm/local/stop.sh STATE_DIR
+# No -e: one daemon that will not stop must not keep the others running.
 set -uo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -33,17 +34,27 @@ wait_gone() {
     done
 }
 
-stop_daemon() {
-    local name=$1 pid
-    if pid=$(pid_of "$name"); then
-        kill -TERM "$pid" 2>/dev/null
-        if ! wait_gone "$pid" "$grace"; then
-            echo "slurm/local/stop.sh: $name (pid $pid) ignored SIGTERM for ${grace}s; killing it" >&2
-            kill -KILL "$pid" 2>/dev/null
-            wait_gone "$pid" 5
+# Stop a group of daemons together (each takes 1-3 s to shut down), waiting for all of them.
+stop_daemons() {
+    local name pid pids=() names=()
+    for name in "$@"; do
+        if pid=$(pid_of "$name"); then
+            kill -TERM "$pid" 2>/dev/null
+            pids+=("$pid")
+            names+=("$name")
         fi
-    fi
-    rm -f "$state/run/$name.pid"
+    done
+    local i
+    for i in "${!pids[@]}"; do
+        if ! wait_gone "${pids[$i]}" "$grace"; then
+            echo "slurm/local/stop.sh: ${names[$i]} (pid ${pids[$i]}) ignored SIGTERM for ${grace}s; killing it" >&2
+            kill -KILL "${pids[$i]}" 2>/dev/null
+            wait_gone "${pids[$i]}" 5
+        fi
+    done
+    for name in "$@"; do
+        rm -f "$state/run/$name.pid"
+    done
 }
 
 # Jobs first: slurmstepd outlives slurmd, so a running job would otherwise be left behind.
@@ -60,7 +71,9 @@ if pid_of slurmctld >/dev/null && [[ -f $SLURM_CONF ]]; then
     fi
 fi
 
-for name in slurmd slurmctld slurmdbd mariadbd munged; do
-    stop_daemon "$name"
-done
+# slurmctld hands its last job records to slurmdbd, which writes them to MariaDB; all of them
+# authenticate through munged. So: Slurm daemons, then slurmdbd, then the database and munge.
+stop_daemons slurmd slurmctld
+stop_daemons slurmdbd
+stop_daemons mariadbd munged
 exit 0

@@ -1,0 +1,192 @@
+"""Sweeps and pipelines on a real one-node Slurm cluster (slurm/local/), on the embedded data.
+
+An array of four unlearning runs two at a time; one array task of two ranks running DeepSpeed
+ZeRO-2; the paper's pipeline shrunk to one size and seed as dependent arrays (original →
+unlearn → evaluate → report); and a running task pre-empted (USR2, as Slurm warns before a
+time-out or pre-emption) that submitit checkpoints and requeues, and that resumes from its
+checkpoint to the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from forgetmi.hpc.status import task_states
+from forgetmi.hpc.submit import sweep_main
+from forgetmi.protocol import main as protocol_main
+from forgetmi.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
+          "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0"]
+WAIT_S = 420
+
+
+FINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+
+
+def wait_until_finished(cluster, folder: Path, timeout: float = WAIT_S) -> list[dict]:
+    """Poll ``forgetmi status`` until no task is pending or running, and Slurm's accounting
+    has the final state of every submitted task (results are written before the job ends)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = task_states(folder)
+        jobs = sorted({s["job_id"].split("_")[0] for s in states if s.get("job_id")})
+        settled = all(r["state"].split()[0] in FINAL for j in jobs for r in sacct(cluster, j))
+        if settled and not any(s["state"] in ("pending", "running", "unknown") for s in states):
+            return states
+        if time.monotonic() > deadline:
+            queue = cluster.run("squeue", "-a", check=False).stdout
+            pytest.fail(f"tasks still running after {timeout} s: {states}\n{queue}\n"
+                        f"{cluster.log_tails()}")
+        time.sleep(2)
+
+
+def sacct(cluster, job: str) -> list[dict]:
+    out = cluster.run("sacct", "-n", "-P", "-X", "-j", job,
+                      "--format=JobID,State,Start,End,ExitCode").stdout
+    rows = []
+    for line in out.splitlines():
+        jid, state, start, end, code = line.split("|")
+        rows.append({"id": jid, "state": state, "exit": code,
+                     "start": datetime.fromisoformat(start) if start[:1].isdigit() else None,
+                     "end": datetime.fromisoformat(end) if end[:1].isdigit() else None})
+    return rows
+
+
+def log_tail(task: dict) -> str:
+    log = task.get("log")
+    return Path(log).read_text()[-3000:] if log and Path(log).is_file() else "(no log)"
+
+
+@pytest.fixture(scope="module")
+def original(demo_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("slurm-original") / "run"
+    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={out}", *COMMON,
+                       "--epochs=2", "--lr=1e-3"]) == 0
+    return out / "model"
+
+
+def write_sweep(path: Path, parameters: dict, program: str = "launch/unlearn.py") -> Path:
+    path.write_text(yaml.safe_dump({"program": program, "method": "grid",
+                                    "parameters": {k: {"values": v} if isinstance(v, list)
+                                                   else {"value": v}
+                                                   for k, v in parameters.items()}}))
+    return path
+
+
+def test_sweep_is_one_array_two_at_a_time(slurm_cluster, demo_data, original, tmp_path):
+    sweep = write_sweep(tmp_path / "sweep.yaml", {
+        "preset": ["equal", "unimodal", "multimodal", "retention"], "original": str(original),
+        "epochs": 2})
+    out = tmp_path / "out"
+    assert sweep_main([str(sweep), "--out", str(out), "--executor", "slurm", "--max-parallel",
+                       "2", "--partition", slurm_cluster.partition, "--time-min", "15",
+                       f"--data.root={demo_data.root}", *COMMON, "--lr=1e-3"]) == 0
+    states = wait_until_finished(slurm_cluster, out)
+    assert [s["state"] for s in states] == ["done"] * 4, [(s, log_tail(s)) for s in states]
+    arrays = {s["job_id"].split("_")[0] for s in states}
+    assert len(arrays) == 1                                   # one sbatch --array
+    rows = sacct(slurm_cluster, arrays.pop())
+    assert len(rows) == 4 and all(r["state"] == "COMPLETED" for r in rows), rows
+    # never more than two tasks at once: at each start, count the tasks running
+    for r in rows:
+        running = sum(1 for o in rows if o["start"] <= r["start"] < o["end"])
+        assert running <= 2, rows
+    for s in states:
+        cfg = yaml.safe_load((Path(s["output_dir"]) / "config.yaml").read_text())
+        assert cfg["unlearn"]["preset"] == s["params"]["preset"]
+
+
+def test_a_task_of_two_ranks_runs_deepspeed_zero2(slurm_cluster, demo_data, original, tmp_path):
+    sweep = write_sweep(tmp_path / "sweep.yaml", {"method": "scrub", "original": str(original),
+                                                  "epochs": 1, "max_steps": 4})
+    out = tmp_path / "out"
+    assert sweep_main([str(sweep), "--out", str(out), "--executor", "slurm", "--processes", "2",
+                       "--accelerate-config", "configs/accelerate/zero2.yaml",
+                       "--partition", slurm_cluster.partition, "--time-min", "15",
+                       f"--data.root={demo_data.root}", *COMMON, "--batch_size=4"]) == 0
+    [state] = wait_until_finished(slurm_cluster, out)
+    assert state["state"] == "done", log_tail(state)
+    timing = json.loads((Path(state["output_dir"]) / "timing.json").read_text())
+    assert timing["world_size"] == 2 and timing["zero_stage"] == 2, timing
+    assert timing["distributed_type"] == "DistributedType.DEEPSPEED" and timing["ranks_agree"]
+    shards = list((Path(state["output_dir"]) / "checkpoints/latest/pytorch_model")
+                  .glob("zero_pp_rank_*_optim_states.pt"))
+    assert len(shards) == 2                                    # the optimizer state is sharded
+
+
+def test_pipeline_runs_as_dependent_arrays_and_gathers_a_report(slurm_cluster, demo_data,
+                                                                tmp_path):
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "data": {"root": str(demo_data.root), "image_size": 64},
+        "model": {"text_encoder": "tiny"},
+        "train": {"batch_size": 8, "warmup_ratio": 0.0, "early_stopping_patience": 0,
+                  "log_every": 50},
+        "tracking": {"wandb": "disabled"}}))
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(yaml.safe_dump({
+        "experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0],
+        "forget_sets": {"10": "forget_set_10per.csv"}, "train": {"epochs": 2, "lr": 1e-3},
+        "unlearn": {"epochs": 2, "lr": 1e-3},
+        "methods": {"forgetmi-unimodal": {"method": "forgetmi", "preset": "unimodal"}},
+        "evaluate": {"bootstrap": 50}}))
+    assert protocol_main([str(protocol), "--executor", "slurm", "--max-parallel", "2",
+                          "--partition", slurm_cluster.partition, "--time-min", "15"]) == 0
+    states = wait_until_finished(slurm_cluster, tmp_path / "runs")
+    assert all(s["state"] == "done" for s in states), [(s, log_tail(s)) for s in states]
+    by_name = {s["name"]: s for s in states}
+    original = sacct(slurm_cluster, by_name["original/10/s0"]["job_id"])[0]
+    unlearn = sacct(slurm_cluster, by_name["unlearn/forgetmi-unimodal/10/s0"]["job_id"])[0]
+    report = sacct(slurm_cluster, by_name["report"]["job_id"])[0]
+    assert unlearn["start"] >= original["end"]                 # afterok held it
+    evaluations = [sacct(slurm_cluster, s["job_id"])[0] for s in states
+                   if s["kind"] == "evaluate"]
+    assert len(evaluations) == 3
+    assert all(e["start"] >= unlearn["end"] for e in evaluations)
+    assert report["start"] >= max(e["end"] for e in evaluations)
+    summary = json.loads((tmp_path / "runs" / "report" / "report.json").read_text())
+    assert {r["label"] for r in summary["runs"]} == {"original", "retrained",
+                                                     "forgetmi (unimodal)"}
+    assert (tmp_path / "runs" / "report" / "report.md").is_file()
+
+
+def test_preempted_task_resumes_from_its_checkpoint(slurm_cluster, demo_data, tmp_path):
+    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=12", "--lr=1e-3",
+            "--checkpoint_every=4", "--seed=3"]
+    sweep = write_sweep(tmp_path / "sweep.yaml", {"seed": 3}, program="launch/train.py")
+    out = tmp_path / "out"
+    assert sweep_main([str(sweep), "--out", str(out), "--executor", "slurm",
+                       "--partition", slurm_cluster.partition, "--time-min", "15", *args]) == 0
+    [task] = task_states(out)
+    run = Path(task["output_dir"])
+    deadline = time.monotonic() + WAIT_S
+    while not (run / "checkpoints" / "latest" / "trainer_state.json").is_file():
+        assert time.monotonic() < deadline, log_tail(task)
+        assert not (run / "timing.json").is_file(), "finished before it could be pre-empted"
+        time.sleep(0.3)
+    # USR2 is what Slurm sends before a time-out or pre-emption: submitit calls the task's
+    # checkpoint() and requeues it.
+    slurm_cluster.run("scancel", "--signal=USR2", task["job_id"])
+    [task] = wait_until_finished(slurm_cluster, out)
+    assert task["state"] == "done", log_tail(task)
+    log = log_tail(task) + "".join(p.read_text() for p in (out / "slurm").glob("*_log.*"))
+    assert "restart 1, resuming from the latest checkpoint" in log, log[-3000:]
+    assert "resumed from" in log and "(epoch 0, step 0)" not in log, log[-3000:]
+    restarts = slurm_cluster.run("sacct", "-n", "-P", "-X", "-D", "-j", task["job_id"],
+                                 "--format=JobID,State").stdout.splitlines()
+    assert any("REQUEUED" in r or "PREEMPTED" in r for r in restarts), restarts
+    # the same run uninterrupted, here, ends with the same weights
+    straight = tmp_path / "straight"
+    assert train_main([*args, f"--output_dir={straight}"]) == 0
+    a = load_file(str(run / "model" / "model.safetensors"))
+    b = load_file(str(straight / "model" / "model.safetensors"))
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
