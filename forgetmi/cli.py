@@ -110,34 +110,28 @@ def cmd_unlearn(args, extra) -> int:
     return unlearn_main(argv)
 
 
-def cmd_evaluate(args, extra) -> int:
-    from forgetmi.evaluation.evaluate import main as evaluate_main
-    return evaluate_main(list(args.rest) + extra)
+# Subcommands that parse their own arguments (``forgetmi evaluate --help``): module, help.
+PASS_THROUGH = {
+    "evaluate": ("forgetmi.evaluation.evaluate",
+                 "metrics with CIs, membership attacks and the gap to the retrained model of "
+                 "finished runs -> RUN/metrics.json"),
+    "report": ("forgetmi.evaluation.report",
+               "the paper-style table (Markdown, CSV, JSON) and plots from many evaluated runs"),
+    "ulira": ("forgetmi.evaluation.ulira",
+              "per-example audit of an unlearned model with shadow pipelines (U-LiRA)"),
+    "protocol": ("forgetmi.protocol",
+                 "run an experimental protocol (sizes × seeds × methods, with dependencies) here "
+                 "or as dependent Slurm arrays; --dry-run lists its jobs"),
+    "sweep": ("forgetmi.hpc.submit:sweep_main",
+              "expand a W&B sweep YAML offline and submit it as one Slurm array (or run it here)"),
+    "status": ("forgetmi.hpc.status", "per-task state of a submitted sweep or protocol"),
+}
 
 
-def cmd_report(args, extra) -> int:
-    from forgetmi.evaluation.report import main as report_main
-    return report_main(list(args.rest) + extra)
-
-
-def cmd_ulira(args, extra) -> int:
-    from forgetmi.evaluation.ulira import main as ulira_main
-    return ulira_main(list(args.rest) + extra)
-
-
-def cmd_protocol(args, extra) -> int:
-    from forgetmi.protocol import main as protocol_main
-    return protocol_main(list(args.rest) + extra)
-
-
-def cmd_sweep(args, extra) -> int:
-    from forgetmi.hpc.submit import sweep_main
-    return sweep_main(list(args.rest) + extra)
-
-
-def cmd_status(args, extra) -> int:
-    from forgetmi.hpc.status import main as status_main
-    return status_main(list(args.rest) + extra)
+def cmd_pass_through(args, extra) -> int:
+    import importlib
+    module, _, function = PASS_THROUGH[args.command][0].partition(":")
+    return getattr(importlib.import_module(module), function or "main")(list(args.rest) + extra)
 
 
 def cmd_demo(args, extra) -> int:
@@ -200,36 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.set_defaults(func=cmd_unlearn)
 
-    # These two parse their own arguments (``forgetmi evaluate --help``).
-    p = sub.add_parser("evaluate", add_help=False,
-                       help="metrics with CIs, membership attacks and the gap to the retrained "
-                            "model of finished runs -> RUN/metrics.json")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("report", add_help=False,
-                       help="the paper-style table (Markdown, CSV, JSON) and plots from many "
-                            "evaluated runs")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_report)
-    p = sub.add_parser("ulira", add_help=False,
-                       help="per-example audit of an unlearned model with shadow pipelines "
-                            "(U-LiRA) -> OUT/ulira.json")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_ulira)
-    p = sub.add_parser("protocol", add_help=False,
-                       help="run an experimental protocol (sizes × seeds × methods, with "
-                            "dependencies) here, or list its jobs with --dry-run")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_protocol)
-    p = sub.add_parser("sweep", add_help=False,
-                       help="expand a W&B sweep YAML offline and submit it as one Slurm array "
-                            "(or run it here)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("status", add_help=False,
-                       help="per-task state of a submitted sweep or protocol")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_status)
+    for name, (_, help_text) in PASS_THROUGH.items():
+        p = sub.add_parser(name, add_help=False, help=help_text)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_pass_through)
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")

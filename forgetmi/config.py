@@ -355,21 +355,27 @@ def _place(nested: dict, paths: dict, key: str, value: str) -> None:
 
 
 
+def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> dict:
+    """A YAML mapping, or a ConfigError naming the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
 def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None = None,
                 overrides: list[str] | None = None) -> T:
     """Defaults < YAML ``path`` < ``overrides``; unknown keys and bad types raise ConfigError."""
     values: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        values = loaded
+        values = read_yaml(path, "config file")
     alias_weights = {}
     if overrides:
         parsed = parse_overrides(cls, overrides)

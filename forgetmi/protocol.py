@@ -23,9 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from forgetmi.config import ConfigError, ExperimentConfig, load_config
+from forgetmi.config import ConfigError, ExperimentConfig, load_config, read_yaml
 
 logger = logging.getLogger("forgetmi.protocol")
 
@@ -64,12 +62,7 @@ class Job:
 
 def load_protocol(path: str | Path) -> Protocol:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: protocol file not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    values = read_yaml(path, "protocol file")
     known = set(Protocol.__dataclass_fields__) - {"base_dir"}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -58,12 +58,7 @@ def build_executor(hpc: HpcConfig, folder: Path, name: str, after: list[str] | N
         return submitit.DebugExecutor(folder=folder)
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     extra = dict(hpc.sbatch)
-    if hpc.account:
-        extra["account"] = hpc.account
-    if hpc.qos:
-        extra["qos"] = hpc.qos
-    if hpc.constraint:
-        extra["constraint"] = hpc.constraint
+    extra.update({k: getattr(hpc, k) for k in ("account", "qos", "constraint") if getattr(hpc, k)})
     if after:
         # Slurm holds the whole array until every job it depends on has succeeded, and drops
         # it if one of them fails.
@@ -72,14 +67,9 @@ def build_executor(hpc: HpcConfig, folder: Path, name: str, after: list[str] | N
     params = {"name": name, "timeout_min": hpc.time_min, "nodes": 1,
               "tasks_per_node": hpc.processes, "cpus_per_task": hpc.cpus_per_process,
               "slurm_additional_parameters": extra, "slurm_setup": list(hpc.setup)}
-    if hpc.partition:
-        params["slurm_partition"] = hpc.partition
-    if hpc.mem_gb:
-        params["mem_gb"] = hpc.mem_gb
-    if hpc.gpus_per_task:
-        params["gpus_per_node"] = hpc.gpus_per_task
-    if hpc.max_parallel:
-        params["slurm_array_parallelism"] = hpc.max_parallel
+    optional = {"slurm_partition": hpc.partition, "mem_gb": hpc.mem_gb,
+                "gpus_per_node": hpc.gpus_per_task, "slurm_array_parallelism": hpc.max_parallel}
+    params.update({k: v for k, v in optional.items() if v})
     executor.update_parameters(**params)
     return executor
 

@@ -17,9 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from forgetmi.config import ConfigError
+from forgetmi.config import ConfigError, read_yaml
 
 logger = logging.getLogger("forgetmi.hpc")
 
@@ -45,13 +43,8 @@ class SweepRun:
 
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: sweep file not found")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(config, dict) or "parameters" not in config:
+    config = read_yaml(path, "sweep file")
+    if "parameters" not in config:
         raise ConfigError(f"{path}: a sweep needs 'method' and 'parameters'")
     if config.get("method") not in ("grid", "random", "bayes"):
         raise ConfigError(f"{path}: method must be grid, random or bayes, got "
