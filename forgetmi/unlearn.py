@@ -32,6 +32,21 @@ def noisy_forget_dataset(cfg: ExperimentConfig, data):
                         perturb=perturber, reports=data.reports.set_index("study_id")["text"])
 
 
+def resolve_run_path(template: str, cfg: ExperimentConfig) -> str:
+    """Fill ``{seed}``, ``{size}`` (the forget set's percentage, e.g. 10 from
+    forget_set_10per.csv) and ``{forget_set}`` (its file stem) in a run path, so one sweep over
+    sizes and seeds names each run's own original model (online sweeps cannot template)."""
+    import re
+    name = Path(cfg.data.forget_set or "").stem
+    match = re.search(r"(\d+(?:\.\d+)?)\s*per", name)
+    values = {"seed": cfg.seed, "forget_set": name, "size": match.group(1) if match else name}
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ForgetMIError(f"unlearn.original {template!r}: unknown placeholder {err}; "
+                            "use {seed}, {size} or {forget_set}") from None
+
+
 def run_unlearning(cfg: ExperimentConfig) -> dict:
     from accelerate.utils import set_seed
 
@@ -43,6 +58,9 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     if not cfg.unlearn.original:
         raise ForgetMIError("unlearn.original: give the trained model's folder "
                             "(e.g. --original=runs/original/model)")
+    from dataclasses import replace
+    cfg = replace(cfg, unlearn=replace(cfg.unlearn,
+                                       original=resolve_run_path(cfg.unlearn.original, cfg)))
     method = method_class(cfg.unlearn.method)
     out = Path(cfg.output_dir)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)

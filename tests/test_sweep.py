@@ -23,10 +23,17 @@ COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=d
 
 def test_shipped_grid_sweep_expands_to_the_ablation(tmp_path):
     runs = expand(load_sweep(REPO / "configs/sweeps/forgetmi-weights.yaml"), tmp_path)
-    assert len(runs) == 5 * 3                                  # presets × seeds
+    assert len(runs) == 5 * 3 * 3                              # presets × sizes × seeds
     presets = sorted(r.params["preset"] for r in runs)
-    assert presets == sorted(["equal", "unimodal", "multimodal", "retention", "no-noise"] * 3)
-    assert len({r.run_id for r in runs}) == 15
+    assert presets == sorted(["equal", "unimodal", "multimodal", "retention", "no-noise"] * 9)
+    assert len({r.run_id for r in runs}) == 45
+    from forgetmi.unlearn import resolve_run_path
+    run = next(r for r in runs if r.params["forget_set"] == "forget_set_6per.csv"
+               and r.params["seed"] == 2)
+    assert resolve_run_path(run.config.unlearn.original, run.config) == \
+        "runs/paper/original/6/s2/model"
+    baselines = expand(load_sweep(REPO / "configs/sweeps/baselines.yaml"), tmp_path)
+    assert len(baselines) == 7 * 3 * 3
     again = expand(load_sweep(REPO / "configs/sweeps/forgetmi-weights.yaml"), tmp_path)
     assert [r.run_id for r in again] == [r.run_id for r in runs]   # deterministic folders
     assert all(r.output_dir.parent == tmp_path / "runs" for r in runs)
@@ -70,34 +77,41 @@ def test_accelerate_environment_for_slurm_ranks():
     assert "ACCELERATE_USE_CPU" not in accelerate_env("configs/accelerate/ddp.yaml", REPO, cuda=True)
 
 
-def test_local_sweep_runs_each_point_once(demo_data, tmp_path, caplog):
-    original = tmp_path / "original"
-    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={original}", *COMMON,
-                       "--epochs=1", "--lr=1e-3"]) == 0
+def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_path, caplog):
+    for mode, name in (("train", "original"), ("retrain", "retrained")):
+        assert train_main([f"--data.root={demo_data.root}", f"--output_dir={tmp_path / name}/s0",
+                           *COMMON, "--epochs=1", "--lr=1e-3", f"--mode={mode}"]) == 0
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({
         "program": "launch/unlearn.py", "method": "grid",
         "parameters": {"preset": {"values": ["equal", "unimodal"]},
-                       "original": {"value": str(original / "model")},
+                       "seed": {"value": 0},
+                       "original": {"value": str(tmp_path / "original" / "s{seed}" / "model")},
                        "epochs": {"value": 1}},
         "command": ["${env}", "python", "${program}", "${args}"]}))
     out = tmp_path / "out"
     args = [str(sweep), "--out", str(out), "--executor", "local",
+            "--retrained", str(tmp_path / "retrained" / "s{seed}"),
             f"--data.root={demo_data.root}", *COMMON]
     assert sweep_main(args) == 0
     manifest = json.loads((out / "sweep.json").read_text())
-    assert len(manifest["tasks"]) == 2 and all(t["state"] == "done" for t in manifest["tasks"])
-    for task in manifest["tasks"]:
+    assert [t["kind"] for t in manifest["tasks"]] == ["unlearn"] * 2 + ["evaluate"] * 2 + ["report"]
+    assert all(t["state"] == "done" for t in manifest["tasks"])
+    for task in manifest["tasks"][:2]:
         folder = Path(task["output_dir"])
         cfg = yaml.safe_load((folder / "config.yaml").read_text())
         assert cfg["unlearn"]["preset"] == task["params"]["preset"]
+        assert cfg["unlearn"]["original"] == str(tmp_path / "original" / "s0" / "model")
         assert json.loads((folder / "timing.json").read_text())["job"] == "unlearn"
+        assert json.loads((folder / "metrics.json").read_text())["gap"] is not None
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert {r["label"] for r in report["runs"]} == {"forgetmi (equal)", "forgetmi (unimodal)"}
     caplog.clear()
     assert sweep_main(args) == 0                                  # idempotent
     assert caplog.text.count("already finished; not resubmitted") == 2
     caplog.clear()
     assert status_main([str(out)]) == 0
-    assert "2 task(s): 2 done" in caplog.text
+    assert "5 task(s): 5 done" in caplog.text
 
 
 def test_online_sweep_command_and_agent_scripts(monkeypatch):
@@ -120,7 +134,7 @@ def test_online_sweep_command_and_agent_scripts(monkeypatch):
                        "--output_dir=runs/sweeps/sw9/abc123"]
     online = load_sweep(REPO / "configs/sweeps/forgetmi-weights-online.yaml")
     assert online.config["command"][2:4] == ["-m", "forgetmi.hpc.node_launch"]
-    assert len(expand(online, Path("/nonexistent-sweep"))) == 15
+    assert len(expand(online, Path("/nonexistent-sweep"))) == 45
     for script in ("wandb_agents.sbatch", "single_run.sbatch"):
         path = REPO / "slurm" / script
         assert subprocess.run(["bash", "-n", str(path)]).returncode == 0

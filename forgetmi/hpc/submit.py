@@ -75,7 +75,10 @@ def hpc_from_args(args) -> HpcConfig:
 # -- sweeps ------------------------------------------------------------------------------------------
 
 def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count: int | None,
-                 extra: list[str]) -> dict:
+                 extra: list[str], retrained: str | None = None) -> dict:
+    """Submit the sweep's runs as one array; with ``retrained`` (a run folder, may use
+    {seed}/{size}/{forget_set}) also an array evaluating every run against it, then a task
+    gathering the sweep's report into ``out/report`` — each held until the one before succeeds."""
     from forgetmi.hpc.sweep import expand, load_sweep
 
     out = Path(out)
@@ -95,10 +98,44 @@ def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count:
         entries.append(entry)
     jobs = submit_array(hpc, tasks, out / "slurm", f"sweep-{sweep.path.stem}")
     _record_jobs(hpc, entries, tasks, jobs)
+    if retrained is not None:
+        entries += _evaluate_and_report(sweep, runs, out, hpc, retrained, jobs)
     manifest = {"kind": "sweep", "sweep": str(Path(sweep_file).resolve()),
                 "executor": hpc.executor, "tasks": _merge_previous(out / "sweep.json", entries)}
     write_json(out / "sweep.json", manifest)
     return manifest
+
+
+def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str,
+                         jobs: list) -> list[dict]:
+    from forgetmi.unlearn import resolve_run_path
+
+    single = dataclasses.replace(hpc, processes=1, gpus_per_task=0)
+    after = sorted({j.job_id.split("_")[0] for j in jobs}) if hpc.executor == "slurm" else []
+    tasks, entries = [], []
+    for run in runs:
+        reference = resolve_run_path(retrained, run.config) if run.config else retrained
+        name = f"evaluate/{run.run_id}"
+        entry = {"name": name, "kind": "evaluate", "output_dir": str(run.output_dir),
+                 "job_id": None, "log": None}
+        if (run.output_dir / "metrics.json").is_file():
+            entry["state"] = "done"
+        else:
+            tasks.append(Task(name, "evaluate", [str(run.output_dir), "--retrained", reference],
+                              str(run.output_dir)))
+        entries.append(entry)
+    evaluated = submit_array(single, tasks, out / "slurm", f"sweep-{sweep.path.stem}-evaluate",
+                             after=after or None)
+    _record_jobs(single, entries, tasks, evaluated)
+    report = Task("report", "report", [str(out / "runs"), "--out", str(out / "report")],
+                  str(out / "report"))
+    after = sorted({j.job_id.split("_")[0] for j in evaluated}) if hpc.executor == "slurm" else []
+    gathered = submit_array(single, [report], out / "slurm", f"sweep-{sweep.path.stem}-report",
+                            after=after or None)
+    entry = {"name": "report", "kind": "report", "output_dir": str(out / "report"),
+             "job_id": None, "log": None}
+    _record_jobs(single, [entry], [report], gathered)
+    return entries + [entry]
 
 
 def _finished(kind: str, folder: Path) -> bool:
@@ -172,10 +209,14 @@ def sweep_main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", help="W&B sweep YAML (configs/sweeps/*.yaml)")
     parser.add_argument("--out", required=True, help="the sweep's folder (runs/, slurm/ logs)")
     parser.add_argument("--count", type=int, help="runs to propose (random / bayes sweeps)")
+    parser.add_argument("--retrained", help="evaluate every run against this retrained run "
+                                            "(may use {seed}, {size}, {forget_set}) and gather "
+                                            "the sweep's report into OUT/report")
     add_hpc_arguments(parser)
     args, extra = parser.parse_known_args(argv)
     try:
-        manifest = submit_sweep(args.file, args.out, hpc_from_args(args), args.count, extra)
+        manifest = submit_sweep(args.file, args.out, hpc_from_args(args), args.count, extra,
+                                args.retrained)
     except ForgetMIError as err:
         logger.error("%s", err)
         return 2

@@ -39,6 +39,7 @@ class SweepRun:
     params: dict
     argv: list[str]
     output_dir: Path
+    config: object = None      # its ExperimentConfig (train / unlearn runs)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -139,14 +140,15 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
         rid = run_id(params)
         folder = out / "runs" / rid
         argv = [*sweep.fixed, *run_arguments(params), *(extra or []), f"--output_dir={folder}"]
+        config = None
         if sweep.kind in ("train", "unlearn"):
             config_file = _config_argument(argv)
             try:
-                load_config(ExperimentConfig, config_file, [a for a in argv if not
-                                                            a.startswith("--config=")])
+                config = load_config(ExperimentConfig, config_file,
+                                     [a for a in argv if not a.startswith("--config=")])
             except ConfigError as err:
                 raise ConfigError(f"{sweep.path}: run {params}: {err}") from None
-        runs.append(SweepRun(rid, params, argv, folder))
+        runs.append(SweepRun(rid, params, argv, folder, config))
     logger.info("sweep %s (%s): %d run(s)", sweep.path.name, method, len(runs))
     return runs
 
