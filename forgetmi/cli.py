@@ -1,7 +1,8 @@
 """The ``forgetmi`` command.
 
 Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
-unlearn, evaluate, report, ulira, protocol, sweep, status, import-checkpoint, demo.
+unlearn, evaluate, report, ulira, protocol, sweep, status, forget, history,
+import-checkpoint, demo.
 Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
 """
 
@@ -125,6 +126,9 @@ PASS_THROUGH = {
     "sweep": ("forgetmi.hpc.submit:sweep_main",
               "expand a W&B sweep YAML offline and submit it as one Slurm array (or run it here)"),
     "status": ("forgetmi.hpc.status", "per-task state of a submitted sweep or protocol"),
+    "forget": ("forgetmi.forget",
+               "a patient's request to be forgotten: unlearn, evaluate, purge, audit"),
+    "history": ("forgetmi.forget:history_main", "the requests of a forget workspace"),
 }
 
 
@@ -224,6 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from forgetmi.utils.logs import setup_logging
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # A pass-through subcommand gets everything after its name untouched (argparse would
+    # reorder options that come before positional arguments).
+    flags = [a for a in argv[:2] if a in ("-q", "--quiet", "-v", "-vv", "--verbose")]
+    rest = argv[len(flags):]
+    if rest and rest[0] in PASS_THROUGH:
+        quiet = any(f in ("-q", "--quiet") for f in flags)
+        setup_logging(-1 if quiet else sum(f.count("v") for f in flags if f != "--verbose")
+                      + flags.count("--verbose"))
+        try:
+            return cmd_pass_through(argparse.Namespace(command=rest[0], rest=rest[1:]), [])
+        except ForgetMIError as err:
+            logger.error("%s", err)
+            return 2
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

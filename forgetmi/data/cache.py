@@ -117,6 +117,7 @@ class ImageCache:
         self.crop_size: int = int(index["crop_size"])
         self.fingerprint: str = index["fingerprint"]
         self._positions = {dicom_id: i for i, dicom_id in enumerate(self.dicom_ids)}
+        self.purged = frozenset(int(i) for i in index.get("purged", []))  # forgotten patients
         self._array: np.ndarray | None = None
         self._pid: int | None = None
 
@@ -212,8 +213,14 @@ class ImageCache:
             raise CacheError(f"image cache at {self.cache_dir} has no entry for a requested "
                              "dicom_id (built for other data?)") from None
 
+    def _check(self, indices) -> None:
+        if self.purged and not self.purged.isdisjoint(indices):
+            raise CacheError(f"image cache at {self.cache_dir}: a requested image belongs to a "
+                             "forgotten patient and was purged; leave its patient out")
+
     def get(self, i: int) -> np.ndarray:
         """Image ``i`` as float32 (image_size, image_size) in [0, 1]."""
+        self._check((i,))
         image = self.array[i].astype(np.float32)
         image /= np.float32(STORE_SCALE)
         return image
@@ -223,6 +230,7 @@ class ImageCache:
 
         Half the bytes of :meth:`get`; a loader can ship these and scale on the accelerator.
         """
+        self._check((i,))
         return np.array(self.array[i])
 
     def get_many(self, indices: Iterable[int], out: np.ndarray | None = None) -> np.ndarray:
@@ -236,6 +244,7 @@ class ImageCache:
 
     def _read_many(self, indices: Iterable[int], out: np.ndarray | None, dtype) -> np.ndarray:
         indices = list(indices)
+        self._check(indices)
         shape = (len(indices), self.image_size, self.image_size)
         if out is None:
             out = np.empty(shape, dtype=dtype)

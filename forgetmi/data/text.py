@@ -174,6 +174,7 @@ class TokenCache:
         self.max_length = int(meta["max_length"])
         self.tokenizer_path = Path(meta["tokenizer_path"])
         self._position = {s: i for i, s in enumerate(self.study_ids)}
+        self.purged = frozenset(int(i) for i in meta.get("purged", []))  # forgotten patients
         self._ids: np.ndarray | None = None
         self._lengths: np.ndarray | None = None
 
@@ -230,6 +231,7 @@ class TokenCache:
 
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ``i``: ``(input_ids int64[L], attention_mask int64[L])``."""
+        self._check((i,))
         ids, lengths = self._arrays()
         mask = (np.arange(self.max_length) < lengths[i]).astype(np.int64)
         return np.array(ids[i], dtype=np.int64), mask
@@ -239,11 +241,17 @@ class TokenCache:
         ``(input_ids int64[n, l], attention_mask int64[n, l])`` with ``l <= max_length``."""
         ids, lengths = self._arrays()
         indices = np.asarray(indices, dtype=np.int64)
+        self._check(indices.tolist())
         batch_lengths = lengths[indices]
         longest = max(1, int(batch_lengths.max())) if len(indices) else 1
         input_ids = np.asarray(ids[indices, :longest], dtype=np.int64)
         mask = (np.arange(longest)[None, :] < batch_lengths[:, None]).astype(np.int64)
         return input_ids, mask
+
+    def _check(self, indices) -> None:
+        if self.purged and not self.purged.isdisjoint(indices):
+            raise CacheError(f"token cache {self.cache_dir}: a requested report belongs to a "
+                             "forgotten patient and was purged; leave its patient out")
 
     def get(self, study_id: int) -> tuple[np.ndarray, np.ndarray]:
         """The tokens of one study's report: ``(input_ids int64[L], attention_mask int64[L])``."""

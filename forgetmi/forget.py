@@ -1,0 +1,312 @@
+"""``forgetmi forget``: from a patient's request to an audited model that no longer holds them.
+
+1. validate the request (unknown patients, TEST-fold patients, patients already forgotten);
+2. build the forget set (every row of those patients) and the retain set (everyone else, less
+   the patients of earlier requests);
+3. unlearn with the chosen method through the shared engine, starting from the model that the
+   previous request left (or the trained model for the first one);
+4. evaluate: forget/test metrics, the membership attacks and, with a retrained reference, the gap
+   to it. The request is complete only when the attack's mean member-probability on the
+   forgotten rows is at most the threshold; otherwise it is recorded as incomplete, and said so;
+5. once complete, purge the patients' rows from the package's caches and delete the request's
+   own patient list;
+6. write an audit record (JSON and a short summary) — request hash, salted patient hashes,
+   model checksums before and after, method and config, metrics, timings, what was purged — and
+   append it to the workspace's request log (``forgetmi history``).
+
+The workspace holds a random salt; patient ids appear in the audit only as salted hashes, and
+never in logs. A killed run is resumed by rerunning the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from forgetmi.errors import DataError, ForgetMIError
+from forgetmi.utils.atomic import write_csv, write_json, write_text
+
+logger = logging.getLogger("forgetmi.forget")
+
+LOG = "requests.jsonl"
+
+
+# -- the workspace: salt, log, hashes ----------------------------------------------------------------
+
+def _salt(workspace: Path) -> str:
+    path = workspace / "salt"
+    if not path.is_file():
+        write_text(path, secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def patient_hash(salt: str, patient) -> str:
+    return hashlib.sha256(f"{salt}:{int(patient)}".encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_log(workspace: Path) -> list[dict]:
+    path = workspace / LOG
+    if not path.is_file():
+        return []
+    entries = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise DataError("request log line is not valid JSON", path, n) from None
+    return entries
+
+
+def _append_log(workspace: Path, entry: dict) -> None:
+    lines = [json.dumps(e, sort_keys=True) for e in read_log(workspace)] + \
+        [json.dumps(entry, sort_keys=True)]
+    write_text(workspace / LOG, "\n".join(lines) + "\n")  # whole file replaced atomically
+
+
+# -- the request -----------------------------------------------------------------------------------
+
+def read_request(patients: list[str] | None, request_csv: str | None) -> list[int]:
+    """Patient ids from the command line or from a CSV with a ``subject_id`` column."""
+    if request_csv:
+        path = Path(request_csv)
+        if not path.is_file():
+            raise DataError("request file not found", path)
+        frame = pd.read_csv(path, dtype=str)
+        if "subject_id" not in frame.columns:
+            raise DataError("expected a subject_id column", path, 1, "subject_id")
+        raw = list(frame["subject_id"])
+        where = lambda i: f"{path} line {i + 2}"  # noqa: E731
+    else:
+        raw = list(patients or [])
+        where = lambda i: f"--patients item {i + 1}"  # noqa: E731
+    if not raw:
+        raise ForgetMIError("the request names no patient; give --patients ID ... or --request CSV")
+    ids = []
+    for i, value in enumerate(raw):
+        text = str(value).strip()
+        if not text.isdigit():
+            raise ForgetMIError(f"{where(i)}: expected a numeric patient id")
+        ids.append(int(text))
+    if len(set(ids)) != len(ids):
+        raise ForgetMIError("the request names a patient twice")
+    return ids
+
+
+def validate(ids: list[int], split: pd.DataFrame, forgotten: dict[str, int], salt: str) -> None:
+    """Clear errors naming request items (never the ids themselves)."""
+    known = set(split["subject_id"])
+    unknown = [i + 1 for i, p in enumerate(ids) if p not in known]
+    if unknown:
+        raise ForgetMIError(f"{len(unknown)} requested patient(s) are not in the split "
+                            f"(request item(s) {', '.join(map(str, unknown))})")
+    test = set(split.loc[split["fold"] == "TEST", "subject_id"])
+    in_test = [i + 1 for i, p in enumerate(ids) if p in test]
+    if in_test:
+        raise ForgetMIError(f"{len(in_test)} requested patient(s) are in the TEST fold (request "
+                            f"item(s) {', '.join(map(str, in_test))}): no model was trained on "
+                            "them; remove them from the evaluation data instead")
+    repeated = [(i + 1, forgotten[h]) for i, p in enumerate(ids)
+                if (h := patient_hash(salt, p)) in forgotten]
+    if repeated:
+        raise ForgetMIError("patient(s) already forgotten: " + ", ".join(
+            f"request item {i} in request #{k}" for i, k in repeated))
+
+
+# -- one request -----------------------------------------------------------------------------------
+
+def forget(workspace: str | Path, config_path: str | None, model: str | None, ids: list[int],
+           overrides: list[str], retrained: str | None = None,
+           max_member_probability: float = 0.5, n_boot: int = 200) -> dict:
+    from forgetmi.config import ExperimentConfig, load_config, save_config
+    from forgetmi.data import formats
+    from forgetmi.data.purge import purge_caches
+    from forgetmi.evaluation.evaluate import evaluate_run
+    from forgetmi.unlearn import run_unlearning
+
+    start = time.perf_counter()
+    workspace = Path(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    salt = _salt(workspace)
+    log = read_log(workspace)
+    cfg = load_config(ExperimentConfig, config_path, overrides)
+    split = formats.read_split(cfg.data.path("split"))
+    forgotten = {h: e["request"] for e in log if e.get("complete") for h in e["patient_hashes"]}
+    validate(ids, split, forgotten, salt)
+    hashes = sorted(patient_hash(salt, p) for p in ids)
+    request_hash = hashlib.sha256("".join(hashes).encode()).hexdigest()
+
+    completed = [e for e in log if e.get("complete")]
+    before = Path(completed[-1]["model_after"]) if completed else (Path(model) if model else None)
+    if before is None or not (before / "model.safetensors").is_file():
+        raise ForgetMIError("give --model (the trained model folder) for the first request")
+    # A request tried before (recorded incomplete) keeps its number and gets a new attempt; a
+    # killed attempt left no record, so rerunning the command resumes it from its checkpoint.
+    tries = [e for e in log if e["request_hash"] == request_hash]
+    number = tries[0]["request"] if tries else len({e["request"] for e in log}) + 1
+    folder = workspace / "requests" / f"{number:04d}-{request_hash[:12]}"
+    attempt = len(tries) + 1
+    rows = split[split["subject_id"].isin(ids)]
+    columns = ["subject_id", "study_id", "dicom_id", "severity", "fold"]
+    names = {"severity": "edema_severity"}
+    write_csv(folder / "patients.csv", rows[columns].rename(columns=names))
+    earlier = split[split["subject_id"].map(lambda p: patient_hash(salt, p) in forgotten)]
+    data = replace(cfg.data, forget_set=str(folder / "patients.csv"), exclude=None)
+    if len(earlier):
+        write_csv(folder / "forgotten-before.csv", earlier[columns].rename(columns=names))
+        data = replace(data, exclude=str(folder / "forgotten-before.csv"))
+    run_dir = folder / f"attempt-{attempt}"
+    run_cfg = replace(cfg, output_dir=str(run_dir), data=data,
+                      unlearn=replace(cfg.unlearn, original=str(before)))
+    logger.info("request #%d: %d patient(s), %d row(s); %s from the model of %s", number,
+                len(ids), len(rows), run_cfg.unlearn.method,
+                f"request #{completed[-1]['request']}" if completed else "training")
+
+    tic = time.perf_counter()
+    run_unlearning(run_cfg)
+    unlearn_s = time.perf_counter() - tic
+    tic = time.perf_counter()
+    result = evaluate_run(run_dir, retrained=retrained, n_boot=n_boot)
+    evaluate_s = time.perf_counter() - tic
+    population = (result.get("mia") or {}).get("population") or {}
+    member = population.get("target_member_probability")
+    complete = member is not None and member <= max_member_probability
+
+    purged = []
+    if complete:
+        keep = set(split.loc[~split["subject_id"].isin(ids), "study_id"].astype(int))
+        purged = purge_caches(cfg.data.resolved_cache_dir(), rows, keep)
+        for name in ("patients.csv", "forgotten-before.csv"):
+            if (folder / name).is_file():
+                (folder / name).unlink()
+                purged.append({"cache": f"requests/{folder.name}/{name}",
+                               "kind": "request patient list", "rows": None})
+    joint = {part: {m: result["metrics"][part]["joint"][m]["value"] for m in ("auc", "f1")}
+             for part in ("forget", "test") if part in result["metrics"]}
+    record = {
+        "request": number, "request_hash": request_hash, "patient_hashes": hashes,
+        "salt_id": hashlib.sha256(salt.encode()).hexdigest()[:16],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "patients": len(ids), "rows": int(len(rows)),
+        "method": run_cfg.unlearn.method,
+        "preset": run_cfg.unlearn.preset if run_cfg.unlearn.method == "forgetmi" else None,
+        "attempt": attempt,
+        "model_before": str(before), "model_after": str(run_dir / "model"),
+        "model_before_sha256": file_sha256(before / "model.safetensors"),
+        "model_after_sha256": file_sha256(run_dir / "model" / "model.safetensors"),
+        "config": str(run_dir / "config.yaml"),
+        "metrics": {"joint": joint, "svc_mia": (result.get("mia") or {}).get("svc_mia_per_sample"),
+                    "attack_auc": population.get("auc"),
+                    "member_probability": member,
+                    "gap_test_auc": (result.get("gap") or {}).get("test", {}).get("joint", {})
+                    .get("auc")},
+        "threshold": max_member_probability, "complete": complete,
+        "timings": {"unlearning_s": round(unlearn_s, 2), "evaluation_s": round(evaluate_s, 2),
+                    "total_s": round(time.perf_counter() - start, 2)},
+        "purged": purged,
+    }
+    write_json(folder / "audit.json", record)
+    write_text(folder / "summary.txt", summary(record))
+    _append_log(workspace, record)
+    logger.info("\n%s", summary(record))
+    return record
+
+
+def summary(r: dict) -> str:
+    m = r["metrics"]
+    def fmt(v):
+        return "—" if v is None else f"{v:.3f}"
+    joint = m["joint"]
+    lines = [
+        f"forget request #{r['request']} ({r['created']})",
+        f"  request      {r['request_hash'][:16]}…, {r['patients']} patient(s), {r['rows']} row(s) "
+        "(patients recorded as salted hashes only)",
+        f"  method       {r['method']}" + (f" ({r['preset']})" if r.get("preset") else ""),
+        f"  model        {r['model_before_sha256'][:16]}… -> {r['model_after_sha256'][:16]}…",
+        f"  forget rows  AUC {fmt(joint.get('forget', {}).get('auc'))}, "
+        f"F1 {fmt(joint.get('forget', {}).get('f1'))}; test AUC "
+        f"{fmt(joint.get('test', {}).get('auc'))}, F1 {fmt(joint.get('test', {}).get('f1'))}",
+        f"  attack       mean member-probability of the forgotten rows {fmt(m['member_probability'])}"
+        f" (threshold {r['threshold']:.2f}); population attack AUC {fmt(m['attack_auc'])}",
+    ]
+    if m.get("gap_test_auc") is not None:
+        lines.append(f"  vs retrained test AUC gap {m['gap_test_auc']:+.3f}")
+    lines.append(f"  time         unlearning {r['timings']['unlearning_s']} s, evaluation "
+                 f"{r['timings']['evaluation_s']} s")
+    if r["complete"]:
+        lines.append("  purged       " + "; ".join(
+            f"{p['kind']} ({p['rows']} rows) in {p['cache']}" if p["rows"] is not None
+            else f"{p['kind']} {p['cache']}" for p in r["purged"]))
+        lines.append("  status       COMPLETE")
+    else:
+        lines.append("  status       INCOMPLETE: the attack still identifies the patients above "
+                     "the threshold; nothing was purged. Rerun with a stronger setting (more "
+                     "epochs, another preset or method); the request keeps its number.")
+    return "\n".join(lines)
+
+
+def history(workspace: str | Path) -> list[dict]:
+    entries = read_log(Path(workspace))
+    for e in entries:
+        logger.info("#%-3d %s  %d patient(s)  %s  %-10s %s  model %s…", e["request"],
+                    e["created"], e["patients"], e["request_hash"][:12], e["method"],
+                    "complete  " if e["complete"] else "INCOMPLETE", e["model_after_sha256"][:12])
+    if not entries:
+        logger.info("no request yet in %s", workspace)
+    return entries
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="forgetmi forget", description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", required=True,
+                        help="folder of the request log, audit records and unlearned models")
+    parser.add_argument("--config", required=True,
+                        help="the trained model's config.yaml (its data description)")
+    parser.add_argument("--model", help="the trained model folder (first request)")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--patients", nargs="+", metavar="ID")
+    who.add_argument("--request", help="CSV with a subject_id column")
+    parser.add_argument("--retrained", help="a retrained reference run (for the gap)")
+    parser.add_argument("--max-member-probability", type=float, default=0.5,
+                        help="complete only when the attack's mean member-probability on the "
+                             "forgotten rows is at most this")
+    parser.add_argument("--bootstrap", type=int, default=200)
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        ids = read_request(args.patients, args.request)
+        record = forget(args.workspace, args.config, args.model, ids, overrides, args.retrained,
+                        args.max_member_probability, args.bootstrap)
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        return 2
+    return 0 if record["complete"] else 1
+
+
+def history_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="forgetmi history",
+                                     description="the requests of a forget workspace")
+    parser.add_argument("workspace")
+    args = parser.parse_args(argv)
+    try:
+        history(args.workspace)
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        return 2
+    return 0
