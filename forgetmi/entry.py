@@ -7,6 +7,7 @@ handles errors, deliberate test crashes and the distributed exit the same way.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 from typing import Callable
 
@@ -34,6 +35,14 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) 
         code = 3
     except ForgetMIError as err:
         logger.error("%s", err)
+        code = 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # Every write is write-then-rename: what was complete before is still there.
+        logger.error("no space left on the device while writing %s; the last complete "
+                     "checkpoint and earlier results are intact: free space and rerun to resume",
+                     err.filename or "an output")
         code = 2
     finish(accelerator, code)
     return code

@@ -88,7 +88,7 @@ def verify(folder: Path) -> dict:
     return state
 
 
-def load_latest(accelerator: Accelerator, root: Path) -> dict | None:
+def load_latest(accelerator: Accelerator, root: Path, check=None) -> dict | None:
     """Restore model, optimizer, RNG and trainer state from the latest checkpoint, if any.
 
     Files are verified against the checksums written with them before anything is
@@ -98,6 +98,8 @@ def load_latest(accelerator: Accelerator, root: Path) -> dict | None:
     if folder is None:
         return None
     state = verify(folder)
+    if check is not None:
+        check(state, folder)  # e.g. refuse a checkpoint of a run with other settings
     accelerator.load_state(str(folder))
     logger.info("resumed from %s (epoch %d, step %d)", folder, state["epoch"], state["step"])
     return state

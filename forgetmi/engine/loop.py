@@ -9,6 +9,7 @@ checkpoint/resume, early stopping, logging and timing.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from abc import ABC, abstractmethod
 import time
@@ -213,8 +214,11 @@ class Engine:
         acc, train = self.accelerator, self.train
         state = {"epoch": 0, "step": 0, "updates": 0, "best": None, "best_epoch": None,
                  "bad_epochs": 0, "done": False, "train_seconds": 0.0, "eval_seconds": 0.0}
+        fingerprint = self._fingerprint()
+        state["fingerprint"] = fingerprint
         if train.resume:
-            resumed = ckpt.load_latest(acc, self.checkpoint_dir)
+            resumed = ckpt.load_latest(acc, self.checkpoint_dir, check=lambda saved, folder:
+                                       self._check_fingerprint(saved, fingerprint, folder))
             if resumed is not None:
                 # The schedule is a pure function of its step count: restored from JSON rather
                 # than from a pickle.
@@ -321,6 +325,28 @@ class Engine:
 
         self._finish(state)
         return state
+
+    def _fingerprint(self) -> dict:
+        """What a checkpoint must agree on to be resumed: the model's shapes, the data each
+        stream draws, and the batch plan (batch sizes, accumulation, world size, seed)."""
+        model = self.accelerator.unwrap_model(self.model)
+        shapes = hashlib.sha256(json.dumps(
+            sorted((k, list(v.shape)) for k, v in model.state_dict().items())).encode())
+        return {"model": shapes.hexdigest()[:16],
+                "streams": {s.name: [len(s.dataset), s.batch_size] for s in self.streams},
+                "grad_accum": self.train.grad_accum, "seed": self.seed,
+                "world_size": self.accelerator.num_processes}
+
+    @staticmethod
+    def _check_fingerprint(saved: dict, current: dict, folder: Path) -> None:
+        before = saved.get("fingerprint")
+        if before is None or before == current:
+            return
+        differ = sorted(k for k in current if before.get(k) != current[k])
+        raise ckpt.CheckpointError(
+            f"{folder}: the checkpoint was written by a run with other settings ({', '.join(differ)}"
+            " differ: model shapes, data, batch sizes, accumulation, seed or world size); resume "
+            "it with the same settings, or start afresh in another output_dir or with --resume=false")
 
     def _end_of_epoch(self, epoch: int, state: dict) -> bool:
         """Validate, track the best model, and decide on early stopping."""
