@@ -60,7 +60,7 @@ def run_until_checkpoint_then_kill(cmd: list[str], run: Path, sig: int) -> None:
 
 @pytest.mark.parametrize("job,sig", [("unlearn", signal.SIGKILL), ("train", signal.SIGTERM)])
 def test_killed_run_resumes_to_the_same_weights(demo_data, original, tmp_path, job, sig):
-    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=8", "--max_steps=14",
+    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=8", "--max_steps=40",
             "--lr=1e-3", "--checkpoint_every=2"]
     if job == "unlearn":
         args.append(f"--original={original}")
