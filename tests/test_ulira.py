@@ -81,3 +81,11 @@ def test_rerun_skips_finished_shadows(audited, caplog):
 def test_odd_number_of_shadows_is_refused(audited, caplog):
     assert ulira(audited, "--shadows", "3") == 2
     assert "even" in caplog.text
+
+
+def test_shadows_as_tasks_then_scoring(audited, caplog):
+    """The executor path: finished shadows are not resubmitted, and the scoring task runs."""
+    (audited / "shadows" / "ulira.json").unlink()
+    assert ulira(audited, "--executor", "local") == 0
+    assert "0 shadow(s) submitted (6 already finished)" in caplog.text
+    assert json.loads((audited / "shadows" / "ulira.json").read_text())["n_shadows"] == 6

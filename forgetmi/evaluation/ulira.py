@@ -187,8 +187,13 @@ def collect(cfg, shadows: list[Shadow], target_model: str | Path, out: str | Pat
 
 def main(argv: list[str] | None = None) -> int:
     """``forgetmi ulira --config UNLEARN_RUN/config.yaml --train-config ORIGINAL_RUN/config.yaml
-    --target UNLEARN_RUN/model --shadows 8 --out DIR [--key=value ...]``."""
+    --target UNLEARN_RUN/model --shadows 8 --out DIR [--executor slurm ...] [--key=value ...]``.
+
+    Without ``--executor`` every shadow runs here, then the scoring. With it, the shadows are
+    one array (each task ``--only K``) and the scoring a task held until they all succeed.
+    """
     from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.hpc.submit import add_hpc_arguments
 
     parser = argparse.ArgumentParser(prog="forgetmi ulira", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True,
@@ -199,17 +204,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shadows", type=int, default=8, help="even number of shadow pipelines")
     parser.add_argument("--out", required=True, help="folder for the shadows and ulira.json")
     parser.add_argument("--only", type=int, help="run one shadow (an array task) and stop")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="score finished shadows without running any")
+    add_hpc_arguments(parser)
     args, overrides = parser.parse_known_args(argv)
     try:
         cfg = load_config(ExperimentConfig, args.config, overrides)
         train_cfg = load_config(ExperimentConfig, args.train_config)
         shadows = prepare_shadows(cfg, train_cfg, args.shadows, args.out)
-        for shadow in shadows:
-            if args.only is None or shadow.index == args.only:
-                run_shadow(shadow)
+        if args.executor:
+            return _submit(args, argv if argv is not None else [], shadows)
+        if not args.collect_only:
+            for shadow in shadows:
+                if args.only is None or shadow.index == args.only:
+                    run_shadow(shadow)
         if args.only is None:
             collect(cfg, shadows, args.target, args.out)
     except ForgetMIError as err:
         logger.error("%s", err)
         return 2
     return 0
+
+
+def _submit(args, argv: list[str], shadows: list[Shadow]) -> int:
+    """The shadows as one array, the scoring after them (``afterok``)."""
+    from forgetmi.hpc.submit import hpc_from_args
+    from forgetmi.hpc.executor import submit_array
+    from forgetmi.hpc.tasks import Task
+
+    hpc = hpc_from_args(args)
+    # The tasks get this command line less the executor settings.
+    keep, skip = [], False
+    hpc_flags = {a.option_strings[0] for a in _hpc_actions()}
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        name = item.split("=", 1)[0]
+        if name in hpc_flags:
+            skip = "=" not in item
+            continue
+        keep.append(item)
+    todo = [s for s in shadows if not s.done()]
+    tasks = [Task(f"shadow-{s.index}", "ulira", [*keep, "--only", str(s.index)],
+                  str(s.folder), hpc.accelerate_config) for s in todo]
+    out = Path(args.out)
+    jobs = submit_array(hpc, tasks, out / "slurm", "ulira-shadows")
+    after = sorted({j.job_id.split("_")[0] for j in jobs}) if hpc.executor == "slurm" else None
+    single = replace(hpc, processes=1, gpus_per_task=0)
+    submit_array(single, [Task("ulira-collect", "ulira", [*keep, "--collect-only"], str(out))],
+                 out / "slurm", "ulira-collect", after=after or None)
+    logger.info("%d shadow(s) submitted (%d already finished), scoring after them",
+                len(tasks), len(shadows) - len(tasks))
+    return 0
+
+
+def _hpc_actions():
+    from forgetmi.hpc.submit import add_hpc_arguments
+    parser = argparse.ArgumentParser(add_help=False)
+    add_hpc_arguments(parser)
+    return [a for a in parser._actions if a.option_strings]
