@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from forgetmi.engine.checkpoint import sha256_file as file_sha256
 from forgetmi.errors import DataError, ForgetMIError
 from forgetmi.utils.atomic import write_csv, write_json, write_text
 
@@ -52,14 +53,6 @@ def _salt(workspace: Path) -> str:
 
 def patient_hash(salt: str, patient) -> str:
     return hashlib.sha256(f"{salt}:{int(patient)}".encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_log(workspace: Path) -> list[dict]:

@@ -27,7 +27,8 @@ class CheckpointError(ForgetMIError):
     """A checkpoint is missing, damaged, or does not verify against its manifest."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -36,7 +37,7 @@ def _sha256(path: Path) -> str:
 
 
 def _manifest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*"))
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != MANIFEST}
 
 
@@ -82,7 +83,7 @@ def verify(folder: Path) -> dict:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{folder}: checkpoint file {name} is missing")
-        if _sha256(path) != digest:
+        if sha256_file(path) != digest:
             raise CheckpointError(f"{folder}: checkpoint file {name} does not match its checksum "
                                   "(damaged or modified); refusing to load it")
     return state
