@@ -4,6 +4,9 @@
 #   2. the engine, one process on CUDA, a few steps on generated 2048x2048 data
 #   3. the same through DeepSpeed ZeRO-2 (configs/accelerate/zero2.yaml, one process)
 #   4. benchmarks/bench_train.py --device cuda: DDP / ZeRO-2 / ZeRO-3 x fp32 / bf16
+#   5. what the CPU test matrix cannot run: every job (train, retrain, every unlearning method)
+#      in fp16, under the single-process config (Accelerate's GradScaler) and under ZeRO-2
+#      (DeepSpeed's fp16 mode and loss scaler), one GPU each, at 256 px
 # Run from anywhere: bash benchmarks/gpu_check.sh. Logs go to $OUT if set, else to
 # /tmp/forgetmi-gpu-check/logs.
 #
@@ -211,6 +214,19 @@ EOF
 step bench 330 $PY benchmarks/bench_train.py --device cuda --image-size 2048 --batch-size 4 \
     --steps 8 --warmup 3 --text-encoder "$ENCODER" --data "$DATA" --timeout 150 \
     --json "$LOG/bench_train.json"
+
+# --- 6. fp16, every job, under the configs that run it only on a GPU ---------------------------
+for config in single zero2; do
+    rm -rf "$WORK/fp16-$config"
+    step "matrix-fp16-$config" 300 bash -c '
+        $PY -m accelerate.commands.launch --config_file configs/accelerate/$1.yaml \
+            --num_processes 1 tests/matrix_worker.py "$3" "$2" --precision=fp16 \
+            --image_size=256 --text_encoder="$4" --batch_size=4 --epochs=1 --max_steps=12 \
+            --checkpoint_every=100 --log_every=1 --warmup_ratio=0 --lr=1e-4 \
+            --wandb=disabled --scrub.max_epochs=1 --k=2 || exit $?
+        $PY benchmarks/check_matrix_run.py "$2" --world-size 1 --min-applied 2
+    ' _ "$config" "$WORK/fp16-$config" "$DATA" "$ENCODER_ARG"
+done
 
 echo "=== done in $(( SECONDS - STARTED )) s; logs in $LOG"
 if [ ${#FAILED[@]} -gt 0 ]; then printf 'FAILED: %s\n' "${FAILED[@]}"; exit 1; fi

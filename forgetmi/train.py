@@ -20,6 +20,8 @@ logger = logging.getLogger("forgetmi.train")
 class SupervisedObjective(Objective):
     """The original model's loss on one stream of labelled rows."""
 
+    name = "supervised"
+
     def __init__(self, dataset, batch_size: int, ranking_weight: float, joint_weight: float):
         self.dataset, self.batch_size = dataset, batch_size
         self.ranking_weight, self.joint_weight = ranking_weight, joint_weight

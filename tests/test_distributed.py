@@ -11,16 +11,14 @@ the frozen original beside the DeepSpeed-wrapped student.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from tests.launching import accelerate_launch, config_path
 
 REPO = Path(__file__).resolve().parents[1]
 # The first DeepSpeed launch on a machine JIT-compiles its shared-memory op (20-45 s on 2
@@ -32,45 +30,13 @@ ARGS = ["--text_encoder=tiny", "--image_size=64", "--batch_size=4", "--epochs=1"
         "--lr=1e-4", "--seed=0", "--wandb=disabled"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch(strategy: str, data, out: Path, *extra: str, expect_rc: int | None = 0,
            deepspeed_config: Path | None = None, script: str = "launch/train.py") -> str:
-    """``accelerate launch --config_file configs/accelerate/<strategy>.yaml --num_processes 2``.
-
-    Returns the combined output; it is printed (pytest shows it when a test fails) and
-    the run fails with its tail when the exit code is not ``expect_rc``.
-    """
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               WANDB_MODE="disabled", PYTHONUNBUFFERED="1")
-    if strategy == "ddp":
-        env["ACCELERATE_USE_CPU"] = "1"  # without it the two processes never join one group
-    else:
-        env["DS_ACCELERATOR"] = "cpu"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch",
-           "--config_file", f"configs/accelerate/{strategy}.yaml", "--num_processes", "2",
-           "--main_process_port", str(_free_port())]
-    if deepspeed_config is not None:
-        cmd += ["--deepspeed_config_file", str(deepspeed_config)]
-    cmd += [script, f"--data.root={data.root}", f"--output_dir={out}", *ARGS, *extra]
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as err:
-        output = err.stdout.decode() if isinstance(err.stdout, bytes) else err.stdout or ""
-        pytest.fail(f"{strategy} launch timed out after {TIMEOUT_S} s:\n{output[-8000:]}")
-    output = proc.stdout + proc.stderr
-    print(f"$ {' '.join(cmd)}\n[exit code {proc.returncode}]\n{output[-8000:]}")
-    if expect_rc is not None and proc.returncode != expect_rc:
-        pytest.fail(f"{strategy} launch exited with {proc.returncode}, expected {expect_rc}:\n"
-                    f"{output[-8000:]}")
-    return output
+    """``accelerate launch --config_file configs/accelerate/<strategy>.yaml``, two processes."""
+    return accelerate_launch(config_path(strategy), script,
+                             [f"--data.root={data.root}", f"--output_dir={out}", *ARGS, *extra],
+                             expect_rc=expect_rc, timeout=TIMEOUT_S,
+                             deepspeed_config=deepspeed_config)
 
 
 def timing(out: Path) -> dict:

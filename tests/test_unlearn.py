@@ -74,3 +74,24 @@ def test_clear_errors(demo_data, tmp_path, caplog):
     assert "unlearn.original" in caplog.text
     assert unlearn_main([f"--data.root={demo_data.root}", f"--output_dir={tmp_path}",
                          f"--original={tmp_path}", "--preset=best", "--wandb=disabled"]) == 2
+
+
+def test_a_method_trains_only_what_its_loss_reaches(demo_data, original, tmp_path, caplog,
+                                                    monkeypatch):
+    """Forget-MI compares embeddings: the three heads are frozen, recorded and left as they were.
+    A method that leaves them trainable without reaching them is stopped at its first update."""
+    out = tmp_path / "heads"
+    assert unlearn(demo_data, original, out, "--epochs=1", "--max_steps=2") == 0
+    record = json.loads((out / "trainable.json").read_text())
+    assert record["frozen_modules"] == ["img_model.fc1", "text_model.classifier", "joint_head"]
+    assert "forgetmi trains" in caplog.text and "frozen: img_model.fc1" in caplog.text
+    before, after = weights(original), weights(out / "model")
+    assert all(torch.equal(before[k], after[k]) for k in record["frozen"])
+    assert all(not torch.equal(before[k], after[k]) for k in record["trainable"])
+
+    from forgetmi.unlearning.forgetmi_method import ForgetMI
+    monkeypatch.setattr(ForgetMI, "reads", None)
+    assert unlearn(demo_data, original, tmp_path / "undeclared", "--epochs=1") == 2
+    assert "its loss reaches no trainable parameter in img_model.fc1, text_model.classifier, " \
+           "joint_head" in caplog.text
+    assert not (tmp_path / "undeclared" / "model").exists()

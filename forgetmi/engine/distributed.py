@@ -10,6 +10,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs
 
+from forgetmi.errors import ForgetMIError
+
 logger = logging.getLogger("forgetmi.engine")
 
 
@@ -20,6 +22,7 @@ def build_accelerator(precision: str | None = None, grad_accum: int = 1) -> Acce
     without CUDA the process group uses gloo: DeepSpeed would otherwise ask for NCCL and then
     trip over its batch-size assertion about the world size.
     """
+    _refuse_fp16_without_gpu(precision)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = ([InitProcessGroupKwargs(backend="gloo")]
                 if distributed and not torch.cuda.is_available() else [])
@@ -27,6 +30,18 @@ def build_accelerator(precision: str | None = None, grad_accum: int = 1) -> Acce
                               kwargs_handlers=handlers)
     _bf16_as_autocast(accelerator)
     return accelerator
+
+
+def _refuse_fp16_without_gpu(precision: str | None) -> None:
+    """fp16 is a GPU mode here: on a CPU, Accelerate would quietly train in fp32 under DDP or
+    one process, and DeepSpeed's fp16 meets fp32 BatchNorm statistics that CPU kernels refuse.
+
+    Checked before the Accelerator exists (its state cannot be re-created in one process).
+    """
+    chosen = precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if chosen == "fp16" and not torch.cuda.is_available():
+        raise ForgetMIError("train.precision: fp16 needs a GPU (on a CPU it would silently run "
+                            "in fp32, or fail inside DeepSpeed); use bf16 or no on a CPU")
 
 
 def _bf16_as_autocast(accelerator: Accelerator) -> None:
@@ -37,6 +52,11 @@ def _bf16_as_autocast(accelerator: Accelerator) -> None:
     built: under ZeRO-3, transformers builds pretrained BERTs inside ``zero.Init`` with the
     dtype of its copy of this config (refreshed here), and bf16 BERT weights beside fp32 image
     weights break ZeRO-3's flat buffers.
+
+    fp16 (GPU only) keeps DeepSpeed's own mode, half weights and its dynamic loss scaler; the
+    model casts its images to its weights' dtype. Its torch-autocast fp16 path is not used: it
+    skips an overflowing update without lowering the GradScaler's scale (DeepSpeed 0.19), so
+    every later update overflows and is skipped too (measured on CPU: 12 of 12).
     """
     config = deepspeed_config(accelerator)
     if config and config.get("bf16", {}).get("enabled") is True:

@@ -26,6 +26,8 @@ from forgetmi.engine.distributed import (autocast, broadcast_buffers, fill_deeps
                                          is_deepspeed, offloads_optimizer, zero_stage)
 from forgetmi.engine.optim import build_optimizer, build_scheduler
 from forgetmi.engine.sampling import BatchPlan
+from forgetmi.engine.trainable import (check_gradients, freeze_unreached, log_trainable,
+                                       trainable_record)
 from forgetmi.errors import ForgetMIError
 from forgetmi.utils.atomic import write_json
 from forgetmi.utils.progress import progress
@@ -55,6 +57,11 @@ class Stream:
 
 class Objective(ABC):
     """What a method supplies: its streams and its loss."""
+
+    name = "objective"
+    # The model outputs (ModelOutput fields) the loss reads; None = all of them. Parameters that
+    # reach none of these are frozen for the run (see engine/trainable.py).
+    reads: frozenset[str] | None = None
 
     @abstractmethod
     def streams(self) -> list[Stream]:
@@ -132,6 +139,11 @@ class Engine:
         fill_deepspeed_config(accelerator, self.primary.batch_size, train.grad_accum,
                               train.max_grad_norm)
         objective.prepare_model(model)
+        freeze_unreached(model, objective.reads)
+        self.trainable = trainable_record(model, objective.name)
+        if accelerator.is_main_process:
+            log_trainable(self.trainable)
+            write_json(self.output_dir / "trainable.json", self.trainable)
         optimizer = build_optimizer(model, train.lr, train.weight_decay,
                                     cpu_offload=offloads_optimizer(accelerator),
                                     text_lr=train.text_lr)
@@ -257,6 +269,9 @@ class Engine:
                     # DeepSpeed steps inside backward(); its counter tells whether it skipped.
                     skipped = getattr(self.model, "skipped_steps", 0)
                     acc.backward(loss)
+                    if acc.sync_gradients and state["updates"] == 0 and not is_deepspeed(acc):
+                        # DeepSpeed keeps gradients in its own buffers, not in .grad.
+                        check_gradients(acc.unwrap_model(self.model), self.objective.name)
                     clip = None
                     if acc.sync_gradients and train.max_grad_norm > 0 and not is_deepspeed(acc):
                         clip = acc.clip_grad_norm_(self.model.parameters(), train.max_grad_norm)
@@ -281,11 +296,15 @@ class Engine:
                 state["step"] = micro + 1
                 if not acc.sync_gradients:
                     continue
-                if getattr(self.model, "skipped_steps", 0) > skipped:
+                # fp16's loss scaler skips updates whose gradients overflowed (DeepSpeed counts
+                # them; Accelerate's optimizer says so): the schedule does not advance on them.
+                if (getattr(self.model, "skipped_steps", 0) > skipped
+                        or getattr(self.optimizer, "step_was_skipped", False)):
                     state["skipped_updates"] = state.get("skipped_updates", 0) + 1
-                    logger.warning("DeepSpeed skipped update %d (gradient overflow)",
+                    logger.warning("update %d skipped (fp16 gradient overflow)",
                                    state["updates"] + 1)
-                self.scheduler.step()
+                else:
+                    self.scheduler.step()
                 state["updates"] += 1
                 updates = state["updates"]
                 grad_norm = self._grad_norm(clip)

@@ -37,6 +37,22 @@ class ModelOutput(_HFOutput):
     joint_logits: torch.Tensor | None = None
 
 
+# What each output is computed from, by parameter-name prefix. An encoder's head is not part
+# of its embedding, and the joint embedding uses both embeddings but neither encoder's head.
+_TRUNKS = {"image": ("img_model.",), "text": ("text_model.",),
+           "joint": ("img_model.", "text_model.", "fusion.")}
+_HEADS = {"image": "img_model.fc1.", "text": "text_model.classifier.", "joint": "joint_head."}
+OUTPUTS = tuple(f.name for f in dataclasses.fields(ModelOutput))
+
+
+def reaches(name: str, output: str) -> bool:
+    """Whether the parameter ``name`` of a JointModel takes part in computing ``output``."""
+    kind, what = output.split("_", 1)
+    if what == "logits" and name.startswith(_HEADS[kind]):
+        return True
+    return name.startswith(_TRUNKS[kind]) and not name.startswith(tuple(_HEADS.values()))
+
+
 class JointModel(nn.Module):
     def __init__(self, config: ModelConfig, pretrained_text: bool = True,
                  bert_config: BertConfig | None = None):
@@ -52,12 +68,24 @@ class JointModel(nn.Module):
         self.fusion = GatedFusion(dim, dim, config.fusion_scale_init, config.fusion_scale_max)
         self.joint_head = nn.Linear(dim, config.num_labels)
 
+    def parameters_reaching(self, outputs) -> set[str]:
+        """Names of the parameters on which any of ``outputs`` (ModelOutput fields) depends:
+        those a loss reading only these outputs can train."""
+        unknown = sorted(set(outputs) - set(OUTPUTS))
+        if unknown:
+            raise ValueError(f"unknown model outputs {unknown}; the model has {', '.join(OUTPUTS)}")
+        return {name for name, _ in self.named_parameters()
+                if any(reaches(name, output) for output in outputs)}
+
     @property
     def bert_config(self) -> BertConfig:
         return self.text_model.bert.config
 
     def forward(self, image: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor) -> ModelOutput:
+        # Half-precision weights (DeepSpeed's fp16 mode) get images of their own dtype; under
+        # autocast the weights stay fp32 and nothing changes.
+        image = image.to(self.img_model.conv1.weight.dtype)
         image_embedding, image_logits = self.img_model(image)
         text_embedding, text_logits = self.text_model(input_ids, attention_mask)
         joint = self.fusion(image_embedding, text_embedding)

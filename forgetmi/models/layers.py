@@ -21,7 +21,7 @@ def layer_groups(model: nn.Module) -> list[list[nn.Module]]:
         top.append(text.proj)
     if getattr(text.bert, "pooler", None) is not None:
         top.append(text.bert.pooler)
-    stages = [getattr(image, f"layer{i}") for i in range(7, 0, -1)]
+    stages = [getattr(image, f"layer{i}") for i in range(image.num_stages, 0, -1)]
     bert_layers = list(text.bert.encoder.layer)[::-1]
     groups = [top]
     for depth in range(max(len(stages), len(bert_layers))):

@@ -17,6 +17,8 @@ from forgetmi.errors import ForgetMIError
 from forgetmi.losses.supervised import supervised_loss
 
 METHODS: dict[str, type["Unlearner"]] = {}
+# The outputs of a method whose losses compare embeddings only (Objective.reads).
+EMBEDDINGS = frozenset({"image_embedding", "text_embedding", "joint_embedding"})
 
 
 def register(name: str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from forgetmi.engine.loop import Stream
 from forgetmi.errors import ForgetMIError
 from forgetmi.losses.forgetmi import OBJECTIVES, PRESETS, LossWeights, forgetmi_loss
-from forgetmi.unlearning.base import Unlearner, forward, register
+from forgetmi.unlearning.base import EMBEDDINGS, Unlearner, forward, register
 
 
 def resolve_weights(preset: str, weights: list[float] | None) -> LossWeights:
@@ -32,6 +32,7 @@ def resolve_weights(preset: str, weights: list[float] | None) -> LossWeights:
 class ForgetMI(Unlearner):
     uses_original = True
     uses_noisy_forget = True
+    reads = EMBEDDINGS   # the heads are untouched
 
     def __init__(self, cfg, datasets, original=None, noisy_forget=None):
         super().__init__(cfg, datasets, original, noisy_forget)

@@ -15,7 +15,7 @@ import torch
 
 from forgetmi.engine.loop import Stream
 from forgetmi.losses.forgetmi import mean_distance, multimodal_distance, unimodal_distance
-from forgetmi.unlearning.base import Unlearner, forward, register
+from forgetmi.unlearning.base import EMBEDDINGS, Unlearner, forward, register
 
 
 def unrelated_text(forget: dict, retain: dict) -> dict:
@@ -29,6 +29,7 @@ def unrelated_text(forget: dict, retain: dict) -> dict:
 @register("multidelete")
 class MultiDelete(Unlearner):
     uses_original = True
+    reads = EMBEDDINGS   # the heads are untouched
 
     def __init__(self, cfg, datasets, original=None, noisy_forget=None):
         super().__init__(cfg, datasets, original, noisy_forget)
