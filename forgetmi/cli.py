@@ -1,7 +1,7 @@
 """The ``forgetmi`` command.
 
 Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
-unlearn, evaluate, report, ulira, protocol, sweep, status, forget, history,
+unlearn, evaluate, report, ulira, protocol, sweep, status, convert-sweep, forget, history,
 import-checkpoint, demo.
 Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
 
+from forgetmi.config_help import JobParser
 from forgetmi.errors import ForgetMIError
 
 logger = logging.getLogger("forgetmi")
@@ -93,7 +95,8 @@ def cmd_keywords(args, extra) -> int:
 
 def cmd_import_checkpoint(args, extra) -> int:
     from forgetmi.models.checkpoint import import_published_checkpoint
-    model = import_published_checkpoint(args.src, text_encoder=args.text_encoder)
+    model = import_published_checkpoint(args.src, text_encoder=args.text_encoder,
+                                        config=args.config)
     model.save_pretrained(args.dst)
     logger.info("imported %s -> %s (safetensors)", args.src, args.dst)
     return 0
@@ -126,6 +129,9 @@ PASS_THROUGH = {
     "sweep": ("forgetmi.hpc.submit:sweep_main",
               "expand a W&B sweep YAML offline and submit it as one Slurm array (or run it here)"),
     "status": ("forgetmi.hpc.status", "per-task state of a submitted sweep or protocol"),
+    "convert-sweep": ("forgetmi.hpc.convert",
+                      "rewrite the Forget-MI release's sweep file with forgetmi's key names "
+                      "(commented: what became what, what was dropped and why)"),
     "forget": ("forgetmi.forget",
                "a patient's request to be forgotten: unlearn, evaluate, purge, audit"),
     "history": ("forgetmi.forget:history_main", "the requests of a forget workspace"),
@@ -150,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="forgetmi", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-q", "--quiet", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # JobParser: the jobs' `--help` lists every config key (generated from forgetmi.config).
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=JobParser)
 
     p = sub.add_parser("make-demo-data", help="generate the MIMIC-like stand-in dataset")
     p.add_argument("out")
@@ -189,12 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     for mode, text in (("train", "train the original model on retain + forget rows"),
                        ("retrain", "train the gold-standard model on retain rows only")):
-        p = sub.add_parser(mode, help=text)
+        p = sub.add_parser(mode, help=text, description=text, job=mode)
         _add_data_args(p)
         p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("unlearn", help="unlearn the forget set from a trained model "
-                                       "(--original=RUN/model --preset=unimodal ...)")
+                                       "(--original=RUN/model --preset=unimodal ...)",
+                       description="unlearn the forget set from a trained model", job="unlearn")
     _add_data_args(p)
     p.set_defaults(func=cmd_unlearn)
 
@@ -205,9 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")
-    p.add_argument("src", help="folder with config.json and pytorch_model.bin")
+    p.add_argument("src", help="folder with config.json and pytorch_model.bin, or a bare weights "
+                               "file (the release's epoch_N/model_state_dict.pth) with --config")
     p.add_argument("dst", help="output folder (config.json + model.safetensors)")
-    p.add_argument("--text-encoder", help="tokenizer folder to record (e.g. SciBERT)")
+    p.add_argument("--text-encoder", help="tokenizer folder the weights were trained with (e.g. "
+                                          "SciBERT); its vocabulary must match the embeddings")
+    p.add_argument("--config", help="the original model's BERT config.json, for a weights file "
+                                    "without one beside it")
     p.set_defaults(func=cmd_import_checkpoint)
 
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded stand-in data")
@@ -226,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def hide_dependency_warnings(verbosity: int) -> None:
+    """Warnings raised inside dependencies (pydantic's about W&B's ``sweeps``, say) tell a user
+    nothing they can act on; ``-v`` shows them. forgetmi's own warnings always show."""
+    if verbosity < 1:
+        warnings.filterwarnings("ignore", module=r"(?!forgetmi(\.|$))")
+
+
 def main(argv: list[str] | None = None) -> int:
     from forgetmi.utils.logs import setup_logging
 
@@ -236,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     rest = argv[len(flags):]
     if rest and rest[0] in PASS_THROUGH:
         quiet = any(f in ("-q", "--quiet") for f in flags)
-        setup_logging(-1 if quiet else sum(f.count("v") for f in flags if f != "--verbose")
-                      + flags.count("--verbose"))
+        verbosity = -1 if quiet else (sum(f.count("v") for f in flags if f != "--verbose")
+                                      + flags.count("--verbose"))
+        setup_logging(verbosity)
+        hide_dependency_warnings(verbosity)
         try:
             return cmd_pass_through(argparse.Namespace(command=rest[0], rest=rest[1:]), [])
         except ForgetMIError as err:
@@ -247,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
+    hide_dependency_warnings(-1 if args.quiet else args.verbose)
     if extra and not hasattr(args, "overrides"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -43,10 +43,19 @@ class DataConfig:
     image_ext: str = "auto"            # auto | .dcm | .jpg | .png | .npy
     image_size: int = 256              # side of the cached image (2048 is the paper's)
     crop_size: int | None = None       # centre crop before resizing; None = image_size
+    # Image preprocessing: forgetmi (display orientation, rescale) | release (the published
+    # models' raw pixel_array / max). None = what the model in use was trained with
+    # (forgetmi for a new model); a mode that contradicts the model is refused.
+    preprocessing: str | None = None
     max_length: int = 320              # tokens per report (the tokenizer is model.text_encoder's)
     val_fraction: float = 0.1
     cache_dir: str | None = None       # None = <root or split folder>/cache
     workers: int = 1
+
+    def __post_init__(self):
+        if self.preprocessing not in (None, "forgetmi", "release"):
+            raise ConfigError(f"data.preprocessing: expected forgetmi or release, got "
+                              f"{self.preprocessing!r}")
 
     def path(self, name: str) -> Path | None:
         """Resolve one of the path fields against ``root``."""
@@ -146,7 +155,8 @@ class UnlearnConfig:
     original: str | None = None          # folder of the trained model (save_pretrained format)
     preset: str = "unimodal"             # equal | unimodal | multimodal | retention | no-noise
     weights: list[float] | None = None   # w_UU, w_UR, w_MU, w_MR; overrides the preset's
-    objective: str = "pull"              # pull (the paper) | push (the release's variant)
+    objective: str | None = None         # pull (the paper) | push (the release's variant);
+                                         # None = push under no-noise, else pull
     retention_cap: float | None = None   # the release's cap: retention ≤ first-epoch mean + this
     retain_batch_size: int | None = None # None = train.batch_size
     freeze_batchnorm: bool = True        # student BatchNorm uses the original's running stats
@@ -154,6 +164,13 @@ class UnlearnConfig:
     scrub: ScrubConfig = field(default_factory=ScrubConfig)
     last_layers: LastLayersConfig = field(default_factory=LastLayersConfig)
     multidelete: MultiDeleteConfig = field(default_factory=MultiDeleteConfig)
+
+    def __post_init__(self):
+        # Without noise, pulling forget embeddings toward the original's embeddings of the very
+        # same clean rows is retention; the release's no-noise runs maximise UU and MU instead.
+        if self.objective is None:
+            self.objective = "push" if self.preset == "no-noise" and self.weights is None \
+                else "pull"
 
 
 @dataclass
@@ -285,26 +302,9 @@ def _field_paths(cls, prefix=()) -> dict[str, list[tuple[str, ...]]]:
     return paths
 
 
-# Parameter names of the Forget-MI release's sweep file, accepted so a lab's sweep runs unchanged.
-# alpha/beta/theta/gamma weight UR/UU/MU/MR (SPEC §4) and are combined into unlearn.weights.
-ALIASES = {
-    "noise_mean": ("noise.image_mean",),
-    "noise_std": ("noise.image_std",),
-    "unlearn_epochs": ("train.epochs",),
-    "unlearn_batch_size": ("train.batch_size",),
-    "learning_rate": ("train.lr",),
-    "forget_set_path": ("data.forget_set",),
-    "use_noise": ("noise.use_image", "noise.use_text"),
-    "text_noise": ("noise.text_level",),
-    "original_model_path": ("unlearn.original",),
-}
-WEIGHT_ALIASES = {"beta": 0, "alpha": 1, "theta": 2, "gamma": 3}   # index in (UU, UR, MU, MR)
-_WEIGHTS_KEY = "__alias_weights__"
-
-
-def _expand_alias(key: str, value):
-    """``[(dotted key, value), ...]`` for an alias, else ``[(key, value)]``."""
-    return [(target, value) for target in ALIASES.get(key, (key,))]
+def known_keys(cls) -> set[str]:
+    """Every key an override may name: bare field names, dotted paths and their suffixes."""
+    return set(_field_paths(cls))
 
 
 def parse_overrides(cls, overrides: list[str]) -> dict:
@@ -324,13 +324,7 @@ def parse_overrides(cls, overrides: list[str]) -> dict:
             i += 1
         else:
             raise ConfigError(f"override {token!r}: expected --key=value")
-        key = key.replace("-", "_")
-        if key in WEIGHT_ALIASES and cls is ExperimentConfig:
-            nested.setdefault(_WEIGHTS_KEY, {})[WEIGHT_ALIASES[key]] = value
-            continue
-        pairs = _expand_alias(key, value) if cls is ExperimentConfig else [(key, value)]
-        for key, value in pairs:
-            _place(nested, paths, key, value)
+        _place(nested, paths, key.replace("-", "_"), value)
     return nested
 
 
@@ -340,7 +334,11 @@ def _place(nested: dict, paths: dict, key: str, value: str) -> None:
     if candidates and len(candidates) > 1 and (key,) in candidates:
         candidates = [(key,)]  # a bare name that is also a top-level field means that field
     if not candidates:
-        raise ConfigError(f"unknown config key {key!r}")
+        import difflib
+        close = difflib.get_close_matches(key, paths, n=3, cutoff=0.75)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown config key {key!r}; {hint}`forgetmi unlearn --help` lists "
+                          "every key")
     if len(candidates) > 1:
         raise ConfigError(f"config key {key!r} is ambiguous; use one of "
                           f"{', '.join('.'.join(p) for p in candidates)}")
@@ -376,38 +374,14 @@ def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None 
     if path is not None:
         path = Path(path)
         values = read_yaml(path, "config file")
-    alias_weights = {}
     if overrides:
-        parsed = parse_overrides(cls, overrides)
-        alias_weights = parsed.pop(_WEIGHTS_KEY, {})
-        values = _merge(values, parsed)
+        values = _merge(values, parse_overrides(cls, overrides))
     try:
-        config = _build(cls, values)
-        return _apply_weight_aliases(config, alias_weights) if alias_weights else config
+        return _build(cls, values)
     except ConfigError as err:
         if path is not None:
             raise ConfigError(f"{path}: {err}") from None
         raise
-
-
-def _apply_weight_aliases(config, given: dict[int, str]):
-    """Set unlearn.weights from the release's alpha/beta/theta/gamma; weights not given keep
-    the preset's (or the explicit weights') values."""
-    from forgetmi.losses.forgetmi import PRESETS
-
-    u = config.unlearn
-    if u.weights is not None:
-        base = list(u.weights)
-    elif u.preset in PRESETS:
-        w = PRESETS[u.preset]
-        base = [w.uu, w.ur, w.mu, w.mr]
-    else:
-        raise ConfigError(f"unlearn.preset: unknown preset {u.preset!r}")
-    names = {i: n for n, i in WEIGHT_ALIASES.items()}
-    for index, raw in given.items():
-        base[index] = _coerce(raw, float, names[index])
-    config.unlearn.weights = base
-    return config
 
 
 def save_config(config, target: str | os.PathLike) -> Path:

@@ -6,7 +6,6 @@ handles errors, deliberate test crashes and the distributed exit the same way.
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 from typing import Callable
@@ -22,7 +21,10 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) 
     from forgetmi.errors import ForgetMIError
     from forgetmi.utils.logs import setup_logging
 
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    from forgetmi.config_help import JobParser
+
+    # `--help` lists every config key, and for unlearning the methods and presets.
+    parser = JobParser(prog=prog, description=description, job=prog.split()[-1])
     parser.add_argument("--config", help="experiment YAML (configs/experiments/*.yaml)")
     args, overrides = parser.parse_known_args(argv)
     setup_logging()

@@ -59,9 +59,11 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     from forgetmi.evaluation.metrics import head_metrics
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
+    from forgetmi.models.provenance import for_new_model
 
     if mode not in ("train", "retrain"):
         raise ValueError(f"mode must be train or retrain, got {mode!r}")
+    cfg = for_new_model(cfg)  # the model records the image preprocessing it learns on
     out = Path(cfg.output_dir)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)
     set_seed(cfg.seed)

@@ -52,6 +52,7 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
 
     from forgetmi.engine.distributed import build_accelerator
     from forgetmi.models import JointModel
+    from forgetmi.models.provenance import align_with_model
     from forgetmi.train import build_datasets
     from forgetmi.unlearning import build_objective, method_class
 
@@ -61,6 +62,8 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     from dataclasses import replace
     cfg = replace(cfg, unlearn=replace(cfg.unlearn,
                                        original=resolve_run_path(cfg.unlearn.original, cfg)))
+    # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer).
+    cfg = align_with_model(cfg, cfg.unlearn.original)
     method = method_class(cfg.unlearn.method)
     out = Path(cfg.output_dir)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)

@@ -265,3 +265,23 @@ def test_cache_survives_pickling_and_dataloader_workers(dataset, tmp_path):
     loader = DataLoader(CachedImages(cache), batch_size=5, num_workers=2)
     batches = torch.cat(list(loader))
     np.testing.assert_array_equal(batches.numpy(), cache.get_many(range(len(cache))))
+
+
+def test_preprocessing_modes_are_separate_caches(dataset, tmp_path):
+    """The same files cached the forgetmi and the release way are never taken for each other."""
+    table, img_dir, split = dataset
+    ours = build_image_cache(table, img_dir, tmp_path / "ours", IMAGE_SIZE, CROP)
+    release = build_image_cache(table, img_dir, tmp_path / "release", IMAGE_SIZE, CROP,
+                                preprocessing="release")
+    assert (ours.preprocessing, release.preprocessing) == ("forgetmi", "release")
+    assert ours.fingerprint != release.fingerprint
+    wanted = expected_meta(table, img_dir, IMAGE_SIZE, CROP, preprocessing="forgetmi")
+    assert wanted["fingerprint"] == ours.fingerprint
+    with pytest.raises(CacheError, match="release preprocessing, wanted forgetmi"):
+        ImageCache.open(tmp_path / "release", expect=wanted)
+    assert not cache_is_current(tmp_path / "release", table, img_dir, IMAGE_SIZE, CROP)
+    assert cache_is_current(tmp_path / "release", table, img_dir, IMAGE_SIZE, CROP,
+                            preprocessing="release")
+    # Plain MONOCHROME2 DICOMs read alike; the MONOCHROME1 file (row 5) is inverted only by ours.
+    assert np.array_equal(ours.get(0), release.get(0))
+    assert np.abs(ours.get(5) - release.get(5)).max() > 0.5

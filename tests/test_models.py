@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import pytest
 import torch
-from transformers import BertConfig
 
 from forgetmi.cli import main
 from forgetmi.errors import ForgetMIError
 from forgetmi.models import JointModel, ModelConfig
 from forgetmi.models.checkpoint import import_published_checkpoint
+from tests.published import published_folder
 
 
 def batch(size=64, n=2, vocab=100, length=16):
@@ -69,29 +68,6 @@ def test_truncated_weights_are_refused(tiny, tmp_path):
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ForgetMIError, match="unreadable or truncated"):
         JointModel.from_pretrained(tmp_path / "model")
-
-
-def published_folder(tmp_path, old_names=True):
-    """A checkpoint in the published layout: BERT config.json + pytorch_model.bin."""
-    bert = BertConfig(vocab_size=100, hidden_size=768, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=64, num_labels=4)
-    torch.manual_seed(1)
-    source = JointModel(ModelConfig(text_encoder="tiny"), pretrained_text=False,
-                        bert_config=bert).eval()
-    state = {}
-    for key, value in source.state_dict().items():
-        if key.startswith("fusion."):
-            continue
-        if key.startswith("joint_head."):
-            key = "classifier." + key[len("joint_head."):]
-        if old_names and "LayerNorm" in key:
-            key = key.replace(".weight", ".gamma").replace(".bias", ".beta")
-        state[key] = value
-    folder = tmp_path / "published"
-    folder.mkdir()
-    torch.save(state, folder / "pytorch_model.bin")
-    (folder / "config.json").write_text(json.dumps(bert.to_dict()))
-    return source, folder, state
 
 
 def test_published_key_names(tmp_path):

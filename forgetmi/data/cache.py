@@ -3,9 +3,10 @@
 The original decoded a full-size DICOM (and re-read the split CSV) for every sample of every
 epoch. Here each image is decoded and preprocessed once (:func:`build_image_cache`) into
 ``images.npy`` — uint16 holding ``round(x * 65535)``, exact to 1/131070 and half the size of
-float32 — beside ``index.json``, which records the row order (dicom ids), the resolution, and a
-fingerprint of the source files so a cache built for other data or settings is never used
-silently (:meth:`ImageCache.open` with ``expect``; :func:`cache_is_current`).
+float32 — beside ``index.json``, which records the row order (dicom ids), the resolution, the
+preprocessing mode (``forgetmi`` or ``release``, see :mod:`forgetmi.data.images`) and a
+fingerprint of the source files and that mode, so a cache built for other data or settings is
+never used silently (:meth:`ImageCache.open` with ``expect``; :func:`cache_is_current`).
 
 The cache is built in a temporary folder beside its target and renamed into place at the end,
 so an interrupted build leaves either no cache or the previous one, never a partial one. A lock
@@ -31,7 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from forgetmi.data.formats import resolve_image_path
-from forgetmi.data.images import load_image
+from forgetmi.data.images import check_mode, load_image
 from forgetmi.errors import CacheError, DataError
 from forgetmi.utils.atomic import atomic_path
 
@@ -42,7 +43,7 @@ ARRAY_FILE = "images.npy"
 INDEX_FILE = "index.json"
 STORE_DTYPE = "uint16"
 STORE_SCALE = 65535  # stored value = round(pixel * STORE_SCALE)
-EXPECT_KEYS = ("image_size", "crop_size", "fingerprint", "dicom_ids")
+EXPECT_KEYS = ("image_size", "crop_size", "fingerprint", "dicom_ids", "preprocessing")
 
 
 # --------------------------------------------------------------------------------- source identity
@@ -56,11 +57,14 @@ def _image_paths(table: pd.DataFrame, img_dir: str | os.PathLike, ext: str) -> l
                                              table["dicom_id"])]
 
 
-def _fingerprint(dicom_ids: Sequence[str], paths: Sequence[Path], img_dir: Path) -> str:
-    """Hash of the sorted dicom ids with each file's relative path, size and mtime.
+def _fingerprint(dicom_ids: Sequence[str], paths: Sequence[Path], img_dir: Path,
+                 preprocessing: str = "forgetmi") -> str:
+    """Hash of the preprocessing mode and the sorted dicom ids with each file's relative path,
+    size and mtime.
 
     Order-independent (the row order is checked separately through ``dicom_ids``); a missing
-    file hashes as such, so the fingerprint of incomplete data never matches a built cache.
+    file hashes as such, so the fingerprint of incomplete data never matches a built cache. The
+    mode is hashed too: the same files preprocessed two ways are two different caches.
     """
     entries = []
     for dicom_id, path in zip(dicom_ids, paths):
@@ -74,31 +78,35 @@ def _fingerprint(dicom_ids: Sequence[str], paths: Sequence[Path], img_dir: Path)
         except ValueError:
             rel = path.as_posix()
         entries.append(f"{dicom_id}\t{rel}\t{state}")
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"preprocessing\t{check_mode(preprocessing)}\n".encode("utf-8"))
     for entry in sorted(entries):
         digest.update(entry.encode("utf-8") + b"\n")
     return digest.hexdigest()
 
 
 def expected_meta(table: pd.DataFrame, img_dir: str | os.PathLike, image_size: int,
-                  crop_size: int | None = None, ext: str = "auto") -> dict:
+                  crop_size: int | None = None, ext: str = "auto",
+                  preprocessing: str = "forgetmi") -> dict:
     """What a cache for this table and these settings must record (``ImageCache.open(expect=)``)."""
     img_dir = Path(img_dir)
     dicom_ids = [str(d) for d in table["dicom_id"]]
     return {
         "image_size": int(image_size),
         "crop_size": int(image_size if crop_size is None else crop_size),
-        "fingerprint": _fingerprint(dicom_ids, _image_paths(table, img_dir, ext), img_dir),
+        "fingerprint": _fingerprint(dicom_ids, _image_paths(table, img_dir, ext), img_dir,
+                                    preprocessing),
         "dicom_ids": dicom_ids,
+        "preprocessing": preprocessing,
     }
 
 
 def cache_is_current(cache_dir: str | os.PathLike, table: pd.DataFrame,
                      img_dir: str | os.PathLike, image_size: int, crop_size: int | None = None,
-                     ext: str = "auto") -> bool:
+                     ext: str = "auto", preprocessing: str = "forgetmi") -> bool:
     """True when ``cache_dir`` holds a complete cache for exactly this table, files and settings."""
     try:
-        ImageCache.open(cache_dir, expect=expected_meta(table, img_dir, image_size, crop_size, ext))
+        ImageCache.open(cache_dir, expect=expected_meta(table, img_dir, image_size, crop_size, ext,
+                                                        preprocessing))
     except CacheError as err:
         logger.debug("image cache %s is not current: %s", cache_dir, err)
         return False
@@ -116,6 +124,8 @@ class ImageCache:
         self.image_size: int = int(index["image_size"])
         self.crop_size: int = int(index["crop_size"])
         self.fingerprint: str = index["fingerprint"]
+        # Caches written before the mode was recorded were all built the forgetmi way.
+        self.preprocessing: str = index.get("preprocessing", "forgetmi")
         self._positions = {dicom_id: i for i, dicom_id in enumerate(self.dicom_ids)}
         self.purged = frozenset(int(i) for i in index.get("purged", []))  # forgotten patients
         self._array: np.ndarray | None = None
@@ -167,6 +177,9 @@ class ImageCache:
         if unknown:
             raise ValueError(f"unknown expect key(s) {sorted(unknown)}; known: {EXPECT_KEYS}")
         problems = []
+        if expect.get("preprocessing") not in (None, self.preprocessing):
+            problems.append(f"built with {self.preprocessing} preprocessing, wanted "
+                            f"{expect['preprocessing']}")
         for key in ("image_size", "crop_size"):
             if key in expect and expect[key] is not None and int(expect[key]) != getattr(self, key):
                 problems.append(f"built at {key}={getattr(self, key)}, wanted {int(expect[key])} "
@@ -203,7 +216,8 @@ class ImageCache:
 
     def __repr__(self) -> str:
         return (f"ImageCache({str(self.cache_dir)!r}, n={len(self)}, "
-                f"image_size={self.image_size}, crop_size={self.crop_size})")
+                f"image_size={self.image_size}, crop_size={self.crop_size}, "
+                f"preprocessing={self.preprocessing!r})")
 
     def index_of(self, dicom_id: str) -> int:
         """Row of ``dicom_id`` in the cache."""
@@ -274,7 +288,8 @@ def _quantise(image: np.ndarray) -> np.ndarray:
 
 
 def _fill_rows(array_path: str, jobs: list[tuple[int, str]], image_size: int,
-               crop_size: int) -> tuple[int, tuple[int, str] | None]:
+               crop_size: int, preprocessing: str = "forgetmi"
+               ) -> tuple[int, tuple[int, str] | None]:
     """Decode ``jobs`` (row, path) into the memmap. Returns (rows done, first failure or None).
 
     Failures are returned, not raised, so the parent can report the split line with the file.
@@ -284,7 +299,7 @@ def _fill_rows(array_path: str, jobs: list[tuple[int, str]], image_size: int,
     try:
         for row, path in jobs:
             try:
-                array[row] = _quantise(load_image(path, image_size, crop_size))
+                array[row] = _quantise(load_image(path, image_size, crop_size, preprocessing))
             except DataError as err:
                 return done, (row, err.reason)
             done += 1
@@ -361,7 +376,8 @@ def _remove_stale_temporaries(cache_dir: Path) -> None:
 def build_image_cache(table: pd.DataFrame, img_dir: str | os.PathLike,
                       cache_dir: str | os.PathLike, image_size: int, crop_size: int | None = None,
                       ext: str = "auto", workers: int = 1,
-                      source: str | os.PathLike | None = None) -> ImageCache:
+                      source: str | os.PathLike | None = None,
+                      preprocessing: str = "forgetmi") -> ImageCache:
     """Decode and preprocess every row's image once into ``cache_dir``; return the opened cache.
 
     ``table`` is a split or forget table (``subject_id, study_id, dicom_id``); the cache rows
@@ -369,7 +385,8 @@ def build_image_cache(table: pd.DataFrame, img_dir: str | os.PathLike,
     (a row's line there is its index + 2: the split as read, or a partition that kept the
     split's index). A missing or unreadable image stops the build
     with a :class:`DataError`; nothing is skipped. ``workers > 1`` decodes in that many
-    processes, each writing its rows into the shared memory-mapped array.
+    processes, each writing its rows into the shared memory-mapped array. ``preprocessing`` is
+    the mode of :func:`~forgetmi.data.images.load_image` (forgetmi | release).
     """
     img_dir = Path(img_dir)
     cache_dir = Path(cache_dir)
@@ -389,7 +406,7 @@ def build_image_cache(table: pd.DataFrame, img_dir: str | os.PathLike,
                         lines[row] if source is not None else None, "dicom_id")
     paths = _image_paths(table, img_dir, ext)
     _check_files(paths, lines, source)
-    fingerprint = _fingerprint(dicom_ids, paths, img_dir)
+    fingerprint = _fingerprint(dicom_ids, paths, img_dir, preprocessing)
     before = _stamp(cache_dir)
     with _build_lock(cache_dir):
         if _stamp(cache_dir) != before:
@@ -398,21 +415,22 @@ def build_image_cache(table: pd.DataFrame, img_dir: str | os.PathLike,
             try:
                 return ImageCache.open(cache_dir, expect={
                     "image_size": image_size, "crop_size": crop_size,
-                    "fingerprint": fingerprint, "dicom_ids": dicom_ids})
+                    "fingerprint": fingerprint, "dicom_ids": dicom_ids,
+                    "preprocessing": preprocessing})
             except CacheError:
                 pass
         _remove_stale_temporaries(cache_dir)
         _build(paths, dicom_ids, lines, fingerprint, cache_dir, image_size, crop_size, ext,
-               workers, source)
+               workers, source, preprocessing)
     return ImageCache.open(cache_dir)
 
 
 def _build(paths: Sequence[Path], dicom_ids: list[str], lines: Sequence[int], fingerprint: str,
            cache_dir: Path, image_size: int, crop_size: int, ext: str, workers: int,
-           source: Path | None) -> None:
+           source: Path | None, preprocessing: str = "forgetmi") -> None:
     n = len(paths)
-    logger.info("building image cache: %d images at %d px (crop %d) with %d worker(s) -> %s",
-                n, image_size, crop_size, workers, cache_dir)
+    logger.info("building image cache: %d images at %d px (crop %d, %s preprocessing) with %d "
+                "worker(s) -> %s", n, image_size, crop_size, preprocessing, workers, cache_dir)
     with atomic_path(cache_dir) as tmp:
         tmp.mkdir()
         array_path = tmp / ARRAY_FILE
@@ -423,13 +441,13 @@ def _build(paths: Sequence[Path], dicom_ids: list[str], lines: Sequence[int], fi
             if workers <= 1:
                 for start in range(0, n, 8):
                     done, failure = _fill_rows(str(array_path), jobs[start:start + 8],
-                                               image_size, crop_size)
+                                               image_size, crop_size, preprocessing)
                     bar.update(done)
                     if failure:
                         _raise_decode_failure(failure, paths, lines, source)
             else:
                 _fill_parallel(str(array_path), jobs, image_size, crop_size, workers, bar,
-                               paths, lines, source)
+                               paths, lines, source, preprocessing)
         index = {
             "format_version": FORMAT_VERSION,
             "dicom_ids": dicom_ids,
@@ -438,6 +456,7 @@ def _build(paths: Sequence[Path], dicom_ids: list[str], lines: Sequence[int], fi
             "dtype": STORE_DTYPE,
             "scale": STORE_SCALE,
             "fingerprint": fingerprint,
+            "preprocessing": preprocessing,
             "ext": ext,
         }
         with open(tmp / INDEX_FILE, "w", encoding="utf-8") as fh:
@@ -448,14 +467,14 @@ def _build(paths: Sequence[Path], dicom_ids: list[str], lines: Sequence[int], fi
 
 def _fill_parallel(array_path: str, jobs: list[tuple[int, str]], image_size: int, crop_size: int,
                    workers: int, bar: tqdm, paths: Sequence[Path], lines: Sequence[int],
-                   source: Path | None) -> None:
+                   source: Path | None, preprocessing: str = "forgetmi") -> None:
     # Small chunks keep the bar moving and the load balanced; several per worker.
     chunk = max(1, min(16, len(jobs) // (workers * 4)))
     chunks = [jobs[i:i + chunk] for i in range(0, len(jobs), chunk)]
     # spawn: workers start clean, without the parent's threads (torch/OpenMP) or open files.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
-        pending = {pool.submit(_fill_rows, array_path, part, image_size, crop_size)
+        pending = {pool.submit(_fill_rows, array_path, part, image_size, crop_size, preprocessing)
                    for part in chunks}
         try:
             while pending:

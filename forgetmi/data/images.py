@@ -7,6 +7,12 @@ orientation (MONOCHROME1 inverted, DICOM rescale applied). Preprocessing
 area-downsample to the model's input size. :func:`load_image` does both and is what the image
 cache calls once per file.
 
+Two modes (``data.preprocessing``): ``forgetmi`` decodes to display orientation as above and
+shifts signed or rescaled data so its darkest pixel is 0; ``release`` feeds exactly what the
+public release's models were trained on: the stored ``pixel_array`` divided by its max (no
+MONOCHROME1 inversion, no rescale, no shift), then the same padding and crop. A published model
+must see the mode it learned on.
+
 Every failure on a file raises :class:`~forgetmi.errors.DataError` naming that file.
 """
 
@@ -29,6 +35,14 @@ RASTER_EXTENSIONS = (".png", ".jpg", ".jpeg")
 ARRAY_EXTENSIONS = (".npy",)
 SUPPORTED_EXTENSIONS = DICOM_EXTENSIONS + RASTER_EXTENSIONS + ARRAY_EXTENSIONS
 PAD = 4  # the original pads every side by 4 px before cropping
+PREPROCESSING_MODES = ("forgetmi", "release")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in PREPROCESSING_MODES:
+        raise ValueError(f"unknown image preprocessing {mode!r}; choose between "
+                         f"{', '.join(PREPROCESSING_MODES)}")
+    return mode
 
 
 def _first_line(err: BaseException) -> str:
@@ -38,13 +52,14 @@ def _first_line(err: BaseException) -> str:
 
 # --------------------------------------------------------------------------------------- decoding
 
-def decode_image(path: str | os.PathLike) -> np.ndarray:
+def decode_image(path: str | os.PathLike, mode: str = "forgetmi") -> np.ndarray:
     """Read one image file into a 2-D numeric array (no scaling, no cropping).
 
     DICOM: MONOCHROME1 is inverted so that bright means dense for every file; RescaleSlope and
     RescaleIntercept are applied when present (result float32), otherwise the stored integer
-    dtype is kept. PNG/JPEG: 8- or 16-bit grayscale as stored; colour images are converted to
-    luma. NPY: loaded without pickle; must be 2-D and real-valued.
+    dtype is kept; in ``release`` mode the stored values are returned as they are. PNG/JPEG:
+    8- or 16-bit grayscale as stored; colour images are converted to luma. NPY: loaded without
+    pickle; must be 2-D and real-valued.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -54,7 +69,7 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise DataError("image file not found", path)
     if suffix in DICOM_EXTENSIONS:
-        pixels = _decode_dicom(path)
+        pixels = _decode_dicom(path, display=check_mode(mode) == "forgetmi")
     elif suffix in RASTER_EXTENSIONS:
         pixels = _decode_raster(path)
     else:
@@ -66,7 +81,7 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
     return pixels
 
 
-def _decode_dicom(path: Path) -> np.ndarray:
+def _decode_dicom(path: Path, display: bool = True) -> np.ndarray:
     import pydicom  # imported here so that workers which never see a DICOM stay light
 
     try:
@@ -91,6 +106,8 @@ def _decode_dicom(path: Path) -> np.ndarray:
         raise
     except Exception as err:  # pydicom raises many types for broken files; all mean "unreadable"
         raise DataError(f"cannot decode DICOM pixel data ({_first_line(err)})", path) from None
+    if not display:  # the release's models learned on the stored values themselves
+        return pixels
 
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
@@ -213,12 +230,14 @@ def area_downsample(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def preprocess_image(pixels: np.ndarray, image_size: int, crop_size: int | None = None,
-                     pad: int = PAD) -> np.ndarray:
+                     pad: int = PAD, mode: str = "forgetmi") -> np.ndarray:
     """The original preprocessing: scale by max, pad, centre-crop, then area-downsample.
 
     ``crop_size`` defaults to ``image_size`` (small files, no resize). The paper crops 2048 px;
     full-size files at a smaller model resolution set ``crop_size=2048`` and get the same field
-    of view, averaged down. Returns float32 (image_size, image_size) in [0, 1].
+    of view, averaged down. Returns float32 (image_size, image_size) in [0, 1]. ``release``
+    mode divides by the max without first shifting negative data (which it refuses: the
+    release's own data was unsigned).
     """
     crop_size = image_size if crop_size is None else crop_size
     if image_size < 1 or crop_size < 1:
@@ -231,6 +250,9 @@ def preprocess_image(pixels: np.ndarray, image_size: int, crop_size: int | None 
     if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
         raise ValueError("image contains NaN or infinite values")
     low = pixels.min()
+    if low < 0 and check_mode(mode) == "release":
+        raise ValueError(f"release preprocessing expects non-negative stored pixels, found "
+                         f"{float(low):g}; use data.preprocessing=forgetmi for signed data")
     if low < 0:
         # Signed or rescaled data: shift so the darkest pixel is 0 like the zero padding.
         # Non-negative images, which is what chest X-rays store, match the original exactly.
@@ -244,11 +266,13 @@ def preprocess_image(pixels: np.ndarray, image_size: int, crop_size: int | None 
     return area_downsample(cropped, image_size)
 
 
-def load_image(path: str | os.PathLike, image_size: int, crop_size: int | None = None) -> np.ndarray:
-    """Decode and preprocess one file; float32 (image_size, image_size) in [0, 1]."""
-    pixels = decode_image(path)
+def load_image(path: str | os.PathLike, image_size: int, crop_size: int | None = None,
+               mode: str = "forgetmi") -> np.ndarray:
+    """Decode and preprocess one file in ``mode`` (forgetmi | release); float32
+    (image_size, image_size) in [0, 1]."""
+    pixels = decode_image(path, mode)
     try:
-        return preprocess_image(pixels, image_size, crop_size)
+        return preprocess_image(pixels, image_size, crop_size, mode=mode)
     except ValueError as err:
         raise DataError(str(err), path) from None
 

@@ -89,27 +89,32 @@ def ensure_caches(data: PreparedData, text_encoder: str | None = None,
     """Open the image and token caches, building (or rebuilding) them when absent or stale.
 
     ``text_encoder`` is the model's BERT folder whose tokenizer is used (None or "tiny": the
-    packaged MiniLM's).
+    packaged MiniLM's). The image cache is built in ``config.preprocessing`` mode (None =
+    forgetmi); the two modes live in separate folders and their fingerprints differ.
     """
     from forgetmi.data import cache, text
 
     config = data.config
     cache_root = config.resolved_cache_dir()
     crop = config.crop_size or config.image_size
-    image_dir = cache_root / f"images-{config.image_size}-crop{crop}"
+    mode = config.preprocessing or "forgetmi"
+    image_dir = cache_root / (f"images-{config.image_size}-crop{crop}"
+                              + ("" if mode == "forgetmi" else f"-{mode}"))
     start = time.perf_counter()
     image_cache = None
     if not rebuild:
         try:
             image_cache = cache.ImageCache.open(image_dir, expect=cache.expected_meta(
-                data.split, config.path("img_dir"), config.image_size, crop, config.image_ext))
+                data.split, config.path("img_dir"), config.image_size, crop, config.image_ext,
+                mode))
         except CacheError as err:
             if image_dir.exists():
                 logger.info("image cache is stale (%s); rebuilding", err)
     if image_cache is None:
         image_cache = cache.build_image_cache(
             data.split, config.path("img_dir"), image_dir, config.image_size, crop_size=crop,
-            ext=config.image_ext, workers=config.workers, source=config.path("split"))
+            ext=config.image_ext, workers=config.workers, source=config.path("split"),
+            preprocessing=mode)
     data.timings["image_cache_s"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -7,6 +7,12 @@ release's per-batch variant for like-for-like comparison, and a cross-validated 
 attack on several signals with patient-level scores); and, given the retrained reference, the
 gap to it and the logit similarity on retain rows. Written atomically to ``RUN_DIR/metrics.json``
 (schema 1, read by ``forgetmi report``). Counts and scores only: no report text, no patient id.
+
+A bare model folder (``config.json`` + ``model.safetensors``, e.g. a published checkpoint
+converted by ``forgetmi import-checkpoint``) is scored too, on the data of ``--config`` and
+``--key=value`` overrides; its ``metrics.json`` is written beside the weights. Every model is fed
+the image preprocessing and tokenizer it records
+(:func:`~forgetmi.models.provenance.align_with_model`).
 """
 
 from __future__ import annotations
@@ -34,14 +40,28 @@ def _finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _run_config(run: Path):
+def is_model_folder(path: Path) -> bool:
+    """A saved model itself (config.json + weights) rather than a run folder holding one."""
+    from forgetmi.models.joint import CONFIG_NAME, WEIGHTS_NAME
+    return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
+
+
+def _run_config(run: Path, config: str | None = None, overrides: list[str] | None = None):
+    """The run's merged config (its config.yaml, or ``config`` for a bare model folder) with
+    ``overrides`` on top."""
     from forgetmi.config import ExperimentConfig, load_config
+    if is_model_folder(run):
+        return load_config(ExperimentConfig, config, overrides)
     if not (run / "model").is_dir():
         raise ForgetMIError(f"{run}: no model/ folder (is this a finished training, retraining "
                             "or unlearning run?)")
     if not (run / "config.yaml").is_file():
         raise ForgetMIError(f"{run}: no config.yaml beside the model")
-    return load_config(ExperimentConfig, run / "config.yaml")
+    return load_config(ExperimentConfig, run / "config.yaml", overrides)
+
+
+def _model_dir(run: Path) -> Path:
+    return run if is_model_folder(run) else run / "model"
 
 
 def _job(run: Path) -> tuple[str | None, float | None]:
@@ -55,7 +75,11 @@ def _job(run: Path) -> tuple[str | None, float | None]:
 def describe(run: Path, cfg) -> dict:
     """Which model this is (original / retrained / a method), for the report's rows."""
     job, seconds = _job(run)
-    if job == "unlearn":
+    if job is None and is_model_folder(run):
+        from forgetmi.models.provenance import read_model_record
+        model = label = ("published" if read_model_record(run)[0].origin == "release"
+                         else "model")
+    elif job == "unlearn":
         model = cfg.unlearn.method
         label = f"{model} ({cfg.unlearn.preset})" if model == "forgetmi" else model
     elif job in ("train", "retrain"):
@@ -77,10 +101,12 @@ def _predictions(cfg, model_dir: Path, parts: tuple[str, ...], batch_size: int):
     from forgetmi.engine.distributed import build_accelerator
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
+    from forgetmi.models.provenance import align_with_model
     from forgetmi.train import build_datasets
 
     accelerator = build_accelerator(None, 1)
-    data, datasets = build_datasets(cfg, accelerator)
+    # Each model sees its own preprocessing and tokenizer (a retrained reference may differ).
+    data, datasets = build_datasets(align_with_model(cfg, model_dir), accelerator)
     model = JointModel.from_pretrained(model_dir).to(accelerator.device)
     subjects = data.split["subject_id"]
     out = {}
@@ -139,15 +165,19 @@ def _gap(metrics: dict, reference: dict) -> dict:
 
 
 def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: int = 1000,
-                 batch_size: int = 64, mia_batch_size: int = 32) -> dict:
-    """Score the model in ``run`` and write ``run/metrics.json``; returns what was written."""
+                 batch_size: int = 64, mia_batch_size: int = 32, config: str | None = None,
+                 overrides: list[str] | None = None) -> dict:
+    """Score the model in ``run`` and write ``run/metrics.json``; returns what was written.
+
+    ``run`` is a run folder or a bare model folder; ``config`` (for a bare model folder) and
+    ``overrides`` set the data it is scored on."""
     from forgetmi.evaluation.metrics import full_metrics
     from forgetmi.evaluation.mia import logit_similarity
 
     run = Path(run)
-    cfg = _run_config(run)
+    cfg = _run_config(run, config, overrides)
     result = {"schema": SCHEMA, "run": str(run), **describe(run, cfg)}
-    predictions = _predictions(cfg, run / "model", PARTITIONS, batch_size)
+    predictions = _predictions(cfg, _model_dir(run), PARTITIONS, batch_size)
     logger.info("evaluating %s: %s", result["label"],
                 ", ".join(f"{k} {len(v['label'])} rows" for k, v in predictions.items()))
     result["metrics"] = _metrics(predictions, n_boot, cfg.seed)
@@ -157,7 +187,7 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
         retrained = Path(retrained)
         _run_config(retrained)  # a finished run, or a clear error
         # The reference scores this run's partitions: the gap compares the same rows.
-        reference = _predictions(cfg, retrained / "model", PARTITIONS, batch_size)
+        reference = _predictions(cfg, _model_dir(retrained), PARTITIONS, batch_size)
         point = {part: {head: {k: {"value": _finite(v)} for k, v in
                                full_metrics(p["label"], p[f"{head}_logits"]).items()}
                         for head in ("image", "text", "joint")}
@@ -186,15 +216,22 @@ def summary_line(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="forgetmi evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="finished run folders (each with model/)")
+    parser.add_argument("runs", nargs="+", help="finished run folders (each with model/), or "
+                                                "model folders (e.g. an imported checkpoint)")
     parser.add_argument("--retrained", help="the retrained reference's run folder (for the gap "
                                             "and the logit similarity)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
+    parser.add_argument("--config", help="experiment YAML giving the data of model folders "
+                                         "(run folders use their own config.yaml)")
+    args, overrides = parser.parse_known_args(argv)
+    unknown = [o for o in overrides if not o.startswith("--") or "=" not in o]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides are --key=value)")
     for run in args.runs:
         try:
-            evaluate_run(run, args.retrained, args.bootstrap, args.batch_size)
+            evaluate_run(run, args.retrained, args.bootstrap, args.batch_size,
+                         config=args.config, overrides=overrides)
         except (ForgetMIError, ValueError) as err:
             logger.error("%s", err)
             return 2

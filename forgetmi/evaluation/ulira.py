@@ -128,10 +128,11 @@ def _statistics(cfg, model_dir: Path, batch_size: int):
     from forgetmi.evaluation.mia import lira_statistic
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
+    from forgetmi.models.provenance import align_with_model
     from forgetmi.train import build_datasets
 
     accelerator = build_accelerator(None, 1)
-    data, datasets = build_datasets(cfg, accelerator)
+    data, datasets = build_datasets(align_with_model(cfg, model_dir), accelerator)
     p = predict(accelerator, JointModel.from_pretrained(model_dir), datasets["forget"], batch_size)
     patients = data.split["subject_id"].loc[p["index"]].to_numpy()
     return lira_statistic(p["joint_logits"], p["label"]), patients

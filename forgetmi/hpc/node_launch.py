@@ -4,7 +4,9 @@ The command of an online W&B sweep (see ``slurm/wandb_agents.sbatch``): the agen
 the run's ``--key=value`` arguments, and this starts one process per GPU of the node with the
 Accelerate config in ``FORGETMI_ACCELERATE_CONFIG`` (DDP by default). W&B starts commands
 without a shell, so the node's size is read here rather than written into the sweep file. Each
-sweep run gets its own output folder, named after the sweep and the W&B run.
+sweep run gets its own output folder, named after the sweep and the W&B run. The release's
+program (``training/forgetmi_partial.py``) and parameter names are translated first
+(:mod:`forgetmi.hpc.release`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,11 @@ def processes() -> int:
 
 
 def command(program: str, args: list[str]) -> list[str]:
+    from forgetmi.hpc.release import for_launch
+
     config = os.environ.get("FORGETMI_ACCELERATE_CONFIG", "configs/accelerate/ddp.yaml")
-    args = list(args)
+    # The release's program and parameter names (its sweep file, run unchanged by an agent).
+    program, args = for_launch(program, list(args))
     run_id, sweep_id = os.environ.get("WANDB_RUN_ID"), os.environ.get("WANDB_SWEEP_ID")
     if run_id and not any(a.startswith("--output_dir=") for a in args):
         root = Path(os.environ.get("FORGETMI_SWEEP_ROOT", "runs/sweeps"))

@@ -98,7 +98,7 @@ def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count:
         entries.append(entry)
     jobs = submit_array(hpc, tasks, out / "slurm", f"sweep-{sweep.path.stem}")
     _record_jobs(hpc, entries, tasks, jobs)
-    if retrained is not None:
+    if retrained is not None or any(run.retrained for run in runs):
         entries += _evaluate_and_report(sweep, runs, out, hpc, retrained, jobs)
     manifest = {"kind": "sweep", "sweep": str(Path(sweep_file).resolve()),
                 "executor": hpc.executor, "tasks": _merge_previous(out / "sweep.json", entries)}
@@ -106,22 +106,27 @@ def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count:
     return manifest
 
 
-def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str,
+def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str | None,
                          jobs: list) -> list[dict]:
+    """``retrained`` (from --retrained) wins over each run's own reference (the release's
+    retrained_model_path); runs with neither are scored without the gap."""
     from forgetmi.unlearn import resolve_run_path
 
     single = dataclasses.replace(hpc, processes=1, gpus_per_task=0)
     after = sorted({j.job_id.split("_")[0] for j in jobs}) if hpc.executor == "slurm" else []
     tasks, entries = [], []
     for run in runs:
-        reference = resolve_run_path(retrained, run.config) if run.config else retrained
+        template = retrained if retrained is not None else run.retrained
+        reference = (resolve_run_path(template, run.config) if run.config and template
+                     else template)
         name = f"evaluate/{run.run_id}"
         entry = {"name": name, "kind": "evaluate", "output_dir": str(run.output_dir),
-                 "job_id": None, "log": None}
+                 "retrained": reference, "job_id": None, "log": None}
         if (run.output_dir / "metrics.json").is_file():
             entry["state"] = "done"
         else:
-            tasks.append(Task(name, "evaluate", [str(run.output_dir), "--retrained", reference],
+            against = ["--retrained", reference] if reference else []
+            tasks.append(Task(name, "evaluate", [str(run.output_dir), *against],
                               str(run.output_dir)))
         entries.append(entry)
     evaluated = submit_array(single, tasks, out / "slurm", f"sweep-{sweep.path.stem}-evaluate",

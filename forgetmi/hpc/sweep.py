@@ -3,9 +3,12 @@
 The same YAML (``method: grid|random|bayes``, ``metric``, ``parameters``, ``command``) works with
 ``wandb sweep`` online and here, where W&B's own ``sweeps`` engine proposes the runs without a
 server. Each proposal becomes a run folder with a deterministic name and the ``--key=value``
-arguments W&B's ``${args}`` would give; the release's parameter names (alpha, beta, ...) are
-accepted because the config loader maps them. ``bayes`` needs finished runs' metric values: they
-are read back from the runs' ``metrics.jsonl`` and fed to the engine on each call.
+arguments W&B's ``${args}`` would give. The public release's sweep file runs unchanged: its
+program (``training/forgetmi_partial.py``) is the unlearning job and its parameter names are
+translated run by run (:mod:`forgetmi.hpc.release`). ``bayes`` needs finished runs' metric
+values: they are read back from the runs' ``metrics.jsonl`` and fed to the engine on each call.
+The release's own file is a ``random`` sweep over finite values without a count: it runs each
+combination once (other random sweeps need ``--count`` or ``run_cap``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from forgetmi.config import ConfigError, read_yaml
+from forgetmi.hpc import release
 
 logger = logging.getLogger("forgetmi.hpc")
 
@@ -31,6 +35,7 @@ class Sweep:
     config: dict                  # the YAML as W&B reads it
     kind: str = "unlearn"         # the job each run is: from `program`
     fixed: list[str] = field(default_factory=list)   # arguments the command line fixes
+    release: bool = False         # the release's program: its parameter names throughout
 
 
 @dataclass
@@ -40,6 +45,7 @@ class SweepRun:
     argv: list[str]
     output_dir: Path
     config: object = None      # its ExperimentConfig (train / unlearn runs)
+    retrained: str | None = None   # the release's retrained_model_path: the evaluation reference
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -52,15 +58,28 @@ def load_sweep(path: str | Path) -> Sweep:
                           f"{config.get('method')!r}")
     if config["method"] == "bayes" and not config.get("metric", {}).get("name"):
         raise ConfigError(f"{path}: a bayes sweep needs metric.name")
-    program = config.get("program", "launch/unlearn.py")
-    if program not in PROGRAMS:
-        raise ConfigError(f"{path}: program must be one of {', '.join(PROGRAMS)}, got {program!r}")
-    return Sweep(path, config, PROGRAMS[program], _fixed_arguments(config.get("command", [])))
+    program = str(config.get("program", "launch/unlearn.py"))
+    is_release = release.is_release_program(program)
+    if not is_release and program not in PROGRAMS:
+        raise ConfigError(f"{path}: program must be one of {', '.join(PROGRAMS)} or the "
+                          f"release's training/forgetmi_partial.py, got {program!r}")
+    fixed = _fixed_arguments(config.get("command") or [])
+    if is_release:
+        params, _ = release.args_to_params(fixed)
+        translated, _, _ = release.translate(params, release_program=True)
+        fixed = run_arguments(translated)
+    return Sweep(path, config, "unlearn" if is_release else PROGRAMS[program], fixed, is_release)
 
 
 def _fixed_arguments(command: list) -> list[str]:
-    """``--key=value`` items written into the sweep's command (beside ``${args}``)."""
-    return [c for c in command if isinstance(c, str) and c.startswith("--") and "=" in c]
+    """``--key=value`` items written into the sweep's command (beside ``${args}``); items
+    naming a parameter (``--lr=${lr}``) are W&B's to fill, and come with the run's arguments."""
+    return [c for c in command if isinstance(c, str) and c.startswith("--") and "=" in c
+            and "${" not in c]
+
+
+def _finite(parameters: dict) -> bool:
+    return all(isinstance(p, dict) and ("value" in p or "values" in p) for p in parameters.values())
 
 
 def _value(raw):
@@ -117,13 +136,20 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
 
     out = Path(out)
     method = sweep.config["method"]
+    engine_config = {k: v for k, v in sweep.config.items() if k not in ("command", "program")}
     if method != "grid" and not count:
         count = sweep.config.get("run_cap")
-        if not count:
+        if not count and sweep.release and method == "random" and \
+                _finite(sweep.config["parameters"]):
+            # The release's file is random over finite values with no cap (an agent ran until
+            # stopped): run each combination once.
+            logger.info("%s: the release's random sweep over finite values, without a count: "
+                        "each combination runs once", sweep.path.name)
+            method, engine_config = "grid", {**engine_config, "method": "grid"}
+        elif not count:
             raise ConfigError(f"{sweep.path}: a {method} sweep needs --count N (or run_cap)")
     metric = (sweep.config.get("metric") or {}).get("name")
     history = _finished(out, metric) if method != "grid" else []
-    engine_config = {k: v for k, v in sweep.config.items() if k not in ("command", "program")}
     proposals = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -135,11 +161,18 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
             proposal.name = f"p{len(proposals)}"
             proposals.append(proposal)
     runs = []
+    ignored = release.unused_command_keys(sweep.config) if sweep.release else {}
     for proposal in proposals:
         params = {k: _value(v) for k, v in proposal.config.items()}
-        rid = run_id(params)
+        try:
+            translated, dropped, retrained = release.translate(params, sweep.release)
+        except ConfigError as err:
+            raise ConfigError(f"{sweep.path}: {err}") from None
+        ignored.update(dropped)
+        rid = run_id(translated)
         folder = out / "runs" / rid
-        argv = [*sweep.fixed, *run_arguments(params), *(extra or []), f"--output_dir={folder}"]
+        argv = [*sweep.fixed, *run_arguments(translated), *(extra or []),
+                f"--output_dir={folder}"]
         config = None
         if sweep.kind in ("train", "unlearn"):
             config_file = _config_argument(argv)
@@ -147,8 +180,10 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
                 config = load_config(ExperimentConfig, config_file,
                                      [a for a in argv if not a.startswith("--config=")])
             except ConfigError as err:
-                raise ConfigError(f"{sweep.path}: run {params}: {err}") from None
-        runs.append(SweepRun(rid, params, argv, folder, config))
+                # The key and its allowed values are in err; the run is named, not dumped.
+                raise ConfigError(f"{sweep.path}: run {rid}: {err}") from None
+        runs.append(SweepRun(rid, params, argv, folder, config, retrained))
+    release.log_ignored(sweep.path.name, ignored)
     logger.info("sweep %s (%s): %d run(s)", sweep.path.name, method, len(runs))
     return runs
 

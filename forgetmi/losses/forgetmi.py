@@ -36,7 +36,9 @@ class LossWeights:
         return LossWeights(*(v / total for v in values))
 
 
-# The paper's ablation (w_UU, w_UR, w_MU, w_MR); "no-noise" also turns the perturbation off.
+# The paper's ablation (w_UU, w_UR, w_MU, w_MR). "no-noise" also turns the perturbation off and
+# pushes (UU and MU maximised, as the release does without noise): pulling toward the original's
+# embeddings of the same clean rows would retain the forget set, not forget it.
 PRESETS = {
     "equal": LossWeights(0.25, 0.25, 0.25, 0.25),
     "unimodal": LossWeights(0.4, 0.4, 0.1, 0.1),

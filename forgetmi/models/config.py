@@ -19,6 +19,12 @@ class ModelConfig:
     tiny_text_layers: int = 2
     fusion_scale_init: float = 0.1      # the learned, clamped residual scale of the gated fusion
     fusion_scale_max: float = 1.0
+    # Provenance, recorded with the weights by training and import-checkpoint (not set by hand).
+    origin: str = "forgetmi"            # forgetmi | release (published weights, imported)
+    image_preprocessing: str = "forgetmi"  # what the weights learned on (data.preprocessing)
+    # A release-origin model only ever saw 2048² crops (its pooling is a fixed 2×2 average);
+    # true runs it at other sizes anyway, e.g. tests on small images.
+    allow_other_image_size: bool = False
 
     @property
     def image_dim(self) -> int:

@@ -22,7 +22,9 @@ class ImageEncoder(nn.Module):
     """7×7/4 stem (no max-pool), 7 stages striding 2, adaptive pool to a fixed 768-d embedding.
 
     At 2048² the last map is 4×4 and the pool is the paper's 2×2 average; smaller inputs pool
-    adaptively to the same size, so every resolution yields the same embedding width.
+    adaptively to the same size, so every resolution yields the same embedding width. Weights
+    imported from the release (a fixed ``AvgPool2d(2)``) are only run at 2048² for that reason
+    (see :mod:`forgetmi.models.provenance`).
     """
 
     def __init__(self, widths: list[int], pool: int = 2, num_labels: int = 4):

@@ -50,6 +50,7 @@ class Unlearner(Objective):
     name = "base"
     uses_original = False       # needs the trained model as a frozen teacher
     uses_noisy_forget = False   # draws the perturbed copy of the forget set
+    settings: tuple[str, ...] = ()   # the unlearn.* fields it reads (listed by --help)
 
     def __init__(self, cfg, datasets: dict, original=None, noisy_forget=None):
         for part in ("forget", "retain"):

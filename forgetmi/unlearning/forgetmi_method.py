@@ -32,6 +32,7 @@ def resolve_weights(preset: str, weights: list[float] | None) -> LossWeights:
 class ForgetMI(Unlearner):
     uses_original = True
     uses_noisy_forget = True
+    settings = ("preset", "weights", "objective", "retention_cap")
     reads = EMBEDDINGS   # the heads are untouched
 
     def __init__(self, cfg, datasets, original=None, noisy_forget=None):

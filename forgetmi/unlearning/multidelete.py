@@ -28,6 +28,7 @@ def unrelated_text(forget: dict, retain: dict) -> dict:
 
 @register("multidelete")
 class MultiDelete(Unlearner):
+    settings = ("multidelete",)
     uses_original = True
     reads = EMBEDDINGS   # the heads are untouched
 

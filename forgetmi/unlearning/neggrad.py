@@ -21,6 +21,8 @@ from forgetmi.unlearning.base import Unlearner, forward, register
 
 @register("neggrad+")
 class NegGradPlus(Unlearner):
+    settings = ("neggrad",)
+
     def __init__(self, cfg, datasets, original=None, noisy_forget=None):
         super().__init__(cfg, datasets, original, noisy_forget)
         self.beta = cfg.unlearn.neggrad.retain_weight

@@ -34,6 +34,8 @@ class FineTune(Unlearner):
 
 @register("cf-k")
 class CatastrophicForgetting(FineTune):
+    settings = ("last_layers",)
+
     def __init__(self, cfg, datasets, original=None, noisy_forget=None):
         super().__init__(cfg, datasets, original, noisy_forget)
         self.k = cfg.unlearn.last_layers.k

@@ -16,6 +16,7 @@ from forgetmi.unlearning.base import Unlearner, forward, register
 
 @register("scrub")
 class Scrub(Unlearner):
+    settings = ("scrub",)
     uses_original = True
 
     def __init__(self, cfg, datasets, original=None, noisy_forget=None):

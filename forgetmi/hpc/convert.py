@@ -1,0 +1,162 @@
+"""``forgetmi convert-sweep RELEASE.yaml OUT.yaml``: the release's sweep in forgetmi's names.
+
+The converted file runs ``launch/unlearn.py`` with forgetmi's own keys and proposes the same
+runs as the original (``forgetmi sweep`` on either builds the same configs). Its comments say
+which release key became which forgetmi key and which were dropped, and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+from pathlib import Path
+
+import yaml
+
+from forgetmi.config import ConfigError, read_yaml
+from forgetmi.hpc import release
+from forgetmi.utils.atomic import write_text
+
+logger = logging.getLogger("forgetmi.hpc")
+
+COMMAND = ["${env}", "${interpreter}", "-m", "forgetmi.hpc.node_launch", "${program}", "${args}"]
+
+
+def _values(key: str, spec) -> list | None:
+    """The finite values of a parameter spec (None for a distribution)."""
+    if not isinstance(spec, dict):
+        return [spec]
+    if "value" in spec:
+        return [spec["value"]]
+    if "values" in spec:
+        return list(spec["values"])
+    return None
+
+
+def _spec(values: list) -> dict:
+    return {"value": values[0]} if len(values) == 1 else {"values": values}
+
+
+def _weights(specs: dict) -> dict:
+    """alpha/beta/theta/gamma as one unlearn.weights parameter (every combination)."""
+    missing = sorted(set(release.WEIGHTS) - set(specs))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: the release's loss weights come as a set "
+                          "(alpha, beta, theta, gamma); give all four")
+    by_index = {}
+    for key, spec in specs.items():
+        values = _values(key, spec)
+        if values is None:
+            raise ConfigError(f"{key}: a distribution cannot be written as the list "
+                              "unlearn.weights; give value or values")
+        by_index[release.WEIGHTS[key]] = values
+    combos = [list(c) for c in itertools.product(*(by_index[i] for i in range(4)))]
+    return _spec(combos)
+
+
+def convert(config: dict) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """``(forgetmi sweep, {release key: forgetmi key}, {dropped key: why})``."""
+    parameters: dict = {}
+    mapped: dict[str, str] = {}
+    dropped = release.unused_command_keys(config)
+    weights = {}
+    for key, spec in (config.get("parameters") or {}).items():
+        if key in release.WEIGHTS:
+            weights[key] = spec
+        elif key == release.NOISE:
+            values = _values(key, spec)
+            if values is None or len(values) != 1:
+                raise ConfigError(f"{key}: give one value; it sets three forgetmi keys together "
+                                  "(noise.use_image, noise.use_text, unlearn.objective)")
+            for target, value in release.noise_settings(values[0]).items():
+                parameters[target] = {"value": value}
+            mapped[key] = "noise.use_image, noise.use_text, unlearn.objective (false: push)"
+        elif key == release.RETRAINED:
+            reference = _values(key, spec)
+            dropped[key] = ("the evaluation reference: forgetmi sweep OUT.yaml --retrained "
+                            f"{reference[0] if reference else 'RUN'}")
+        elif key in release.RENAMES:
+            target = release.RENAMES[key]
+            values = _values(key, spec)
+            if values is None:
+                if key in ("text_data_dir", "scheduler"):
+                    raise ConfigError(f"{key}: give value or values (its values are rewritten)")
+                parameters[target] = spec
+            else:
+                parameters[target] = _spec([release.convert_value(key, v) for v in values])
+            mapped[key] = target
+        elif key in release.IGNORED:
+            dropped[key] = release.IGNORED[key]
+        else:
+            parameters[key] = spec
+    if weights:
+        parameters["unlearn.weights"] = _weights(weights)
+        mapped["alpha, beta, theta, gamma"] = \
+            "unlearn.weights [w_UU = beta, w_UR = alpha, w_MU = theta, w_MR = gamma]"
+    head = {k: v for k, v in config.items() if k not in ("program", "parameters", "command")}
+    converted = {"program": "launch/unlearn.py", **head, "parameters": parameters,
+                 "command": COMMAND}
+    return converted, mapped, dropped
+
+
+def _yaml(key: str, value) -> str:
+    """``key: value`` on one line (collections in flow style)."""
+    if isinstance(value, (dict, list)):
+        return f"{key}: " + yaml.safe_dump(value, default_flow_style=True, width=10_000,
+                                           sort_keys=False).strip()
+    return yaml.safe_dump({key: value}, default_flow_style=False, sort_keys=False).strip()
+
+
+def render(source: Path, converted: dict, mapped: dict[str, str], dropped: dict[str, str]) -> str:
+    """The converted sweep as commented YAML."""
+    lines = [f"# Converted by `forgetmi convert-sweep` from {source.name} (the Forget-MI release's",
+             "# sweep), with forgetmi's own key names. Release key -> forgetmi key:"]
+    lines += [f"#   {k} -> {v}" for k, v in mapped.items()]
+    if dropped:
+        lines.append("# Dropped (no forgetmi setting does what they did):")
+        lines += [f"#   {k}: {why}" for k, why in sorted(dropped.items())]
+    origin = {target: key for key, target in mapped.items()}
+    if release.NOISE in mapped:
+        origin.update({target: release.NOISE for target in release.noise_settings(True)})
+    origin["unlearn.weights"] = "alpha, beta, theta, gamma"
+    for key, spec in converted.items():
+        if key == "parameters":
+            lines.append("parameters:")
+            for name, value in spec.items():
+                text = _yaml(name, value)
+                note = origin.get(name)
+                lines.append(f"  {text}" + (f"   # from {note}" if note else ""))
+        else:
+            lines.append(_yaml(key, spec))
+    return "\n".join(lines) + "\n"
+
+
+def convert_file(source: str | Path, target: str | Path) -> Path:
+    source = Path(source)
+    config = read_yaml(source, "sweep file")
+    try:
+        converted, mapped, dropped = convert(config)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    path = write_text(target, render(source, converted, mapped, dropped))
+    logger.info("%s -> %s: %d key(s) renamed, %d dropped", source, path, len(mapped),
+                len(dropped))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from forgetmi.errors import ForgetMIError
+
+    parser = argparse.ArgumentParser(prog="forgetmi convert-sweep",
+                                     description="rewrite the Forget-MI release's sweep file "
+                                                 "with forgetmi's key names, commented")
+    parser.add_argument("source", help="the release's sweep file (config.yaml)")
+    parser.add_argument("target", help="the forgetmi sweep file to write")
+    args = parser.parse_args(argv)
+    try:
+        convert_file(args.source, args.target)
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        return 2
+    return 0

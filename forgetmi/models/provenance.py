@@ -1,0 +1,140 @@
+"""What a model was trained with, and making a job's data settings agree with it.
+
+A model folder records where its weights come from (``origin``), the image preprocessing they
+learned on and their tokenizer (:class:`~forgetmi.models.config.ModelConfig`). Evaluating or
+unlearning a model must feed it exactly that, so :func:`align_with_model` reads the record and
+sets ``data.preprocessing`` and ``model.text_encoder`` from it; a config that contradicts the
+record is refused rather than silently scoring the model on inputs it never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from transformers import BertConfig
+
+from forgetmi.errors import ForgetMIError
+from forgetmi.models.config import ModelConfig
+
+logger = logging.getLogger("forgetmi.models")
+
+RELEASE_IMAGE_SIZE = 2048  # the release trained on 2048² crops only
+
+
+class ProvenanceError(ForgetMIError):
+    """A model and the data or tokenizer it is given do not belong together."""
+
+
+def read_model_record(directory: str | os.PathLike) -> tuple[ModelConfig, BertConfig]:
+    """The model and BERT configs of a saved model folder, without loading its weights."""
+    from forgetmi.models.joint import CONFIG_NAME
+
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise ForgetMIError(f"{directory}: no {CONFIG_NAME}; expected a model folder written by "
+                            "forgetmi (training, unlearning or import-checkpoint)")
+    try:
+        meta = json.loads(path.read_text())
+        return ModelConfig(**meta["forgetmi_model"]), BertConfig(**meta["bert"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ForgetMIError(f"{path}: not a forgetmi model config ({err})") from None
+
+
+def tokenizer_folder(text_encoder: str | None) -> Path:
+    """The folder whose tokenizer goes with ``model.text_encoder`` (None/tiny: packaged MiniLM)."""
+    from forgetmi.data.text import default_text_encoder_path
+
+    if text_encoder in (None, "", "tiny"):
+        return default_text_encoder_path()
+    return Path(os.path.expanduser(text_encoder))
+
+
+def check_tokenizer_vocab(text_encoder: str | None, rows: int, source) -> int:
+    """Refuse a tokenizer whose vocabulary does not match the ``rows`` of the word embeddings.
+
+    Token ids index the embedding table: another vocabulary of another size cannot be the one
+    the weights learned, and feeding it would silently produce nonsense. Returns the size.
+    """
+    from forgetmi.data.text import load_tokenizer
+
+    folder = tokenizer_folder(text_encoder)
+    size = len(load_tokenizer(folder))
+    if size != rows:
+        what = "the packaged MiniLM tokenizer" if text_encoder in (None, "", "tiny") \
+            else f"the tokenizer at {folder}"
+        raise ProvenanceError(f"{source}: {what} has {size} tokens but the checkpoint's word "
+                              f"embeddings have {rows} rows; give the tokenizer the weights were "
+                              "trained with, e.g. --text-encoder=/path/to/scibert")
+    return size
+
+
+def _same_tokenizer(a: str | None, b: str | None) -> bool:
+    from forgetmi.data.text import tokenizer_fingerprint
+
+    if a == b or {a, b} <= {None, "", "tiny"}:
+        return True
+    return tokenizer_fingerprint(tokenizer_folder(a)) == tokenizer_fingerprint(tokenizer_folder(b))
+
+
+def _choose_tokenizer(recorded: str | None, given: str | None, source) -> str | None:
+    """The model's own tokenizer; ``given`` only to relocate one whose folder has moved."""
+    moved = recorded not in (None, "", "tiny") and \
+        not (tokenizer_folder(recorded) / "vocab.txt").is_file()
+    if moved:
+        if given in (None, ""):
+            raise ProvenanceError(f"{source}: the model's tokenizer folder {recorded} is not "
+                                  "here; give its new place with --text_encoder=PATH")
+        return given
+    if given not in (None, "") and not _same_tokenizer(recorded, given):
+        raise ProvenanceError(f"{source}: model.text_encoder={given} is not the tokenizer the "
+                              f"model was trained with ({recorded or 'the packaged MiniLM'}); "
+                              "drop the setting")
+    return recorded
+
+
+def _check_release_size(cfg, record: ModelConfig, source) -> None:
+    crop = cfg.data.crop_size or cfg.data.image_size
+    if (cfg.data.image_size, crop) == (RELEASE_IMAGE_SIZE, RELEASE_IMAGE_SIZE):
+        return
+    message = (f"{source}: a model imported from the release saw only 2048² crops (its fixed "
+               f"2×2 average pool reads the 4×4 map of a 2048² input); data.image_size="
+               f"{cfg.data.image_size} with crop {crop} computes embeddings the release never did")
+    if not (cfg.model.allow_other_image_size or record.allow_other_image_size):
+        raise ProvenanceError(f"{message}; set --data.image_size=2048 --data.crop_size=2048, or "
+                              "--allow_other_image_size=true to run it anyway (tests on small "
+                              "images)")
+    logger.warning("%s (allowed by allow_other_image_size)", message)
+
+
+def align_with_model(cfg, model_dir: str | os.PathLike):
+    """``cfg`` (an ExperimentConfig) with the data settings the model in ``model_dir`` needs.
+
+    ``data.preprocessing`` becomes the model's (None follows it; the other mode is refused),
+    ``model.text_encoder`` the model's tokenizer (checked against its embeddings), and a
+    release-origin model is refused at sizes other than 2048² unless allowed.
+    """
+    record, bert = read_model_record(model_dir)
+    wanted = record.image_preprocessing
+    if cfg.data.preprocessing not in (None, wanted):
+        raise ProvenanceError(f"{model_dir}: the model was trained on {wanted} image "
+                              f"preprocessing but data.preprocessing={cfg.data.preprocessing}; "
+                              f"drop the setting or set --data.preprocessing={wanted}")
+    tokenizer = _choose_tokenizer(record.text_encoder, cfg.model.text_encoder, model_dir)
+    check_tokenizer_vocab(tokenizer, bert.vocab_size, model_dir)
+    if record.origin == "release":
+        _check_release_size(cfg, record, model_dir)
+    if wanted != "forgetmi":
+        logger.info("%s was trained on %s image preprocessing; using it", model_dir, wanted)
+    return replace(cfg, data=replace(cfg.data, preprocessing=wanted),
+                   model=replace(cfg.model, text_encoder=tokenizer))
+
+
+def for_new_model(cfg):
+    """``cfg`` for training a new model: the preprocessing it uses is recorded with it."""
+    mode = cfg.data.preprocessing or "forgetmi"
+    return replace(cfg, data=replace(cfg.data, preprocessing=mode),
+                   model=replace(cfg.model, origin="forgetmi", image_preprocessing=mode))

@@ -1,0 +1,58 @@
+"""`--help` of the jobs lists every config key with its default, the methods and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from forgetmi.cli import main as cli_main
+from forgetmi.config import ExperimentConfig
+from forgetmi.losses.forgetmi import PRESETS
+from forgetmi.unlearn import main as unlearn_main
+from forgetmi.unlearning import METHODS
+
+
+def leaves(cls, prefix=""):
+    """(dotted key, default) of every leaf field of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            yield from leaves(tp, f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            yield f"{prefix}{f.name}", default
+
+
+def help_text(capsys, run, argv) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        run(argv)
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("job", ["train", "retrain", "unlearn"])
+def test_every_config_key_is_listed_with_its_default(capsys, job):
+    text = help_text(capsys, cli_main, [job, "--help"])
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  --")}
+    for key, default in leaves(ExperimentConfig):
+        if job != "unlearn" and key.startswith("unlearn."):
+            assert f"--{key}" not in lines
+            continue
+        assert f"--{key}" in lines, key
+        assert f"= {default!r}" in lines[f"--{key}"], (key, lines[f"--{key}"])
+    # the help comes from the comments beside the fields
+    assert "0 disables clipping" in lines["--train.max_grad_norm"]
+    if job == "unlearn":
+        for name in METHODS:
+            assert f"\n  {name} " in text, name
+        assert "unlearn.scrub" in text.split("unlearning methods")[1]
+        for name in PRESETS:
+            assert f"\n  {name} " in text.split("Forget-MI presets")[1], name
+
+
+def test_launch_front_ends_show_the_same_keys(capsys):
+    text = help_text(capsys, unlearn_main, ["--help"])
+    assert "--unlearn.neggrad.retain_weight" in text and "no-noise" in text
