@@ -84,8 +84,9 @@ class TrainConfig:
     lr: float = 1e-4
     text_lr: float | None = None       # the pretrained BERT body's rate; None = lr
     weight_decay: float = 0.01
-    scheduler: str = "cosine"          # cosine | linear | constant
-    warmup_ratio: float = 0.05
+    scheduler: str = "cosine"          # cosine | linear | constant (the paper's: no warmup, no
+                                       # decay; warmup_ratio then does nothing)
+    warmup_ratio: float = 0.05         # share of the updates that ramp up (cosine and linear)
     grad_accum: int = 1
     max_grad_norm: float = 1.0         # 0 disables clipping
     precision: str | None = None       # no | bf16 | fp16; None = the launcher's choice
@@ -106,6 +107,9 @@ class TrainConfig:
             self.precision = "no"
         if self.precision not in (None, "no", "fp16", "bf16"):
             raise ConfigError(f"train.precision: expected no, bf16 or fp16, got {self.precision!r}")
+        if self.scheduler not in ("cosine", "linear", "constant"):
+            raise ConfigError(f"train.scheduler: expected cosine, linear or constant, got "
+                              f"{self.scheduler!r}")
         if self.grad_accum < 1 or self.batch_size < 1 or self.epochs < 0:
             raise ConfigError("train: batch_size and grad_accum must be >= 1, epochs >= 0")
 

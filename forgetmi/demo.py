@@ -74,7 +74,8 @@ def _score(run: Path, retrained: Path | None, n_boot: int) -> dict:
     mia = result.get("mia") or {}
     return {"train_seconds": timing["train_seconds"], "rows": timing["rows"], **figures,
             "mia_svc": mia.get("svc_mia_per_sample"),
-            "attack_auc": (mia.get("population") or {}).get("auc")}
+            "attack_auc": (mia.get("population") or {}).get("auc"),
+            "forget_vs_unseen_auc": (mia.get("forget_vs_unseen") or {}).get("auc")}
 
 
 def _train_models(out: Path, data_root: Path, seed: int, image_size: int, epochs: int,

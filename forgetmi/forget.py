@@ -128,7 +128,7 @@ def validate(ids: list[int], split: pd.DataFrame, forgotten: dict[str, int], sal
 def forget(workspace: str | Path, config_path: str | None, model: str | None, ids: list[int],
            overrides: list[str], retrained: str | None = None,
            max_member_probability: float = 0.5, n_boot: int = 200) -> dict:
-    from forgetmi.config import ExperimentConfig, load_config, save_config
+    from forgetmi.config import ExperimentConfig, load_config
     from forgetmi.data import formats
     from forgetmi.data.purge import purge_caches
     from forgetmi.evaluation.evaluate import evaluate_run

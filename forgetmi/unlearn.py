@@ -24,9 +24,12 @@ def noisy_forget_dataset(cfg: ExperimentConfig, data):
     from forgetmi.data.dataset import EdemaDataset
     from forgetmi.data.noise import build_perturber
 
-    noise = cfg.noise
+    # Noise follows the run's seed unless noise.seed pins it: seeds must not share one copy.
+    noise = cfg.noise.for_run(cfg.seed)
     if cfg.unlearn.preset == "no-noise" and cfg.unlearn.weights is None:
         noise = replace(noise, use_image=False, use_text=False)
+    logger.info("noisy forget set: noise seed %d%s", noise.seed,
+                "" if cfg.noise.seed is not None else " (the run's seed)")
     perturber = build_perturber(noise, cfg.data.path("synonyms"))
     return EdemaDataset(data.partitions.forget, data.image_cache, data.token_cache,
                         perturb=perturber, reports=data.reports.set_index("study_id")["text"])

@@ -31,3 +31,36 @@ def demo_data(tmp_path_factory):
     from forgetmi.data.synthetic import generate_dataset
     root = tmp_path_factory.mktemp("demo") / "data"
     return generate_dataset(root, n_patients=60, image_size=128, seed=0, workers=2)
+
+
+@pytest.fixture(scope="session")
+def small_original(demo_data, tmp_path_factory):
+    """A two-epoch original on ``demo_data`` (read-only): for tests that exercise a path."""
+    from tests.originals import SMALL, train_original
+    return train_original(demo_data.root, tmp_path_factory.mktemp("small-original") / "run",
+                          SMALL)
+
+
+@pytest.fixture(scope="session")
+def fitted_original(demo_data, tmp_path_factory):
+    """A twelve-epoch original that has fitted its rows (read-only): for tests that measure
+    forgetting or membership."""
+    from tests.originals import FITTED, train_original
+    return train_original(demo_data.root, tmp_path_factory.mktemp("fitted-original") / "run",
+                          FITTED)
+
+
+@pytest.fixture(scope="session")
+def matrix_runs(demo_data, tmp_path_factory):
+    """``matrix_runs(name)``: the folder of the launch matrix's runs under
+    configs/accelerate/<name>.yaml (one subfolder per job), launched once per session."""
+    from tests.launching import config_path, run_matrix
+    runs: dict[str, Path] = {}
+
+    def launched(name: str) -> Path:
+        if name not in runs:
+            out = tmp_path_factory.mktemp(f"matrix-{name}")
+            run_matrix(config_path(name), demo_data.root, out)
+            runs[name] = out
+        return runs[name]
+    return launched

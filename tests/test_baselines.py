@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from forgetmi.train import main as train_main
 from forgetmi.unlearn import main as unlearn_main
 from forgetmi.unlearning import METHODS
+
+pytestmark = pytest.mark.slow
 
 COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
           "--log_every=1", "--warmup_ratio=0", "--early_stopping_patience=0"]
@@ -43,11 +44,8 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def trained(demo_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("fitted") / "original"
-    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={out}", *COMMON,
-                       "--epochs=12", "--lr=2e-3", "--log_every=20"]) == 0
-    return out / "model"
+def trained(fitted_original):
+    return fitted_original
 
 
 def scores(demo_data, model_dir):
@@ -164,3 +162,48 @@ def test_unknown_method_and_bad_hyperparameters(demo_data, trained, tmp_path, ca
     assert "unlearn.last_layers.k" in caplog.text
     assert unlearn_main([*base, "--method=neggrad+", "--neggrad.retain_weight=1.5"]) == 2
     assert "retain_weight" in caplog.text
+
+
+def test_eu_k_reinitialises_as_the_model_does_at_construction():
+    """EU-k redraws the last k groups with the model's own init (Kaiming convs, zero last-BN
+    scale, BERT's normal(0, initializer_range)), and puts the fusion scale back to its start."""
+    from torchvision.models.resnet import BasicBlock
+
+    from forgetmi.config import ExperimentConfig
+    from forgetmi.models import JointModel
+    from forgetmi.models.config import ModelConfig
+    from forgetmi.unlearning import method_class
+
+    torch.manual_seed(0)
+    model = JointModel(ModelConfig(text_encoder="tiny", fusion_scale_init=0.1))
+    with torch.no_grad():  # stand-in for training: every weight and statistic moved
+        for p in model.parameters():
+            p.fill_(0.37)
+            p._is_hf_initialized = True  # as HF's from_pretrained marks loaded weights
+        for b in model.buffers():
+            if b.is_floating_point():
+                b.fill_(0.37)
+    cfg = ExperimentConfig()
+    cfg.unlearn.last_layers.k = 3  # heads/fusion, image layer7 + BERT layer 1, layer6 + layer 0
+    method_class("eu-k")(cfg, {"forget": [0], "retain": [0]}).prepare_model(model)
+
+    assert model.fusion.scale.detach().item() == pytest.approx(0.1)
+    image = model.img_model
+    for stage in (image.layer7, image.layer6):
+        for sub in stage.modules():
+            if isinstance(sub, torch.nn.Conv2d):
+                fan_out = sub.out_channels * sub.kernel_size[0] * sub.kernel_size[1]
+                assert float(sub.weight.detach().std()) == pytest.approx((2 / fan_out) ** 0.5,
+                                                                         rel=0.1)
+            if isinstance(sub, torch.nn.BatchNorm2d):
+                assert torch.all(sub.bias == 0) and torch.all(sub.running_mean == 0)
+                assert torch.all(sub.running_var == 1)
+            if isinstance(sub, BasicBlock):
+                assert torch.all(sub.bn1.weight == 1) and torch.all(sub.bn2.weight == 0)
+    std = model.text_model.bert.config.initializer_range
+    bert_linears = [m for layer in model.text_model.bert.encoder.layer for m in layer.modules()
+                    if isinstance(m, torch.nn.Linear)]
+    weights = torch.cat([m.weight.detach().flatten() for m in bert_linears])
+    assert float(weights.std()) == pytest.approx(std, rel=0.1)
+    assert all(torch.all(m.bias == 0) for m in bert_linears)
+    assert torch.all(image.layer5[0].conv1.weight == 0.37)  # below the last k: untouched

@@ -65,3 +65,24 @@ def test_bad_yaml(tmp_path):
         load_config(ExperimentConfig, path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(ExperimentConfig, tmp_path / "missing.yaml")
+
+
+def test_constant_scheduler_keeps_the_learning_rate_on_every_step():
+    """The paper's schedule was effectively constant: no warmup ramp, no decay."""
+    import torch
+
+    from forgetmi.engine.optim import build_scheduler
+
+    assert load_config(ExperimentConfig).train.scheduler == "cosine"  # the default is kept
+    train = load_config(ExperimentConfig, None, ["--scheduler=constant",
+                                                 "--warmup_ratio=0.1"]).train
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-4)
+    scheduler = build_scheduler(optimizer, train.scheduler, 20, train.warmup_ratio)
+    rates = []
+    for _ in range(20):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates == [1e-4] * 20
+    with pytest.raises(ConfigError, match=r"train\.scheduler.*cosine, linear or constant"):
+        load_config(ExperimentConfig, None, ["--scheduler=plateau"])

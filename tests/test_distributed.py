@@ -1,11 +1,12 @@
 """Two-process training on CPU (gloo) through ``accelerate launch`` with the shipped configs.
 
-DDP, DeepSpeed ZeRO-2 and ZeRO-3 on the same data and seed: world size, both ranks at work,
-the final model, weights identical across ranks, optimizer state (and, for ZeRO-3, parameters)
-really sharded, and the three strategies training the same model. Then ZeRO-2 with the
-optimizer offloaded to the CPU, ZeRO-3 in bf16 with the pretrained BERT, and a ZeRO-2 run
-stopped mid-run and resumed. Finally unlearning under ZeRO-2: Forget-MI and SCRUB, each with
-the frozen original beside the DeepSpeed-wrapped student.
+DDP, DeepSpeed ZeRO-2 and ZeRO-3 on the same data and seed (the launch matrix's train runs,
+launched once per session): world size, both ranks at work, the final model, weights identical
+across ranks, optimizer state (and, for ZeRO-3, parameters) really sharded, and the three
+strategies training the same model. Then ZeRO-2 with the optimizer offloaded to the CPU, ZeRO-3
+in bf16 with the pretrained BERT, and a ZeRO-2 run stopped mid-run and resumed. Finally
+unlearning: SCRUB's two phases across ZeRO-2 ranks with the frozen original beside the
+DeepSpeed-wrapped student, and a DDP Forget-MI run resumed inside its first epoch.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.launching import accelerate_launch, config_path
+from tests.launching import ARGS, UPDATES, accelerate_launch, config_path
+
+pytestmark = pytest.mark.distributed
 
 REPO = Path(__file__).resolve().parents[1]
 # The first DeepSpeed launch on a machine JIT-compiles its shared-memory op (20-45 s on 2
 # cores) and the first offloaded one DeepSpeedCPUAdam (30-75 s); both are cached afterwards.
 TIMEOUT_S = 420
-UPDATES = 8
-ARGS = ["--text_encoder=tiny", "--image_size=64", "--batch_size=4", "--epochs=1",
-        f"--max_steps={UPDATES}", "--checkpoint_every=3", "--log_every=1", "--warmup_ratio=0",
-        "--lr=1e-4", "--seed=0", "--wandb=disabled"]
 
 
 def launch(strategy: str, data, out: Path, *extra: str, expect_rc: int | None = 0,
@@ -101,22 +100,20 @@ def runs(tmp_path_factory):
     return tmp_path_factory.mktemp("distributed")
 
 
+# The launch matrix's train runs (test_launch_matrix.py): same arguments as every launch here.
 @pytest.fixture(scope="module")
-def ddp_run(demo_data, runs):
-    launch("ddp", demo_data, runs / "ddp")
-    return runs / "ddp"
-
-
-@pytest.fixture(scope="module")
-def zero2_run(demo_data, runs):
-    launch("zero2", demo_data, runs / "zero2")
-    return runs / "zero2"
+def ddp_run(matrix_runs):
+    return matrix_runs("ddp") / "train"
 
 
 @pytest.fixture(scope="module")
-def zero3_run(demo_data, runs):
-    launch("zero3", demo_data, runs / "zero3")
-    return runs / "zero3"
+def zero2_run(matrix_runs):
+    return matrix_runs("zero2") / "train"
+
+
+@pytest.fixture(scope="module")
+def zero3_run(matrix_runs):
+    return matrix_runs("zero3") / "train"
 
 
 def test_ddp_two_processes(ddp_run):
@@ -227,7 +224,8 @@ def test_zero3_bf16_with_the_pretrained_bert(demo_data, runs):
 def test_zero2_resumes_mid_run(demo_data, runs, zero2_run):
     out = runs / "zero2-resumed"
     # stop after update 5 without saving: the latest checkpoint is update 3, mid-epoch
-    output = launch("zero2", demo_data, out, "--stop_after=5", expect_rc=None)
+    output = launch("zero2", demo_data, out, "--stop_after=5", "--checkpoint_every=3",
+                    expect_rc=None)
     # torchrun's failure summary lists every rank with its exit code
     stopped = re.findall(r"rank\s*:\s*(\d) \(local_rank: \d\)\s*exitcode\s*:\s*3\b", output)
     assert sorted(stopped) == ["0", "1"], "both ranks should exit with code 3"
@@ -237,7 +235,7 @@ def test_zero2_resumes_mid_run(demo_data, runs, zero2_run):
     assert (state["updates"], state["step"], state["done"]) == (3, 3, False)
     assert len(zero_shards(out, "optim")) == 2
 
-    output = launch("zero2", demo_data, out)
+    output = launch("zero2", demo_data, out, "--checkpoint_every=3")
     assert "resumed from" in output and "(epoch 0, step 3)" in output
     info = timing(out)
     assert info["world_size"] == 2 and info["updates"] == UPDATES and info["ranks_agree"] is True
@@ -257,7 +255,9 @@ def test_zero2_resumes_mid_run(demo_data, runs, zero2_run):
         assert replayed[record["step"]] == pytest.approx(record["train/loss"], rel=1e-6)
 
 
-@pytest.mark.parametrize("method", ["forgetmi", "scrub"])
+# Forget-MI (and every other method) runs under ZeRO-2 in the launch matrix
+# (test_launch_matrix.py); SCRUB is run here longer, for its two phases across ranks.
+@pytest.mark.parametrize("method", ["scrub"])
 def test_zero2_unlearning_with_a_frozen_teacher(demo_data, runs, zero2_run, method):
     out = runs / f"unlearn-{method}"
     launch("zero2", demo_data, out, f"--original={zero2_run / 'model'}", f"--method={method}",
@@ -276,3 +276,29 @@ def test_zero2_unlearning_with_a_frozen_teacher(demo_data, runs, zero2_run, meth
         phases = ["max" if "train/forget_kl" in r else "min" for r in records]
         assert phases == ["max"] * 3 + ["min"] * (UPDATES - 3), phases
     assert_model_loads(out)
+
+
+def test_ddp_resume_in_the_first_epoch_keeps_each_ranks_loss_sums(demo_data, runs):
+    """Forget-MI's retention caps come from the first epoch's mean losses over both ranks; a
+    crash inside that epoch must not hand rank 0's partial sums to rank 1 on resume."""
+    from forgetmi.train import main as train_main
+    original = runs / "cap-original"
+    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={original}", *ARGS,
+                       "--max_steps=1"]) == 0
+    # 22 forget rows, 2 × 4 a step: 3 updates an epoch; checkpoint at 1, crash after 2
+    args = [f"--original={original / 'model'}", "--method=forgetmi", "--epochs=2",
+            "--max_steps=0", "--checkpoint_every=1", "--retention_cap=0.05"]
+    launch("ddp", demo_data, runs / "cap-straight", *args, script="launch/unlearn.py")
+    out = runs / "cap-resumed"
+    launch("ddp", demo_data, out, *args, "--stop_after=2", expect_rc=None,
+           script="launch/unlearn.py")
+    state = json.loads((out / "checkpoints/latest/trainer_state.json").read_text())
+    assert (state["epoch"], state["step"]) == (0, 1)
+    launch("ddp", demo_data, out, *args, script="launch/unlearn.py")
+
+    def caps(run: Path) -> dict:
+        return json.loads((run / "checkpoints/latest/trainer_state.json")
+                          .read_text())["objective"]["caps"]
+
+    straight, resumed = caps(runs / "cap-straight"), caps(out)
+    assert resumed == pytest.approx(straight, rel=1e-6, abs=0), (straight, resumed)

@@ -21,6 +21,8 @@ from forgetmi.evaluation.metrics import softmax
 from forgetmi.evaluation.mia import attack_features, population_attack
 from forgetmi.train import main as train_main
 
+pytestmark = pytest.mark.slow
+
 # Long enough, without weight decay, for the models to fit their rows (train CE ≈ 0.15 against
 # ≈ 1.0 on unseen rows), as an original model that memorised its patients would.
 ARGS = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
@@ -115,3 +117,64 @@ def test_evaluate_writes_metrics_that_match_an_independent_computation(halves, t
 def test_evaluate_errors(tmp_path, caplog):
     assert evaluate_main([str(tmp_path)]) == 2
     assert "no model/ folder" in caplog.text
+
+
+def _synthetic_partition(n_patients: int, first: int, remembered: bool, rng) -> dict:
+    """Predictions of 4 rows per patient; a remembered row's true class gets a large logit."""
+    n = 4 * n_patients
+    labels = rng.integers(0, 4, n)
+    out = {"label": labels, "group": (first + np.arange(n) // 4).astype(str)}
+    for head in ("image", "text", "joint"):
+        logits = rng.normal(0, 1, (n, 4))
+        logits[np.arange(n), labels] += 3.0 if remembered else 0.5
+        out[f"{head}_logits"] = logits
+    return out
+
+
+def test_attacks_store_the_forget_vs_unseen_headline():
+    """No model needed: the attacks block on predictions with known membership."""
+    from forgetmi.evaluation.evaluate import _attacks
+
+    rng = np.random.default_rng(0)
+    retain = _synthetic_partition(80, 0, True, rng)
+    test = _synthetic_partition(40, 1000, False, rng)
+    remembered = _attacks({"retain": retain, "test": test,
+                           "forget": _synthetic_partition(30, 2000, True, rng)}, 0, 32, 200)
+    forgotten = _attacks({"retain": retain, "test": test,
+                          "forget": _synthetic_partition(30, 3000, False, rng)}, 0, 32, 200)
+    head = remembered["forget_vs_unseen"]
+    assert head["auc"] > 0.8 and head["low"] > 0.7 and head["high"] <= 1.0
+    assert head["n_forget"] == head["n_unseen"] == 120 and head["n_forget_patients"] == 30
+    assert head["n_boot"] == 200
+    null = forgotten["forget_vs_unseen"]
+    assert null["low"] < 0.5 < null["high"] and abs(null["auc"] - 0.5) < 0.12
+    json.dumps(remembered, allow_nan=False)  # strict JSON: no NaN reaches metrics.json
+    # a one-patient forget request cannot fill 5 patient-grouped folds: nulls and the reason
+    one = _attacks({"retain": retain, "test": test,
+                    "forget": _synthetic_partition(1, 4000, True, rng)}, 0, 32, 50)
+    assert one["forget_vs_unseen"]["auc"] is None and one["forget_vs_unseen"]["n_forget"] == 4
+    assert "at least 5 patients" in one["forget_vs_unseen"]["reason"]
+    assert one["population"]["auc"] > 0.8  # the other attacks are still there
+
+
+def test_forget_vs_unseen_on_real_models(halves):
+    """The headline attack on A: its own training rows (H1) against rows it never saw (H2) are
+    found; two random patient halves of H2 (neither ever seen) are not. Both sides have about
+    200 rows, so the intervals can tell (the TEST fold of this small cohort has ~35)."""
+    from forgetmi.evaluation.mia import forget_vs_unseen_attack
+
+    paths, files, runs = halves
+    p = _predictions(paths, files["H2"], runs["A"])        # A's retain = H1, its forget = H2
+    members, _ = attack_features(p["retain"])
+    unseen, _ = attack_features(p["forget"])
+    remembered = forget_vs_unseen_attack(members, unseen, forget_groups=p["retain"]["group"],
+                                         unseen_groups=p["forget"]["group"], seed=0, n_boot=200)
+    groups = p["forget"]["group"]
+    patients = np.unique(groups)
+    half = np.isin(groups, np.random.default_rng(1).choice(patients, len(patients) // 2,
+                                                            replace=False))
+    chance = forget_vs_unseen_attack(unseen[half], unseen[~half], forget_groups=groups[half],
+                                     unseen_groups=groups[~half], seed=0, n_boot=200)
+    assert remembered["auc"] > 0.65 and remembered["low"] > 0.5, remembered
+    assert chance["low"] < 0.5 < chance["high"], chance
+    assert remembered["auc"] - chance["auc"] > 0.1, (remembered, chance)

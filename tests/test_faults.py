@@ -31,11 +31,8 @@ def max_difference(a: Path, b: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def original(demo_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("faults") / "original"
-    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={out}", *COMMON,
-                       "--epochs=1", "--lr=1e-3"]) == 0
-    return out / "model"
+def original(small_original):
+    return small_original
 
 
 def run_until_checkpoint_then_kill(cmd: list[str], run: Path, sig: int) -> None:
@@ -60,7 +57,7 @@ def run_until_checkpoint_then_kill(cmd: list[str], run: Path, sig: int) -> None:
 
 @pytest.mark.parametrize("job,sig", [("unlearn", signal.SIGKILL), ("train", signal.SIGTERM)])
 def test_killed_run_resumes_to_the_same_weights(demo_data, original, tmp_path, job, sig):
-    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=8", "--max_steps=40",
+    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=8", "--max_steps=24",
             "--lr=1e-3", "--checkpoint_every=2"]
     if job == "unlearn":
         args.append(f"--original={original}")

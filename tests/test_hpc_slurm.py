@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -22,6 +23,8 @@ from forgetmi.hpc.status import task_states
 from forgetmi.hpc.submit import sweep_main
 from forgetmi.protocol import main as protocol_main
 from forgetmi.train import main as train_main
+
+pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
@@ -67,11 +70,8 @@ def log_tail(task: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def original(demo_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("slurm-original") / "run"
-    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={out}", *COMMON,
-                       "--epochs=2", "--lr=1e-3"]) == 0
-    return out / "model"
+def original(small_original):
+    return small_original
 
 
 def write_sweep(path: Path, parameters: dict, program: str = "launch/unlearn.py") -> Path:
@@ -85,7 +85,7 @@ def write_sweep(path: Path, parameters: dict, program: str = "launch/unlearn.py"
 def test_sweep_is_one_array_two_at_a_time(slurm_cluster, demo_data, original, tmp_path):
     sweep = write_sweep(tmp_path / "sweep.yaml", {
         "preset": ["equal", "unimodal", "multimodal", "retention"], "original": str(original),
-        "epochs": 2})
+        "epochs": 1, "max_steps": 2})
     out = tmp_path / "out"
     assert sweep_main([str(sweep), "--out", str(out), "--executor", "slurm", "--max-parallel",
                        "2", "--partition", slurm_cluster.partition, "--time-min", "15",
@@ -103,6 +103,9 @@ def test_sweep_is_one_array_two_at_a_time(slurm_cluster, demo_data, original, tm
     for s in states:
         cfg = yaml.safe_load((Path(s["output_dir"]) / "config.yaml").read_text())
         assert cfg["unlearn"]["preset"] == s["params"]["preset"]
+        # each task keeps to the one CPU it was allocated
+        logged = Path(s["log"]).with_suffix(".err").read_text()     # submitit: stderr
+        assert "1 CPU thread(s) per process, as allocated" in logged, logged[-3000:]
 
 
 def test_a_task_of_two_ranks_runs_deepspeed_zero2(slurm_cluster, demo_data, original, tmp_path):
@@ -135,10 +138,10 @@ def test_pipeline_runs_as_dependent_arrays_and_gathers_a_report(slurm_cluster, d
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(yaml.safe_dump({
         "experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0],
-        "forget_sets": {"10": "forget_set_10per.csv"}, "train": {"epochs": 2, "lr": 1e-3},
-        "unlearn": {"epochs": 2, "lr": 1e-3},
+        "forget_sets": {"10": "forget_set_10per.csv"}, "train": {"epochs": 1, "lr": 1e-3},
+        "unlearn": {"epochs": 1, "lr": 1e-3},
         "methods": {"forgetmi-unimodal": {"method": "forgetmi", "preset": "unimodal"}},
-        "evaluate": {"bootstrap": 50}}))
+        "evaluate": {"bootstrap": 20}}))
     assert protocol_main([str(protocol), "--executor", "slurm", "--max-parallel", "2",
                           "--partition", slurm_cluster.partition, "--time-min", "15"]) == 0
     states = wait_until_finished(slurm_cluster, tmp_path / "runs")
@@ -160,7 +163,8 @@ def test_pipeline_runs_as_dependent_arrays_and_gathers_a_report(slurm_cluster, d
 
 
 def test_preempted_task_resumes_from_its_checkpoint(slurm_cluster, demo_data, tmp_path):
-    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=12", "--lr=1e-3",
+    # 20-25 updates an epoch: the first checkpoint (update 4) comes with over 50 still to go
+    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=3", "--lr=1e-3",
             "--checkpoint_every=4", "--seed=3"]
     sweep = write_sweep(tmp_path / "sweep.yaml", {"seed": 3}, program="launch/train.py")
     out = tmp_path / "out"
@@ -186,7 +190,12 @@ def test_preempted_task_resumes_from_its_checkpoint(slurm_cluster, demo_data, tm
     assert any("REQUEUED" in r or "PREEMPTED" in r for r in restarts), restarts
     # the same run uninterrupted, here, ends with the same weights
     straight = tmp_path / "straight"
-    assert train_main([*args, f"--output_dir={straight}"]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)       # as the task ran: its one allocated CPU, the same kernels
+    try:
+        assert train_main([*args, f"--output_dir={straight}"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     a = load_file(str(run / "model" / "model.safetensors"))
     b = load_file(str(straight / "model" / "model.safetensors"))
     assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6

@@ -2,9 +2,9 @@
 
 One ``accelerate launch`` per config in ``configs/accelerate/`` (two gloo processes where the
 config is distributed) runs train, retrain and every registered unlearning method in turn
-(tests/matrix_worker.py), a few optimizer steps each. For every job: the world size and
-strategy, every trainable parameter moved, every frozen one did not, and the ranks ended with
-the same weights. A new config file or a new registered method joins the matrix by itself.
+(tests/matrix_worker.py), eight optimizer steps each; test_distributed.py reads the same
+launches' train runs. For every job: the world size and strategy, every trainable parameter
+moved, every frozen one did not, and the ranks ended with the same weights. A new config file or a new registered method joins the matrix by itself.
 Mixed precision runs once per precision, on a config that supports it on a CPU.
 """
 
@@ -18,13 +18,11 @@ import torch
 from safetensors.torch import load_file
 
 from forgetmi.unlearning import METHODS
-from tests.launching import CONFIGS, accelerate_launch, config_path, launch_settings
+from tests.launching import ARGS, CONFIGS, UPDATES, config_path, launch_settings, run_matrix
 
-UPDATES = 2
+pytestmark = pytest.mark.distributed
+
 JOBS = ["train", "retrain", *sorted(METHODS)]
-ARGS = ["--text_encoder=tiny", "--image_size=64", "--batch_size=4", "--epochs=1",
-        f"--max_steps={UPDATES}", "--checkpoint_every=100", "--log_every=1", "--warmup_ratio=0",
-        "--lr=1e-3", "--seed=0", "--wandb=disabled", "--scrub.max_epochs=1", "--k=2"]
 DISTRIBUTED_TYPE = {"NO": "NO", "MULTI_GPU": "MULTI_CPU", "DEEPSPEED": "DEEPSPEED"}
 # The heads a method that compares embeddings only can never reach.
 HEADS = {"img_model.fc1.weight", "img_model.fc1.bias", "text_model.classifier.weight",
@@ -45,11 +43,6 @@ def initial_weights(run: Path) -> dict[str, torch.Tensor]:
     cfg = load_config(ExperimentConfig, str(run / "config.yaml"), [])
     set_seed(cfg.seed)
     return JointModel(cfg.model).state_dict()
-
-
-def run_matrix(config: Path, data, out: Path, *extra: str) -> str:
-    return accelerate_launch(config, "tests/matrix_worker.py",
-                             [str(data.root), str(out), *ARGS, *extra], timeout=600)
 
 
 def assert_every_job(config: Path, out: Path, updates: int = UPDATES) -> None:
@@ -85,9 +78,8 @@ def assert_every_job(config: Path, out: Path, updates: int = UPDATES) -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_job_under_every_launch_config(config, demo_data, tmp_path):
-    run_matrix(config, demo_data, tmp_path)
-    assert_every_job(config, tmp_path)
+def test_every_job_under_every_launch_config(config, matrix_runs):
+    assert_every_job(config, matrix_runs(config.stem))
 
 
 # Mixed precision, once per precision that runs on a CPU. Four image stages at 64 px: with
@@ -98,7 +90,7 @@ PRECISIONS = [("ddp", "bf16")]
 
 @pytest.mark.parametrize("config,precision", PRECISIONS, ids=[f"{c}-{p}" for c, p in PRECISIONS])
 def test_every_job_in_mixed_precision(config, precision, demo_data, tmp_path):
-    run_matrix(config_path(config), demo_data, tmp_path, f"--precision={precision}",
+    run_matrix(config_path(config), demo_data.root, tmp_path, f"--precision={precision}",
                "--model.image_widths=[8,16,32,192]")
     assert_every_job(config_path(config), tmp_path)
     for job in JOBS:

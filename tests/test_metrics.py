@@ -197,3 +197,24 @@ def test_bootstrap_rejects_bad_arguments():
         bootstrap_ci(full_metrics, labels, logits, groups=np.arange(5))
     with pytest.raises(ValueError, match="rows of logits"):
         bootstrap_ci(full_metrics, labels, logits[:10])
+
+
+def test_macro_f1_averages_only_present_classes_like_sklearn():
+    # class 3 absent from labels and predictions; class 2 only predicted (a false positive)
+    labels = np.array([0, 0, 1, 1, 1, 0, 2, 2])
+    logits = np.full((8, 4), 0.0)
+    logits[np.arange(8), [0, 1, 1, 1, 2, 0, 2, 0]] = 2.0
+    predicted = softmax(logits).argmax(axis=1)
+    expected = f1_score(labels, predicted, average="macro")  # labels=None: present classes
+    assert full_metrics(labels, logits)["f1"] == pytest.approx(expected, abs=1e-12)
+    assert classification_metrics(labels, logits)["f1"] == pytest.approx(expected, abs=1e-12)
+    only_two = labels < 2  # classes 2 and 3 absent from both sides on these rows
+    assert full_metrics(labels[only_two], logits[only_two])["f1"] == pytest.approx(
+        f1_score(labels[only_two], predicted[only_two], average="macro"), abs=1e-12)
+    # the batched (bootstrap) path: a resample that misses class 2 entirely drops it too
+    weights = np.array([[1, 2, 1, 3, 0, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]], dtype=float)
+    batched = weighted_full_metrics(labels, logits, weights)["f1"]
+    for b, row in enumerate(weights.astype(int)):
+        rows = np.repeat(np.arange(8), row)
+        assert batched[b] == pytest.approx(
+            f1_score(labels[rows], predicted[rows], average="macro"), abs=1e-12)

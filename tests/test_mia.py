@@ -213,3 +213,139 @@ def test_logit_similarity():
     # scaled logits point the same way (cosine blind) but predict differently (KL sees it)
     scaled = logit_similarity(3 * logits, logits)
     assert scaled["one_minus_cosine"] == pytest.approx(0, abs=1e-12) and scaled["kl_b_a"] > 0.05
+
+
+# --- the headline: forget rows vs unseen rows ---------------------------------------------------
+
+def patients(n_rows: int, first: int = 0, rows_each: int = 4) -> np.ndarray:
+    return first + np.arange(n_rows) // rows_each
+
+
+def test_weighted_auc_is_sklearns_auc_of_the_repeated_rows():
+    from sklearn.metrics import roc_auc_score
+
+    from forgetmi.evaluation.mia import weighted_auc
+    rng = np.random.default_rng(4)
+    positive, negative = np.round(rng.normal(0.3, 1, 40), 1), np.round(rng.normal(0, 1, 55), 1)
+    counts_p, counts_n = rng.integers(0, 3, 40), rng.integers(0, 3, 55)  # rounding makes ties
+    drawn_p, drawn_n = np.repeat(positive, counts_p), np.repeat(negative, counts_n)
+    expected = roc_auc_score(np.r_[np.ones(len(drawn_p)), np.zeros(len(drawn_n))],
+                             np.r_[drawn_p, drawn_n])
+    both = weighted_auc(positive, negative, np.stack([counts_p, np.ones(40)]).astype(float),
+                        np.stack([counts_n, np.ones(55)]).astype(float))
+    assert both[0] == pytest.approx(expected, abs=1e-12)
+    assert both[1] == pytest.approx(roc_auc_score(np.r_[np.ones(40), np.zeros(55)],
+                                                  np.r_[positive, negative]), abs=1e-12)
+
+
+def test_forget_vs_unseen_is_chance_when_forget_rows_look_unseen():
+    from forgetmi.evaluation.mia import forget_vs_unseen_attack
+    rng = np.random.default_rng(21)
+    forget, unseen = rng.normal(0, 1, (400, 4)), rng.normal(0, 1, (520, 4))
+    out = forget_vs_unseen_attack(forget, unseen, forget_groups=patients(400),
+                                  unseen_groups=patients(520, 1000), seed=3, n_boot=100)
+    assert out["low"] < 0.5 < out["high"]
+    assert abs(out["auc"] - 0.5) < 0.07              # ≈ 3 SD of the null AUC at 400 per side
+    assert out["high"] - out["low"] < 0.2
+    assert out["n_forget"] == out["n_unseen"] == 400  # balanced: the larger side subsampled
+    assert out["n_forget_patients"] == 100 and out["n_boot_used"] == 100
+
+
+def test_forget_vs_unseen_finds_forget_rows_with_lower_loss():
+    from forgetmi.evaluation.mia import forget_vs_unseen_attack
+    rng = np.random.default_rng(22)
+    forget, unseen = rng.normal(0, 1, (400, 4)), rng.normal(0, 1, (300, 4))
+    forget[:, 0] -= 0.8  # column 0 as a loss: the model still fits its forget rows better
+    out = forget_vs_unseen_attack(forget, unseen, forget_groups=patients(400),
+                                  unseen_groups=patients(300, 1000), seed=3, n_boot=100)
+    assert out["auc"] > 0.65 and out["low"] > 0.55   # Φ(0.8/√2) ≈ 0.71 with the true score
+    assert out["low"] <= out["auc"] <= out["high"]
+    assert out["n_forget"] == out["n_unseen"] == 300
+
+
+def test_forget_vs_unseen_interval_narrows_with_more_rows():
+    from forgetmi.evaluation.mia import forget_vs_unseen_attack
+    rng = np.random.default_rng(23)
+    widths = {}
+    for n in (100, 900):
+        forget, unseen = rng.normal(0, 1, (n, 3)), rng.normal(0, 1, (n, 3))
+        forget[:, 0] -= 0.5
+        out = forget_vs_unseen_attack(forget, unseen, forget_groups=patients(n),
+                                      unseen_groups=patients(n, 10_000), seed=5, n_boot=100)
+        widths[n] = out["high"] - out["low"]
+    # the standard error falls as 1/√n: 9× the rows, about a third of the width
+    assert widths[100] > 2.0 * widths[900], widths
+    assert 0.01 < widths[900] < 0.12, widths
+
+
+def test_forget_vs_unseen_interval_resamples_patients_and_is_seeded():
+    """Rows of one patient move together: resampling patients gives a wider interval than
+    resampling rows as if they were independent; the same seed gives the same interval."""
+    from forgetmi.evaluation.mia import forget_vs_unseen_attack
+    rng = np.random.default_rng(24)
+    def clustered(n_patients):  # 8 rows per patient, mostly the patient's own offset
+        return (np.repeat(rng.normal(0, 1, (n_patients, 3)), 8, axis=0)
+                + rng.normal(0, 0.3, (8 * n_patients, 3)))
+    forget, unseen = clustered(40), clustered(40)
+    groups = dict(forget_groups=patients(320, 0, 8), unseen_groups=patients(320, 100, 8))
+    by_patient = forget_vs_unseen_attack(forget, unseen, **groups, seed=1, n_boot=100)
+    by_row = forget_vs_unseen_attack(forget, unseen, seed=1, n_boot=100)
+    assert by_patient["interval"].startswith("patient bootstrap")
+    assert by_row["interval"].startswith("row bootstrap")
+    width = {k: v["high"] - v["low"] for k, v in (("patient", by_patient), ("row", by_row))}
+    assert width["patient"] > 1.5 * width["row"], width
+    again = forget_vs_unseen_attack(forget, unseen, **groups, seed=1, n_boot=100)
+    assert again == by_patient
+    other = forget_vs_unseen_attack(forget, unseen, **groups, seed=2, n_boot=100)
+    assert (other["low"], other["high"]) != (by_patient["low"], by_patient["high"])
+
+
+def test_forget_vs_unseen_inputs_are_checked():
+    from forgetmi.evaluation.mia import forget_vs_unseen_attack
+    rng = np.random.default_rng(25)
+    forget, unseen = rng.normal(0, 1, (40, 2)), rng.normal(0, 1, (40, 2))
+    with pytest.raises(ValueError, match="forget and unseen rows"):
+        forget_vs_unseen_attack(forget, unseen, forget_groups=patients(40),
+                                unseen_groups=patients(40))  # the same patient ids on both sides
+    with pytest.raises(ValueError, match="the forget rows have 2"):
+        forget_vs_unseen_attack(forget, unseen, forget_groups=np.arange(40) % 2,
+                                unseen_groups=patients(40, 100))
+    with pytest.raises(ValueError, match="columns"):
+        forget_vs_unseen_attack(forget, unseen[:, :1])
+    with pytest.raises(ValueError, match="for both"):
+        forget_vs_unseen_attack(forget, unseen, forget_groups=patients(40))
+
+
+def test_batched_logistic_refit_is_the_sklearn_attack_refit():
+    from forgetmi.evaluation.bootstrap import resample_weights
+    from forgetmi.evaluation.mia import _logistic_refit_aucs, _weighted_oof_auc, fold_ids
+    rng = np.random.default_rng(26)
+    x = rng.normal(0, 1, (300, 6))
+    x[:150, 0] -= 0.4
+    x[:, 5] = 3 * x[:, 4] + 0.01 * rng.normal(size=300)  # nearly collinear, as loss/true_prob
+    y, groups = np.r_[np.ones(150), np.zeros(150)], patients(300, 0, 3)
+    fold = fold_ids(y, groups, 5, 0)
+    draws = np.random.default_rng(1)
+    counts = np.concatenate([resample_weights(150, 6, draws, groups[:150]),
+                             resample_weights(150, 6, draws, groups[150:])], axis=1)
+    batched = _logistic_refit_aucs(x, y, fold, counts)
+    one_by_one = [_weighted_oof_auc(x, y, fold, c, 0, "logistic") for c in counts]
+    assert batched == pytest.approx(one_by_one, abs=2e-3)  # sklearn's lbfgs stops at tol 1e-4
+    assert np.ptp(batched) > 0.01                           # the resamples do differ
+
+
+def test_within_fold_auc_ignores_a_shift_of_one_folds_scores():
+    from sklearn.metrics import roc_auc_score
+
+    from forgetmi.evaluation.mia import within_fold_auc
+    y = np.r_[np.ones(4), np.zeros(4)]
+    fold = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    scores = np.array([0.6, 0.4, 0.9, 0.7, 0.5, 0.3, 0.8, 0.6])
+    # fold 0: positives .6 .4 vs negatives .5 .3 -> 3 of 4 pairs; fold 1: .9 .7 vs .8 .6 -> 3 of 4
+    assert within_fold_auc(scores, y, fold, np.ones(8)) == pytest.approx(0.75)
+    shifted = scores + 0.5 * (fold == 1)
+    assert within_fold_auc(shifted, y, fold, np.ones(8)) == pytest.approx(0.75)
+    assert roc_auc_score(y, scores) == pytest.approx(10.5 / 16)  # pooled: pairs across folds
+    # a row drawn twice counts twice: positive .4 (fold 0) doubled wins 1 of 2 pairs twice
+    counts = np.array([1, 2, 1, 1, 1, 1, 1, 1.0])
+    assert within_fold_auc(scores, y, fold, counts) == pytest.approx((4 + 3) / (6 + 4))

@@ -69,11 +69,11 @@ def test_small_protocol_runs_end_to_end(demo_data, tmp_path, caplog):
     protocol.write_text(yaml.safe_dump({
         "experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0, 1],
         "forget_sets": {"10": "forget_set_10per.csv"},
-        "train": {"epochs": 3, "lr": 1e-3},
-        "unlearn": {"epochs": 2, "lr": 1e-3},
+        "train": {"epochs": 1, "lr": 1e-3},
+        "unlearn": {"epochs": 1, "lr": 1e-3},
         "methods": {"forgetmi-unimodal": {"method": "forgetmi", "preset": "unimodal"},
                     "neggrad+": {"method": "neggrad+"}},
-        "evaluate": {"bootstrap": 50}}))
+        "evaluate": {"bootstrap": 20}}))
     assert protocol_main([str(protocol)]) == 0
     rows = list(csv.DictReader((tmp_path / "runs" / "report" / "report.csv").open()))
     labels = {r["label"]: r for r in rows}

@@ -258,3 +258,128 @@ def test_duplicate_runs_name_both_files(tmp_path, caplog):
     second = write_run(tmp_path / "b", doc)
     message = run_failing([str(tmp_path / "a"), str(tmp_path / "b")], caplog)
     assert "duplicate run" in message and str(first) in message and str(second) in message
+
+
+def test_time_ratio_compares_device_seconds_across_world_sizes(tmp_path):
+    """Unlearning on 1 process for 50 s vs retraining on 4 for 100 s: 50 / 400 device-seconds."""
+    from types import SimpleNamespace
+
+    from forgetmi.evaluation.evaluate import describe
+
+    rng = np.random.default_rng(3)
+    for model, label, seconds, world in (("retrained", "retrained", 100.0, 4),
+                                         ("scrub", "SCRUB", 50.0, 1)):
+        doc = metrics_doc(model, label, 3, 0, rng)
+        doc.update(seconds=seconds, world_size=world)
+        write_run(tmp_path / "runs", doc)
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    csv = pd.read_csv(tmp_path / "out" / "report.csv").set_index("model")
+    assert csv.loc["scrub", "time_ratio_mean"] == pytest.approx(50.0 / 400.0)
+    assert csv.loc["retrained", "seconds_mean"] == pytest.approx(100.0)  # wall time as recorded
+    legend = {c["key"]: c["description"]
+              for c in json.loads((tmp_path / "out" / "report.json").read_text())["columns"]}
+    assert "world size" in legend["time_ratio"]
+    # evaluate carries the engine's world size (timing.json) into metrics.json
+    run = tmp_path / "unlearn-run"
+    run.mkdir()
+    (run / "timing.json").write_text(json.dumps({"job": "unlearn", "train_seconds": 12.5,
+                                                 "world_size": 2}))
+    cfg = SimpleNamespace(unlearn=SimpleNamespace(method="scrub", preset="equal"),
+                          data=SimpleNamespace(forget_set="forget_set_3per.csv"), seed=1)
+    described = describe(run, cfg)
+    assert described["seconds"] == 12.5 and described["world_size"] == 2
+
+
+# --- the headline: forget-vs-unseen attack AUC, and which model is closest to retraining ----------
+
+HEADLINE = {"original": 0.80, "retrained": 0.52, "forgetmi": 0.55, "scrub": 0.66}
+
+
+def with_headline(doc: dict, auc: float, width: float = 0.04) -> dict:
+    doc["mia"]["forget_vs_unseen"] = {"auc": auc, "low": auc - width, "high": auc + width,
+                                      "n_forget": 201, "n_unseen": 201, "n_boot": 1000}
+    return doc
+
+
+def headline_runs(root: Path, seeds=SEEDS, models=MODELS, values=HEADLINE) -> dict:
+    rng = np.random.default_rng(11)
+    docs = {}
+    for model, label in models:
+        for seed in seeds:
+            doc = with_headline(metrics_doc(model, label, 3, seed, rng),
+                                values[model] + 0.01 * seed)
+            docs[model, seed] = doc
+            write_run(root, doc)
+    return docs
+
+
+def test_headline_column_gaps_and_closest_model(tmp_path):
+    docs = headline_runs(tmp_path / "runs")
+    ulira = {"log_ratio": {"frac_above_0": 0.375}, "n_rows": 201}
+    (tmp_path / "runs" / "p3" / "scrub" / "s0" / "ulira.json").write_text(json.dumps(ulira))
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "report.md").read_text()
+    rows = markdown_rows(text, "3%")
+    assert list(rows["SCRUB"])[2] == "Forget-vs-unseen AUC"  # first after Model and n
+    auc = [HEADLINE["scrub"] + 0.01 * s for s in SEEDS]
+    assert rows["SCRUB"]["Forget-vs-unseen AUC"] == (
+        f"{np.mean(auc):.3f} ± {np.std(auc, ddof=1):.3f}")
+    assert rows["SCRUB"]["ΔFvU AUC"] == "+0.140 ± 0.000"  # the same offset every seed
+    assert rows["retrained"]["ΔFvU AUC"] == "+0.000 ± 0.000"
+    assert rows["original"]["ΔFvU AUC"] == "+0.280 ± 0.000"
+    assert rows["SCRUB"]["U-LiRA"] == "0.375 (n=1)" and rows["original"]["U-LiRA"] == "—"
+    csv = pd.read_csv(tmp_path / "out" / "report.csv").set_index("model")
+    for key, pick in (("gap_forget_auc", forget_auc),
+                      ("gap_forget_f1", lambda d: d["metrics"]["forget"]["joint"]["f1"]["value"]),
+                      ("gap_test_auc", joint_test_auc)):
+        gaps = [pick(docs["scrub", s]) - pick(docs["retrained", s]) for s in SEEDS]
+        assert csv.loc["scrub", f"{key}_mean"] == pytest.approx(np.mean(gaps)), key
+    # closest: forgetmi (|Δ| 0.03), then SCRUB (0.14), then the original (0.28)
+    test_gap = np.mean([abs(joint_test_auc(docs["forgetmi", s])
+                            - joint_test_auc(docs["retrained", s])) for s in SEEDS])
+    assert ("- Forget set 3%: the model closest to the retrained one is **forgetmi (unimodal)** "
+            f"(mean |ΔFvU AUC| 0.030, mean |ΔTest AUC| {test_gap:.3f}, over 3 seed(s)); then "
+            "SCRUB (0.140); then original (0.280).") in text
+    assert "first by the mean over seeds of |forget-vs-unseen AUC" in text
+    assert text.index("## Closest to the retrained model") < text.index("## Forget set: 3%")
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert data["headline"] == "fvu_auc" and "then by the mean of |test AUC" in \
+        data["closeness_definition"]
+    (entry,) = data["closest_to_retrained"]
+    assert entry["closest"] == "forgetmi (unimodal)" and entry["model"] == "forgetmi"
+    assert [r["label"] for r in entry["ranking"]] == ["forgetmi (unimodal)", "SCRUB", "original"]
+    assert entry["ranking"][0]["mean_abs_gap_fvu_auc"] == pytest.approx(0.03)
+    assert entry["ranking"][0]["mean_abs_gap_test_auc"] == pytest.approx(test_gap)
+
+
+def test_closest_ties_on_the_headline_break_on_the_test_auc_gap(tmp_path):
+    models = (("retrained", "retrained"), ("scrub", "SCRUB"), ("forgetmi", "forgetmi"))
+    docs = headline_runs(tmp_path / "runs", seeds=(0,), models=models,
+                         values={"retrained": 0.52, "scrub": 0.55, "forgetmi": 0.49})
+    reference = joint_test_auc(docs["retrained", 0])
+    docs["scrub", 0]["metrics"]["test"]["joint"]["auc"]["value"] = reference - 0.01
+    docs["forgetmi", 0]["metrics"]["test"]["joint"]["auc"]["value"] = reference - 0.10
+    for doc in docs.values():
+        write_run(tmp_path / "runs", doc)
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["closest_to_retrained"]
+    assert [r["label"] for r in entry["ranking"]] == ["SCRUB", "forgetmi"]  # both |Δ| = 0.030
+    assert entry["ranking"][0]["mean_abs_gap_test_auc"] == pytest.approx(0.01)
+    # one seed: the headline cell shows that run's 95% interval
+    rows = markdown_rows((tmp_path / "out" / "report.md").read_text(), "3%")
+    assert rows["SCRUB"]["Forget-vs-unseen AUC"] == "0.550 [0.510, 0.590]"
+
+
+def test_without_a_retrained_run_the_report_cannot_judge_closeness(tmp_path, caplog):
+    headline_runs(tmp_path / "runs", models=(("original", "original"), ("scrub", "SCRUB")))
+    caplog.set_level(logging.INFO, logger="forgetmi.report")
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 0
+    sentence = ("Forget set 3%: cannot judge which model is closest to the retrained one: there "
+                "is no retrained run at this forget size.")
+    assert f"- {sentence}" in (tmp_path / "out" / "report.md").read_text()
+    assert sentence in caplog.text
+    (entry,) = json.loads((tmp_path / "out" / "report.json").read_text())["closest_to_retrained"]
+    assert entry["closest"] is None and entry["ranking"] == []
+    assert entry["reason"] == "there is no retrained run at this forget size"
+    rows = markdown_rows((tmp_path / "out" / "report.md").read_text(), "3%")
+    assert rows["SCRUB"]["ΔFvU AUC"] == "—" and rows["SCRUB"]["Forget-vs-unseen AUC"] != "—"

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import cloudpickle
 import pytest
 
+pytestmark = pytest.mark.slurm
+
 if TYPE_CHECKING:
     import submitit
 

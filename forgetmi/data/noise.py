@@ -6,14 +6,16 @@ word-level noise (one synonym substitution, then per word: delete, repeat or swa
 character-level noise (per word: insert, delete, substitute or swap a letter).
 
 Every draw comes from a numpy Generator seeded by ``sample_seed(seed, key)`` with the sample's
-key (its dicom_id), so the noisy set is the same in every process, worker and run.
+key (its dicom_id), so the noisy set is the same in every process, worker and rerun. The seed
+is the run's own unless ``noise.seed`` is set, so runs with different seeds get different
+noisy copies (one shared copy would make the seeds' results correlated).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -47,8 +49,17 @@ def sample_seed(base_seed: int, key: str) -> int:
 
 @dataclass
 class Perturbation:
-    """Settings of the noisy forget set. Defaults are the paper's (sigma 0.1, text level 0.5)."""
+    """Settings of the noisy forget set. Defaults are the paper's (sigma 0.1, text level 0.5).
 
+    ``image_std`` is applied to the cached image, i.e. at ``data.image_size`` after cropping and
+    area-downsampling, whereas the release added it at full resolution before cropping to 2048
+    px. Averaging k×k pixels divides white noise's std by k, so the release's sigma corresponds
+    to about ``sigma · image_size / crop_size`` here (before clipping): 0.1 at 2048 px ≈ 0.0125
+    at 256 px. The default 0.1 at a lower resolution is therefore stronger than the release's.
+    """
+
+    # Std of the Gaussian added per pixel at the cached resolution (data.image_size, not the
+    # release's full resolution): the release's sigma s ≈ s · image_size / crop_size here.
     image_std: float = 0.1
     image_mean: float = 0.0
     text_level: float = 0.5
@@ -56,9 +67,13 @@ class Perturbation:
     noise_token: str = DEFAULT_NOISE_TOKEN
     use_image: bool = True
     use_text: bool = True
-    seed: int = 0
+    seed: int | None = None        # None = the run's seed, so each seed gets its own noisy copy
     max_masked_keywords: int = 2   # distinct keywords masked per report (every occurrence of each)
     synonym_swaps: int = 1         # distinct words replaced by their synonym (the release uses 1)
+
+    def for_run(self, run_seed: int) -> "Perturbation":
+        """These settings with the run's seed filled in where ``seed`` was left unset."""
+        return self if self.seed is not None else replace(self, seed=int(run_seed))
 
     def __post_init__(self):
         words = (str(k).strip().lower() for k in self.keywords)
@@ -201,8 +216,10 @@ class Perturber:
         self.synonyms = {str(k).lower(): str(v) for k, v in (synonyms or {}).items()}
 
     def _rng(self, stream: str, key: str) -> np.random.Generator:
-        # Separate streams so image and text draws never depend on each other.
-        return np.random.default_rng(sample_seed(self.config.seed, f"{stream}/{key}"))
+        # Separate streams so image and text draws never depend on each other. An unset seed
+        # (a perturber outside a run, see Perturbation.for_run) means 0.
+        seed = 0 if self.config.seed is None else self.config.seed
+        return np.random.default_rng(sample_seed(seed, f"{stream}/{key}"))
 
     def image(self, img: np.ndarray, key: str) -> np.ndarray:
         """The noisy image for sample ``key`` (float32, same shape); unchanged if disabled."""

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 
 from forgetmi.errors import ForgetMIError
 
@@ -21,6 +22,8 @@ logger = logging.getLogger("forgetmi.engine")
 LATEST = "latest"
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
+# Trainer-state entries that differ by rank: each rank sums the losses of its own batches.
+PER_RANK = ("epoch_sums", "epoch_counts")
 
 
 class CheckpointError(ForgetMIError):
@@ -50,8 +53,11 @@ def save_latest(accelerator: Accelerator, root: Path, trainer_state: dict) -> Pa
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    # Every rank's own sums, listed by rank: rank 0's alone would give the others its means.
+    ranks = gather_object([{k: trainer_state[k] for k in PER_RANK if k in trainer_state}])
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        trainer_state = {**trainer_state, **{k: [r[k] for r in ranks] for k in ranks[0]}}
         (tmp / STATE).write_text(json.dumps(trainer_state, indent=2))
         (tmp / MANIFEST).write_text(json.dumps(_manifest(tmp), indent=2))
         shutil.rmtree(old, ignore_errors=True)
@@ -103,4 +109,9 @@ def load_latest(accelerator: Accelerator, root: Path, check=None) -> dict | None
         check(state, folder)  # e.g. refuse a checkpoint of a run with other settings
     accelerator.load_state(str(folder))
     logger.info("resumed from %s (epoch %d, step %d)", folder, state["epoch"], state["step"])
-    return state
+    return own_rank(state, accelerator.process_index)
+
+
+def own_rank(state: dict, rank: int) -> dict:
+    """The trainer state as rank ``rank`` saved it (older checkpoints kept rank 0's only)."""
+    return {**state, **{k: state[k][rank] for k in PER_RANK if isinstance(state.get(k), list)}}

@@ -53,6 +53,9 @@ class Stream:
     primary: bool = False
     shuffle: bool = True
     follows: str | None = None   # draw exactly the batches of that stream (a paired copy)
+    # A lead stream: each of the first lead_epochs epochs opens with one pass over it (every
+    # row once), drawn alone; the other streams wait and then make their own whole epoch.
+    lead_epochs: int = 0
 
 
 class Objective(ABC):
@@ -122,19 +125,29 @@ class Engine:
                                           len(names[s.follows].dataset) != len(s.dataset)):
                 raise ValueError(f"stream {s.name!r} follows {s.follows!r}, which must be another "
                                  "stream over a dataset of the same length")
+        leads = [s for s in streams if s.lead_epochs]
+        if len(leads) > 1 or any(s.primary or s.follows or t.follows == s.name
+                                 for s in leads for t in streams):
+            raise ValueError("an objective may have one lead stream: not primary, not a copy, "
+                             "and not copied")
         self.streams = streams
         world, rank = accelerator.num_processes, accelerator.process_index
         self.plans = {s.name: BatchPlan(len(s.dataset), s.batch_size, world, rank, seed, s.name,
                                         s.shuffle) for s in streams}
         self.primary = primaries[0]
+        self.lead = leads[0] if leads else None
         self.steps_per_epoch = self.plans[self.primary.name].steps_per_epoch(train.grad_accum)
-        self.total_updates = train.epochs * self.steps_per_epoch // train.grad_accum
-        if train.max_steps:
-            self.total_updates = min(self.total_updates, train.max_steps)
-
         # Micro-steps of one pass over each stream (a method may schedule phases with them).
         objective.steps_per_pass = {s.name: self.plans[s.name].steps_per_epoch(train.grad_accum)
                                     for s in streams}
+        if self.lead is not None:   # fail now, not at the first lead epoch
+            try:
+                self.plans[self.lead.name].once(0, self.lead_steps(0), self.lead_steps(0))
+            except ValueError as err:
+                raise ForgetMIError(f"{err}: lower train.grad_accum or the processes") from None
+        self.total_updates = sum(map(self.epoch_steps, range(train.epochs))) // train.grad_accum
+        if train.max_steps:
+            self.total_updates = min(self.total_updates, train.max_steps)
 
         fill_deepspeed_config(accelerator, self.primary.batch_size, train.grad_accum,
                               train.max_grad_norm)
@@ -155,19 +168,35 @@ class Engine:
         objective.setup(accelerator)
 
     # -- helpers -----------------------------------------------------------------------------
+    def lead_steps(self, epoch: int) -> int:
+        """Micro-steps of ``epoch`` that draw the lead stream alone (they open the epoch)."""
+        if self.lead is None or epoch >= self.lead.lead_epochs:
+            return 0
+        return self.objective.steps_per_pass[self.lead.name]
+
+    def epoch_steps(self, epoch: int) -> int:
+        return self.lead_steps(epoch) + self.steps_per_epoch
+
     def _loaders(self, epoch: int, start: int) -> dict:
         """This rank's loaders for the rest of ``epoch``, resuming at micro-step ``start``."""
         loaders = {}
-        first_global = epoch * self.steps_per_epoch + start
+        lead = self.lead_steps(epoch)
+        # The other streams count only the steps that draw them, so they lose no batch.
+        begun = max(0, start - lead)
+        first_global = epoch * self.steps_per_epoch + begun
         planned = {}
         for stream in sorted(self.streams, key=lambda s: s.follows is not None):
             plan = self.plans[stream.name]
             if stream.follows is not None:
                 batches = planned[stream.follows]
+            elif stream is self.lead:
+                if start >= lead:
+                    continue
+                batches = plan.once(epoch, lead, start)
             elif stream.primary:
-                batches = plan.epoch(epoch, self.steps_per_epoch, start)
+                batches = plan.epoch(epoch, self.steps_per_epoch, begun)
             else:
-                batches = plan.steps(first_global, self.steps_per_epoch - start)
+                batches = plan.steps(first_global, self.steps_per_epoch - begun)
             planned[stream.name] = batches
             loaders[stream.name] = batch_loader(stream.dataset, batches, self.train.num_workers,
                                                 seed=self.seed + epoch)
@@ -251,11 +280,14 @@ class Engine:
             epoch = state["epoch"]
             loaders = self._loaders(epoch, state["step"])
             iterators = {name: iter(loader) for name, loader in loaders.items()}
-            bar = progress(total=self.steps_per_epoch, initial=state["step"],
+            epoch_steps, lead = self.epoch_steps(epoch), self.lead_steps(epoch)
+            bar = progress(total=epoch_steps, initial=state["step"],
                            desc=f"epoch {epoch}", leave=False)
             tic = time.perf_counter()
-            for micro in range(state["step"], self.steps_per_epoch):
-                batch = {name: to_device(next(it), acc.device) for name, it in iterators.items()}
+            for micro in range(state["step"], epoch_steps):
+                drawn = ([self.lead.name] if micro < lead else
+                         [s.name for s in self.streams if s is not self.lead])
+                batch = {name: to_device(next(iterators[name]), acc.device) for name in drawn}
                 self.objective.at_step(epoch, micro)
                 with acc.accumulate(self.model):
                     with autocast(acc):
@@ -329,7 +361,7 @@ class Engine:
                     break
             bar.close()
             state["train_seconds"] += time.perf_counter() - tic
-            if state["step"] >= self.steps_per_epoch:
+            if state["step"] >= epoch_steps:
                 state["epoch"], state["step"] = epoch + 1, 0
                 # Per-epoch means, kept in the checkpointed state so a resumed epoch counts whole.
                 if state.get("epoch_counts"):
@@ -352,7 +384,8 @@ class Engine:
         shapes = hashlib.sha256(json.dumps(
             sorted((k, list(v.shape)) for k, v in model.state_dict().items())).encode())
         return {"model": shapes.hexdigest()[:16],
-                "streams": {s.name: [len(s.dataset), s.batch_size] for s in self.streams},
+                "streams": {s.name: [len(s.dataset), s.batch_size] +
+                            ([s.lead_epochs] if s.lead_epochs else []) for s in self.streams},
                 "grad_accum": self.train.grad_accum, "seed": self.seed,
                 "world_size": self.accelerator.num_processes}
 

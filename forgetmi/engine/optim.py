@@ -33,11 +33,15 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     return torch.optim.AdamW(param_groups, lr=lr)
 
 
+SCHEDULERS = ("cosine", "linear", "constant")
+
+
 def build_scheduler(optimizer, kind: str, total_steps: int, warmup_ratio: float) -> LambdaLR:
-    """Linear warmup, then cosine / linear decay to zero, or constant."""
-    if kind not in ("cosine", "linear", "constant"):
+    """Linear warmup, then cosine / linear decay to zero; or ``constant``: the base rate on
+    every step, with no warmup (the paper's effective schedule: its scheduler never stepped)."""
+    if kind not in SCHEDULERS:
         raise ValueError(f"scheduler must be cosine, linear or constant, got {kind!r}")
-    warmup = int(round(warmup_ratio * total_steps))
+    warmup = 0 if kind == "constant" else int(round(warmup_ratio * total_steps))
 
     def factor(step: int) -> float:
         if warmup and step < warmup:

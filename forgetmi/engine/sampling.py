@@ -22,7 +22,8 @@ class BatchPlan:
     batches of ``batch_size * world_size`` (the last one topped up from the start of the same
     permutation so every rank takes the same number of steps). Secondary streams are drawn from
     an endless chain of permutations, indexed by the global step, so across steps they sweep
-    the whole dataset (the release only ever saw its first few retain batches).
+    the whole dataset (the release only ever saw its first few retain batches). A lead stream
+    (SCRUB's max-pass) takes one permutation per epoch, every row exactly once (:meth:`once`).
     """
 
     def __init__(self, n: int, batch_size: int, world_size: int = 1, rank: int = 0,
@@ -52,6 +53,30 @@ class BatchPlan:
             first = step * self.global_batch + self.rank * self.batch_size
             out.append([int(order[(first + j) % self.n]) for j in range(self.batch_size)])
         return out
+
+    def once(self, epoch: int, steps: int, start: int = 0) -> list[list[int]]:
+        """A pass stream: this rank's batches for steps ``start..steps-1`` of one pass over
+        permutation ``epoch`` in ``steps`` global steps, every row exactly once.
+
+        Batches are full except in a trailing block of steps whose rows are shared evenly, so
+        that no rank's batch is empty (every rank must take every step) and a pass rounded up
+        to a multiple of the accumulation still repeats no row.
+        """
+        slots, world = steps * self.world_size, self.world_size
+        if self.n < slots:
+            raise ValueError(f"stream {self.stream!r}: {self.n} rows cannot fill {steps} steps "
+                             f"on {world} process(es) without repeating rows")
+        spare = steps * self.global_batch - self.n   # slots the pass leaves empty
+        tail = 0                                      # trailing steps that share the shortfall
+        while tail * self.global_batch - spare < tail * world:
+            tail += 1
+        sizes = [self.batch_size] * (slots - tail * world)
+        rows_left, batches_left = tail * self.global_batch - spare, tail * world
+        sizes += [rows_left // batches_left + (k < rows_left % batches_left)
+                  for k in range(batches_left)]
+        order, ends = self._order(epoch), np.cumsum([0] + sizes)
+        return [[int(i) for i in order[ends[k]:ends[k + 1]]]
+                for k in (step * world + self.rank for step in range(start, steps))]
 
     def steps(self, first_global_step: int, count: int) -> list[list[int]]:
         """Secondary stream: this rank's batches for ``count`` global steps from ``first_global_step``."""

@@ -3,8 +3,10 @@
 For every partition (forget, retain, validation, test) and head (image, text, joint): the
 metrics of :func:`forgetmi.evaluation.metrics.full_metrics` with patient-level bootstrap
 confidence intervals; the membership attacks (the paper's SVC on per-sample losses, the
-release's per-batch variant for like-for-like comparison, and a cross-validated population
-attack on several signals with patient-level scores); and, given the retrained reference, the
+release's per-batch variant for like-for-like comparison, a cross-validated population
+attack on several signals with patient-level scores, and the headline forget-vs-unseen attack
+AUC with a patient-bootstrap 95% interval, ``mia.forget_vs_unseen``); and, given the retrained
+reference, the
 gap to it and the logit similarity on retain rows. Written atomically to ``RUN_DIR/metrics.json``
 (schema 1, read by ``forgetmi report``). Counts and scores only: no report text, no patient id.
 
@@ -64,17 +66,18 @@ def _model_dir(run: Path) -> Path:
     return run if is_model_folder(run) else run / "model"
 
 
-def _job(run: Path) -> tuple[str | None, float | None]:
+def _job(run: Path) -> tuple[str | None, float | None, int | None]:
+    """The engine's timing.json: job kind, wall seconds, and the processes they ran on."""
     timing = run / "timing.json"
     if not timing.is_file():
-        return None, None
+        return None, None, None
     info = json.loads(timing.read_text())
-    return info.get("job"), info.get("train_seconds")
+    return info.get("job"), info.get("train_seconds"), info.get("world_size")
 
 
 def describe(run: Path, cfg) -> dict:
     """Which model this is (original / retrained / a method), for the report's rows."""
-    job, seconds = _job(run)
+    job, seconds, world_size = _job(run)
     if job is None and is_model_folder(run):
         from forgetmi.models.provenance import read_model_record
         model = label = ("published" if read_model_record(run)[0].origin == "release"
@@ -93,7 +96,7 @@ def describe(run: Path, cfg) -> dict:
             "preset": cfg.unlearn.preset if model == "forgetmi" else None,
             "forget_set": Path(forget_set).name if forget_set else None,
             "forget_percent": float(match.group(1)) if match else None,
-            "seed": cfg.seed, "seconds": seconds,
+            "seed": cfg.seed, "seconds": seconds, "world_size": world_size,
             "seconds_kind": "unlearning" if job == "unlearn" else "training"}
 
 
@@ -136,7 +139,8 @@ def _metrics(predictions: dict, n_boot: int, seed: int) -> dict:
     return out
 
 
-def _attacks(predictions: dict, seed: int, batch_size: int) -> dict | None:
+def _attacks(predictions: dict, seed: int, batch_size: int,
+             n_boot: int = 1000) -> dict | None:
     from forgetmi.evaluation.mia import (attack_features, population_attack, sample_losses,
                                          svc_mia_report)
 
@@ -152,7 +156,26 @@ def _attacks(predictions: dict, seed: int, batch_size: int) -> dict | None:
                                    seed=seed, roc_points=200)
     population["features"] = names
     result["population"] = population
+    result["forget_vs_unseen"] = _forget_vs_unseen(target, nonmember, forget["group"],
+                                                   test["group"], seed, n_boot)
     return json.loads(json.dumps(result, default=float))
+
+
+def _forget_vs_unseen(forget: np.ndarray, unseen: np.ndarray, forget_groups: np.ndarray,
+                      unseen_groups: np.ndarray, seed: int, n_boot: int) -> dict:
+    """The headline attack (forget rows vs test rows); too few patients for its folds (e.g. a
+    one-patient forget request) gives nulls and the reason, not a failed evaluation."""
+    from forgetmi.evaluation.mia import forget_vs_unseen_attack
+
+    try:
+        out = forget_vs_unseen_attack(forget, unseen, forget_groups=forget_groups,
+                                      unseen_groups=unseen_groups, seed=seed,
+                                      n_boot=n_boot)
+    except ValueError as err:
+        logger.warning("forget-vs-unseen attack not computed: %s", err)
+        return {"auc": None, "low": None, "high": None, "n_forget": int(len(forget)),
+                "n_unseen": int(len(unseen)), "reason": str(err)}
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def _gap(metrics: dict, reference: dict) -> dict:
@@ -181,7 +204,7 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     logger.info("evaluating %s: %s", result["label"],
                 ", ".join(f"{k} {len(v['label'])} rows" for k, v in predictions.items()))
     result["metrics"] = _metrics(predictions, n_boot, cfg.seed)
-    result["mia"] = _attacks(predictions, cfg.seed, mia_batch_size)
+    result["mia"] = _attacks(predictions, cfg.seed, mia_batch_size, n_boot)
     result["gap"] = result["logit_similarity"] = None
     if retrained is not None:
         retrained = Path(retrained)
@@ -208,10 +231,19 @@ def summary_line(result: dict) -> str:
     mia = result.get("mia") or {}
     svc = mia.get("svc_mia_per_sample")
     attack = (mia.get("population") or {}).get("auc")
-    return (f"{result['label']}: forget AUC {value('forget', 'auc')} F1 {value('forget', 'f1')}, "
+    headline = mia.get("forget_vs_unseen") or {}
+    forgotten = ("—" if headline.get("auc") is None else
+                 f"{headline['auc']:.3f} [{_or_dash(headline.get('low'))}, "
+                 f"{_or_dash(headline.get('high'))}]")
+    return (f"{result['label']}: forget-vs-unseen attack AUC {forgotten} (0.5 = forgotten as "
+            f"if never seen), forget AUC {value('forget', 'auc')} F1 {value('forget', 'f1')}, "
             f"test AUC {value('test', 'auc')} F1 {value('test', 'f1')}, MIA (SVC) "
             f"{'—' if svc is None else f'{svc:.3f}'}, population attack AUC "
             f"{'—' if attack is None else f'{attack:.3f}'}")
+
+
+def _or_dash(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,10 +98,10 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, 
     labels = as_class_labels(labels)
     probs = softmax(np.asarray(logits, dtype=np.float64))
     predicted = probs.argmax(axis=1)
-    classes = list(range(probs.shape[1]))
     return {
         "auc": auc_ovr(labels, probs),
-        "f1": float(f1_score(labels, predicted, labels=classes, average="macro", zero_division=0)),
+        # labels=None: macro over the classes present in labels or predictions (as _macro_f1)
+        "f1": float(f1_score(labels, predicted, average="macro", zero_division=0)),
         "accuracy": float(accuracy_score(labels, predicted)),
     }
 
@@ -169,18 +169,23 @@ def _pairwise_aucs(labels: np.ndarray, probs: np.ndarray,
 
 def _macro_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int,
               weights: np.ndarray) -> np.ndarray:
-    """Macro F1 over all K classes, F1_k = 2TP / (2TP + FP + FN), 0 when that is 0/0.
+    """Macro F1, F1_k = 2TP / (2TP + FP + FN), over the classes present per weight row.
 
-    The same convention as ``f1_score(labels=range(K), average="macro", zero_division=0)`` and
-    :func:`classification_metrics`, so training-time and judged F1 agree.
+    A class absent from both the (weighted) labels and predictions has 2TP + FP + FN = 0 and is
+    left out rather than scored 0, which would drag resamples missing a rare class down. This is
+    ``f1_score(average="macro")`` with ``labels=None``, as :func:`classification_metrics` uses,
+    so training-time and judged F1 agree. NaN for a row of zero weight.
     """
     cell = np.zeros((len(labels), n_classes * n_classes))
     cell[np.arange(len(labels)), labels * n_classes + predicted] = 1.0
     confusion = (weights @ cell).reshape(len(weights), n_classes, n_classes)  # [b, true, pred]
     tp = np.diagonal(confusion, axis1=1, axis2=2)
     denominator = confusion.sum(axis=2) + confusion.sum(axis=1)  # 2TP + FN + FP
-    f1 = np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1.0), 0.0)
-    return f1.mean(axis=1)
+    present = denominator > 0
+    f1 = np.where(present, 2 * tp / np.where(present, denominator, 1.0), 0.0)
+    count = present.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, f1.sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
 def weighted_full_metrics(labels: np.ndarray, logits: np.ndarray,
@@ -222,7 +227,7 @@ def full_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     - ``auc_pairwise``: Hand & Till's M (sklearn's ``multi_class="ovo"``), the mean over class
       pairs i<j of (A(i|j)+A(j|i))/2; pairs with an absent class are left out. Per pair:
       ``auc_pair_{i}v{j}``.
-    - ``f1`` (macro over all K classes), ``accuracy``.
+    - ``f1`` (macro over the classes present in labels or predictions), ``accuracy``.
     - ``severity_mse``: mean of (sum_k k·p_k − label)².
 
     AUCs that the labels leave undefined are NaN.

@@ -2,8 +2,10 @@
 
 Reads the ``metrics.json`` that ``forgetmi evaluate`` writes for every run, groups the runs by
 forget size and model label, and reports mean ± std over seeds: single-seed retrains are noisy
-(SPEC §6), so a method is only judged against the retrained model over several seeds. Writes
-``report.md``, ``report.csv``, ``report.json`` and PNG plots, each atomically.
+(SPEC §6), so a method is only judged against the retrained model over several seeds. The
+headline column is the forget-vs-unseen attack AUC (``mia.forget_vs_unseen``); per forget size
+the report names the model closest to the retrained one (:data:`CLOSENESS` says how), or why it
+cannot. Writes ``report.md``, ``report.csv``, ``report.json`` and PNG plots, each atomically.
 """
 
 from __future__ import annotations
@@ -41,9 +43,21 @@ class Column:
     source: tuple[str, ...] | None  # None: derived from other runs (see add_relative_columns)
     kind: str                       # "score" | "gap" | "seconds" | "ratio": picks the format
     description: str
+    interval: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # a run's (low, high)
 
 
+FORGET_VS_UNSEEN = ("mia", "forget_vs_unseen")
 COLUMNS: tuple[Column, ...] = (
+    Column("fvu_auc", "Forget-vs-unseen AUC", (*FORGET_VS_UNSEEN, "auc"), "score",
+           "the headline: AUC of a cross-validated attack telling the forget rows from rows of "
+           "unseen (test) patients, on the population attack's signals. 0.5 = the model treats "
+           "its forget rows as if it had never seen them; clearly above 0.5 = it still "
+           "remembers them. A single run shows its patient-bootstrap 95% interval in brackets; "
+           "the target is the retrained model's value",
+           interval=((*FORGET_VS_UNSEEN, "low"), (*FORGET_VS_UNSEEN, "high"))),
+    Column("gap_fvu_auc", "ΔFvU AUC", None, "gap",
+           "forget-vs-unseen AUC minus the retrained model's (same size and seed): near 0 is "
+           "the target"),
     Column("mia", "MIA", ("mia", "svc_mia_per_sample"), "score",
            "the paper's SVC attack on per-sample losses: fraction of forget rows called member"),
     Column("mia_batch", "MIA rel./batch", ("mia", RELEASE_MIA), "score",
@@ -53,10 +67,18 @@ COLUMNS: tuple[Column, ...] = (
            "population attack on several per-sample signals: ROC AUC (0.5 = chance)"),
     Column("pop_tpr_1pct", "TPR@1%FPR", ("mia", "population", "tpr_at_1pct_fpr"), "score",
            "population attack: true-positive rate at 1% false-positive rate"),
+    Column("ulira", "U-LiRA", ("ulira", "log_ratio", "frac_above_0"), "score",
+           "per-example shadow-model audit (forgetmi ulira), where the run's metrics.json "
+           "carries a 'ulira' block or a ulira.json lies beside it: fraction of forget rows "
+           "whose likelihood ratio says 'trained on' (lower is better)"),
     Column("forget_auc", "Forget AUC", ("metrics", "forget", "joint", "auc", "value"), "score",
            "joint head on the forget set: mean of the one-vs-rest AUCs"),
+    Column("gap_forget_auc", "ΔForget AUC", ("gap", "forget", "joint", "auc"), "gap",
+           "forget AUC minus the retrained model's (same size and seed): near 0 is the target"),
     Column("forget_f1", "Forget F1", ("metrics", "forget", "joint", "f1", "value"), "score",
            "joint head on the forget set: macro F1"),
+    Column("gap_forget_f1", "ΔForget F1", ("gap", "forget", "joint", "f1"), "gap",
+           "forget F1 minus the retrained model's (same size and seed): near 0 is the target"),
     Column("test_auc", "Test AUC", ("metrics", "test", "joint", "auc", "value"), "score",
            "joint head on the test set: mean of the one-vs-rest AUCs"),
     Column("test_f1", "Test F1", ("metrics", "test", "joint", "f1", "value"), "score",
@@ -69,9 +91,19 @@ COLUMNS: tuple[Column, ...] = (
     Column("seconds", "Time (s)", ("seconds",), "seconds",
            "wall time of training (Original, Retrained) or of unlearning alone (methods)"),
     Column("time_ratio", "vs retrain", None, "ratio",
-           "time divided by the retraining time of the same forget size and seed"),
+           "device-seconds (wall seconds × world size, the number of processes) divided by "
+           "those of the retraining run of the same forget size and seed; a run that recorded "
+           "no world size counts as one process"),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+GAPS = {"gap_fvu_auc": "fvu_auc", "gap_forget_auc": "forget_auc", "gap_forget_f1": "forget_f1",
+        "gap_test_auc": "test_auc"}  # gap column -> the value it subtracts the retrained's from
+CLOSENESS = (
+    "Closeness to the retrained model is judged per forget size: first by the mean over seeds "
+    "of |forget-vs-unseen AUC − that of the retrained model of the same seed| (the headline "
+    "gap, as shown to 0.001; equal values tie), then by the mean of |test AUC − the retrained "
+    "model's|. Every model but the retrained one competes, the original included: a method "
+    "that is not closer than the original has not moved towards the retrained model.")
 
 
 @dataclass
@@ -84,7 +116,9 @@ class RunRecord:
     forget_percent: float | None
     seed: int
     run: str | None = None
+    world_size: int = 1  # processes the timed run used; older files without it ran on one
     values: dict[str, float] = field(default_factory=dict)  # column key -> value, NaN if undefined
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high)
     roc: tuple[np.ndarray, np.ndarray] | None = None         # population attack (fpr, tpr)
 
 
@@ -137,12 +171,21 @@ def load_run(path: str | Path) -> RunRecord:
     percent = doc.get("forget_percent")
     if percent is not None and not _is_number(percent):
         raise DataError(f"expected a number or null, got {percent!r}", path, field="forget_percent")
+    world_size = doc.get("world_size")
+    if world_size is not None and (not isinstance(world_size, int) or isinstance(world_size, bool)
+                                   or world_size < 1):
+        raise DataError(f"expected a positive integer or null, got {world_size!r}", path,
+                        field="world_size")
     record = RunRecord(path=path, model=doc["model"], label=doc["label"],
                        forget_percent=None if percent is None else float(percent),
-                       seed=doc["seed"], run=doc.get("run"))
+                       seed=doc["seed"], run=doc.get("run"), world_size=world_size or 1)
     _alias_release_mia(doc, path)
+    _attach_ulira(doc, path)
     record.values = {c.key: _lookup(doc, c.source, path) if c.source else math.nan
                      for c in COLUMNS}
+    record.intervals = {c.key: (_lookup(doc, c.interval[0], path),
+                                _lookup(doc, c.interval[1], path))
+                        for c in COLUMNS if c.interval}
     record.roc = _read_roc(doc, path)
     return record
 
@@ -173,6 +216,13 @@ def _alias_release_mia(doc: dict[str, Any], path: Path) -> None:
                         field="mia")
     if found:
         mia[RELEASE_MIA] = mia[found[0]]
+
+
+def _attach_ulira(doc: dict[str, Any], path: Path) -> None:
+    """A U-LiRA audit of this run: the record's own 'ulira' block, else a ulira.json beside it."""
+    beside = path.parent / "ulira.json"
+    if doc.get("ulira") is None and beside.is_file():
+        doc["ulira"] = _read_json(beside)
 
 
 def _is_number(value: Any) -> bool:
@@ -234,8 +284,9 @@ def check_unique(runs: Sequence[RunRecord]) -> None:
 
 
 def add_relative_columns(runs: Sequence[RunRecord]) -> None:
-    """Fill what needs the retrained run of the same size and seed: the time ratio, and the
-    test-AUC gap where the file recorded none."""
+    """Fill what needs the retrained run of the same size and seed: the time ratio (in
+    device-seconds), the forget-vs-unseen AUC gap, and the forget/test gaps where the file
+    recorded none."""
     references: dict[tuple[float | None, int], list[RunRecord]] = {}
     for run in runs:
         if run.model == "retrained":
@@ -250,10 +301,14 @@ def add_relative_columns(runs: Sequence[RunRecord]) -> None:
         if len(refs) != 1:
             continue
         ref = refs[0].values
-        if ref["seconds"] > 0:
-            run.values["time_ratio"] = run.values["seconds"] / ref["seconds"]
-        if math.isnan(run.values["gap_test_auc"]):
-            run.values["gap_test_auc"] = run.values["test_auc"] - ref["test_auc"]
+        # Device-seconds: unlearning and retraining may have run on different process counts.
+        ref_device_seconds = ref["seconds"] * refs[0].world_size
+        if ref_device_seconds > 0:
+            run.values["time_ratio"] = (run.values["seconds"] * run.world_size
+                                        / ref_device_seconds)
+        for gap, value in GAPS.items():
+            if math.isnan(run.values[gap]):
+                run.values[gap] = run.values[value] - ref[value]
 
 
 # --- aggregation --------------------------------------------------------------------------------
@@ -287,9 +342,73 @@ def summarise(runs: Sequence[RunRecord]) -> pd.DataFrame:
             row[f"{key}_mean"] = float(values.mean()) if values.size else math.nan
             row[f"{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
             row[f"{key}_n"] = int(values.size)
+        for column in COLUMNS:
+            if column.interval:  # a run's own interval, shown when it is the only value
+                defined = [m.intervals[column.key] for m in members
+                           if math.isfinite(m.values[column.key])]
+                low, high = defined[0] if len(defined) == 1 else (math.nan, math.nan)
+                row[f"{column.key}_low"], row[f"{column.key}_high"] = low, high
         rows.append(row)
     rows.sort(key=lambda r: _row_order(r["forget_percent"], r["model"], r["label"]))
     return pd.DataFrame(rows)
+
+
+def closest_to_retrained(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """Per forget size, the models ranked by closeness to the retrained model (see CLOSENESS),
+    with a sentence saying which is closest, or why that cannot be judged."""
+    sizes: dict[float | None, list[RunRecord]] = {}
+    for run in runs:
+        sizes.setdefault(run.forget_percent, []).append(run)
+    out = []
+    for percent in sorted(sizes, key=lambda p: (p is None, p or 0.0)):
+        members = sizes[percent]
+        size = size_name(percent)
+        gaps: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for run in members:
+            if run.model != "retrained" and math.isfinite(run.values["gap_fvu_auc"]):
+                gaps.setdefault((run.label, run.model), []).append(
+                    (abs(run.values["gap_fvu_auc"]), abs(run.values["gap_test_auc"])))
+        ranking = []
+        for (label, model), pairs in gaps.items():
+            test = [t for _, t in pairs if math.isfinite(t)]
+            ranking.append({"label": label, "model": model, "seeds": len(pairs),
+                            "mean_abs_gap_fvu_auc": float(np.mean([f for f, _ in pairs])),
+                            "mean_abs_gap_test_auc": float(np.mean(test)) if test else None})
+        ranking.sort(key=lambda r: (round(r["mean_abs_gap_fvu_auc"], 3),
+                                    math.inf if r["mean_abs_gap_test_auc"] is None
+                                    else r["mean_abs_gap_test_auc"], r["label"].casefold()))
+        entry = {"size": size, "forget_percent": percent, "closest": None, "model": None,
+                 "ranking": ranking, "reason": None}
+        if ranking:
+            best = ranking[0]
+            entry.update(closest=best["label"], model=best["model"])
+            test = best["mean_abs_gap_test_auc"]
+            entry["sentence"] = (
+                f"Forget set {size}: the model closest to the retrained one is "
+                f"**{best['label']}** (mean |ΔFvU AUC| {best['mean_abs_gap_fvu_auc']:.3f}, "
+                f"mean |ΔTest AUC| {'—' if test is None else f'{test:.3f}'}, over "
+                f"{best['seeds']} seed(s))"
+                + "".join(f"; then {r['label']} ({r['mean_abs_gap_fvu_auc']:.3f})"
+                          for r in ranking[1:]) + ".")
+        else:
+            entry["reason"] = _cannot_judge(members)
+            entry["sentence"] = (f"Forget set {size}: cannot judge which model is closest to the "
+                                 f"retrained one: {entry['reason']}.")
+        out.append(entry)
+    return out
+
+
+def _cannot_judge(members: Sequence[RunRecord]) -> str:
+    retrained = [r for r in members if r.model == "retrained"]
+    if not retrained:
+        return "there is no retrained run at this forget size"
+    if not any(math.isfinite(r.values["fvu_auc"]) for r in retrained):
+        return ("the retrained run records no forget-vs-unseen attack AUC (evaluate it again "
+                "with this version)")
+    if all(r.model == "retrained" for r in members):
+        return "there is no other model at this forget size"
+    return ("no other run has a forget-vs-unseen attack AUC and a single retrained run of its "
+            "seed to compare with")
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -302,13 +421,17 @@ def _fmt(value: float, kind: str, signed: bool = False) -> str:
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def format_cell(mean: float, std: float, count: int, n: int, kind: str) -> str:
-    """``mean ± std``; just the mean for one value; "(n=k)" when some seeds lack the value."""
+def format_cell(mean: float, std: float, count: int, n: int, kind: str,
+                low: float = math.nan, high: float = math.nan) -> str:
+    """``mean ± std``; just the mean for one value, with ``[low, high]`` when that run
+    recorded an interval; "(n=k)" when some seeds lack the value."""
     if count == 0 or not math.isfinite(mean):
         return "—"
     text = _fmt(mean, kind, signed=kind == "gap")
     if count > 1:
         text += f" ± {_fmt(std, kind)}"
+    elif math.isfinite(low) and math.isfinite(high):
+        text += f" [{_fmt(low, kind)}, {_fmt(high, kind)}]"
     if kind == "ratio":
         text += "× retrain"
     if 0 < count < n:
@@ -329,7 +452,8 @@ def render_tables(summary: pd.DataFrame) -> str:
         lines = [f"## Forget set: {size}", "", header, rule]
         for row in block.to_dict("records"):
             cells = [format_cell(row[f"{c.key}_mean"], row[f"{c.key}_std"], row[f"{c.key}_n"],
-                                 row["n"], c.kind) for c in COLUMNS]
+                                 row["n"], c.kind, row.get(f"{c.key}_low", math.nan),
+                                 row.get(f"{c.key}_high", math.nan)) for c in COLUMNS]
             lines.append(f"| {_escape(row['label'])} | {row['n']} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
@@ -350,15 +474,25 @@ def render_markdown(summary: pd.DataFrame, runs: Sequence[RunRecord]) -> str:
         "retrained model's, are better. The target is to look like the retrained model (trained "
         "without the forget set), not to be as bad as possible on the forget set.",
         "",
+        "**Headline: Forget-vs-unseen AUC.** How well an attacker tells the forgotten patients' "
+        "rows from rows of patients the model never saw. 0.5 means it cannot: the model treats "
+        "the forgotten rows as if it had never seen them. The original model, which trained on "
+        "them, scores clearly above 0.5; an unlearned model should come down to the retrained "
+        "model's value (ΔFvU AUC near 0).",
+        "",
         "- **n**: number of seeds",
     ]
     intro += [f"- **{c.heading}**: {c.description}" for c in COLUMNS]
-    return "\n".join(intro) + "\n\n" + render_tables(summary)
+    closest = ["## Closest to the retrained model", "", CLOSENESS, ""]
+    closest += [f"- {entry['sentence']}" for entry in closest_to_retrained(runs)]
+    return ("\n".join(intro) + "\n\n" + "\n".join(closest) + "\n\n"
+            + render_tables(summary))
 
 
 def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
     """report.csv: one row per size × model, ``<col>_mean``, ``<col>_std`` and ``n``."""
     numeric = [f"{k}_{stat}" for k in COLUMN_KEYS for stat in ("mean", "std")]
+    numeric += [f"{c.key}_{end}" for c in COLUMNS if c.interval for end in ("low", "high")]
     return summary[["size", "forget_percent", "label", "model", "n", *numeric]]
 
 
@@ -375,6 +509,10 @@ def json_report(summary: pd.DataFrame, runs: Sequence[RunRecord]) -> dict[str, A
             values = {k: {"mean": _finite_or_none(row[f"{k}_mean"]),
                           "std": _finite_or_none(row[f"{k}_std"]), "n": row[f"{k}_n"]}
                       for k in COLUMN_KEYS}
+            for c in COLUMNS:
+                if c.interval:  # the single run's interval (null when several seeds)
+                    values[c.key] |= {end: _finite_or_none(row[f"{c.key}_{end}"])
+                                      for end in ("low", "high")}
             rows.append({"label": row["label"], "model": row["model"], "n": row["n"],
                          "seeds": row["seeds"], "values": values})
         percent = block["forget_percent"].iloc[0]
@@ -384,9 +522,15 @@ def json_report(summary: pd.DataFrame, runs: Sequence[RunRecord]) -> dict[str, A
         "schema": SCHEMA,
         "columns": [{"key": c.key, "heading": c.heading, "description": c.description}
                     for c in COLUMNS],
+        "headline": "fvu_auc",
+        "closeness_definition": CLOSENESS,
+        "closest_to_retrained": [{k: _finite_or_none(v) if isinstance(v, float) else v
+                                  for k, v in entry.items()}
+                                 for entry in closest_to_retrained(runs)],
         "blocks": blocks,
         "runs": [{"path": str(r.path), "run": r.run, "model": r.model, "label": r.label,
-                  "forget_percent": r.forget_percent, "seed": r.seed} for r in runs],
+                  "forget_percent": r.forget_percent, "seed": r.seed,
+                  "world_size": r.world_size} for r in runs],
     }
 
 
@@ -451,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return 2
     log.info("%d runs\n\n%s", len(runs), render_tables(summary))
+    for entry in closest_to_retrained(runs):
+        log.info("%s", entry["sentence"].replace("**", ""))
     for path in written:
         log.info("wrote %s", path)
     return 0

@@ -1,18 +1,24 @@
 """Per-example unlearning audit with shadow models (U-LiRA; Hayes et al. 2024).
 
 Population attacks average over rows and under-estimate what leaks about particular patients.
-Here each of N shadow pipelines trains an original model on about half of the training patients
-and unlearns, with the audited method and settings, the target forget patients it trained on.
-For every target forget row there are then shadows where the row was trained on and unlearned
-("in") and shadows that never saw it ("out"). A Gaussian fit of the row's statistic (the
-logit-scaled confidence of its label) on each side gives a likelihood-ratio test; applied to the
-audited model, a positive log-ratio means the row still looks like one that was trained on.
-Perfect unlearning makes the two sides indistinguishable: ratios around 0, attack AUC 0.5.
+The shadows must be unlearned the way the audited (target) model was, or the per-row ratios are
+miscalibrated: the candidate pool is the target's forget patients plus other training patients
+with as many rows again; each of N shadow pipelines forgets a set of pool patients with exactly
+the target's number of forget rows, trains its original on every training row except the pool
+rows it does not forget, and unlearns with the audited method and settings for the target run's
+number of optimizer updates (read from its ``timing.json``). For every target forget row there
+are then shadows where the row was trained on and unlearned ("in") and shadows that never saw it
+("out"). A Gaussian fit of the row's statistic (the logit-scaled confidence of its label) on each
+side gives a likelihood-ratio test; applied to the audited model, a positive log-ratio means the
+row still looks like one that was trained on. Perfect unlearning makes the two sides
+indistinguishable: ratios around 0, attack AUC 0.5.
 
-Each forget patient is "in" for exactly half of the shadows (a balanced design), so every row
-has N/2 statistics per side. Shadows are independent jobs: :func:`prepare_shadows` writes their
-configs and data selections, :func:`run_shadow` runs one (in-process here; as array tasks on a
-cluster), and :func:`collect` scores. ``forgetmi ulira`` does all three on one machine.
+Shadows come in complementary pairs that split the pool into two halves of the target's forget
+size, so each pool patient is "in" for exactly half of the shadows and every row has N/2
+statistics per side. Shadows are independent jobs: :func:`prepare_shadows` writes their configs
+and data selections, :func:`run_shadow` runs one (in-process here; as array tasks on a cluster),
+and :func:`collect` checks that every shadow matched the target (forget rows, updates) and
+scores. ``forgetmi ulira`` does all three on one machine.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ class Shadow:
     folder: Path
     train: object      # ExperimentConfig of the shadow's original model
     unlearn: object    # ExperimentConfig of its unlearning run
-    members: frozenset  # training patients (a half)
+    members: frozenset  # training patients of its original
+    forgotten: frozenset = frozenset()  # the pool patients it trains on and then unlearns
 
     @property
     def model(self) -> Path:
@@ -63,32 +70,107 @@ def balanced_membership(patients: list, n_shadows: int, rng: np.random.Generator
     return member
 
 
-def prepare_shadows(cfg, train_cfg, n_shadows: int, out: str | Path) -> list[Shadow]:
+def target_run(target_model: str | Path) -> dict:
+    """What the audited unlearning run recorded (``timing.json`` beside its ``model/``): its
+    optimizer updates, rows per stream and world size, which the shadows must reproduce."""
+    timing = Path(target_model).parent / "timing.json"
+    if not timing.is_file():
+        raise ForgetMIError(f"{timing} not found: the shadows repeat the audited run's number of "
+                            "updates, so --target must be the model/ folder of a finished "
+                            "unlearning run")
+    record = json.loads(timing.read_text())
+    if record.get("job") != "unlearn" or "updates" not in record:
+        raise ForgetMIError(f"{timing} is not an unlearning run's record "
+                            f"(job {record.get('job')!r})")
+    return record
+
+
+def rows_subset(sizes: dict, total: int, rng: np.random.Generator) -> set | None:
+    """A random set of keys whose ``sizes`` add up to exactly ``total`` (None when none does):
+    subset sums reached in a shuffled order, so the pick differs with the generator."""
+    keys = list(sizes)
+    reached = {0: None}             # sum -> (previous sum, key added)
+    for i in rng.permutation(len(keys)):
+        key = keys[i]
+        for before in list(reached):
+            after = before + sizes[key]
+            if after <= total and after not in reached:
+                reached[after] = (before, key)
+        if total in reached:
+            break
+    if total not in reached:
+        return None
+    chosen, at = set(), total
+    while reached[at] is not None:
+        at, key = reached[at]
+        chosen.add(key)
+    return chosen
+
+
+def shadow_forget_sets(forget_sizes: dict, other_sizes: dict, n_shadows: int,
+                       rng: np.random.Generator) -> tuple[set, list[set]]:
+    """The candidate pool and each shadow's forget patients (sizes: rows per patient).
+
+    The pool is the target's forget patients plus other patients with as many rows again; each
+    pair of shadows splits it into two halves of exactly the target's forget rows, so every pool
+    patient is forgotten in one shadow of each pair and never seen by the other.
+    """
+    if n_shadows < 2 or n_shadows % 2:
+        raise ForgetMIError(f"the number of shadows must be even and >= 2, got {n_shadows}")
+    size = sum(forget_sizes.values())
+    extra = rows_subset(other_sizes, size, rng)
+    if extra is None:
+        raise ForgetMIError(f"no set of other training patients has exactly {size} rows (the "
+                            "target's forget rows) to complete the shadows' candidate pool")
+    pool = set(forget_sizes) | extra
+    pool_sizes = forget_sizes | {p: other_sizes[p] for p in extra}
+    forget_sets = []
+    for _ in range(n_shadows // 2):
+        half = rows_subset(pool_sizes, size, rng)
+        if half is None:
+            raise ForgetMIError(f"the candidate pool ({len(pool)} patients, {2 * size} rows) does "
+                                f"not split into two forget sets of {size} rows each")
+        forget_sets += [half, pool - half]
+    return pool, forget_sets
+
+
+def prepare_shadows(cfg, train_cfg, n_shadows: int, out: str | Path,
+                    target_model: str | Path) -> list[Shadow]:
     """Write each shadow's excluded-patient and forget-set files; return their configs.
 
     ``cfg`` is the audited unlearning run's config (data, forget set, method, its training
-    settings), ``train_cfg`` the original model's (its model and training settings).
+    settings), ``train_cfg`` the original model's (its model and training settings) and
+    ``target_model`` the audited run's model folder, whose run recorded its number of updates.
     """
     from forgetmi.data.prepare import load_partitions
 
     out = Path(out)
+    target = target_run(target_model)
     data = load_partitions(cfg.data, cfg.seed)
     split = data.split
-    forget_patients = sorted(data.partitions.forget["subject_id"].unique())
+    target_forget = data.partitions.forget
+    unlearned = target.get("rows", {}).get("forget", len(target_forget))
+    if unlearned != len(target_forget):
+        raise ForgetMIError(f"the config's forget set has {len(target_forget)} rows but the "
+                            f"audited run unlearned {unlearned}; give that run's config")
     training = split[split["fold"] != "TEST"]
-    others = sorted(set(training["subject_id"]) - set(forget_patients))
+    rows = training.groupby("subject_id").size()
+    forget_patients = set(target_forget["subject_id"])
     rng = np.random.default_rng(cfg.seed)
-    membership = {p: row for p, row in zip(forget_patients,
-                                            balanced_membership(forget_patients, n_shadows, rng))}
-    membership |= {p: row for p, row in zip(others, balanced_membership(others, n_shadows, rng))}
+    pool, forget_sets = shadow_forget_sets(
+        {p: int(n) for p, n in rows.items() if p in forget_patients},
+        {p: int(n) for p, n in rows.items() if p not in forget_patients}, n_shadows, rng)
+    # The target's run length, however its epochs divide into steps: a shadow whose primary
+    # stream is shorter (retain-driven methods: the pool's unseen half is not retained) runs more
+    # epochs and stops at the same update; collect() refuses any shadow that did not match.
+    updates = int(target["updates"])
+    epochs = max(cfg.train.epochs, 2 * int(target.get("epochs_run", cfg.train.epochs)))
     shadows = []
-    for s in range(n_shadows):
+    for s, forgotten in enumerate(forget_sets):
         folder = out / f"shadow-{s:03d}"
-        members = frozenset(p for p, row in membership.items() if row[s])
-        excluded = training[~training["subject_id"].isin(members)]
-        forget = training[training["subject_id"].isin(members & set(forget_patients))]
-        if forget.empty:
-            raise ForgetMIError(f"shadow {s} holds none of the forget patients; use fewer shadows")
+        members = frozenset(set(training["subject_id"]) - (pool - forgotten))
+        excluded = training[training["subject_id"].isin(pool - forgotten)]
+        forget = training[training["subject_id"].isin(forgotten)]
         columns = ["subject_id", "study_id", "dicom_id", "severity", "fold"]
         write_csv(folder / "excluded.csv", _as_split_csv(excluded[columns]))
         write_csv(folder / "forget.csv", _as_split_csv(forget[columns]))
@@ -96,13 +178,14 @@ def prepare_shadows(cfg, train_cfg, n_shadows: int, out: str | Path) -> list[Sha
                            forget_set=str(folder / "forget.csv"))
         original = replace(train_cfg, output_dir=str(folder / "original"), data=data_cfg,
                            seed=cfg.seed + 1000 * (s + 1), train=replace(train_cfg.train, resume=True))
+        run = replace(cfg.train, resume=True, max_steps=updates, epochs=epochs)
         unlearning = replace(cfg, output_dir=str(folder / "unlearned"), data=data_cfg,
-                             seed=original.seed, train=replace(cfg.train, resume=True),
+                             seed=original.seed, train=run,
                              unlearn=replace(cfg.unlearn, original=str(folder / "original" / "model")))
-        shadows.append(Shadow(s, folder, original, unlearning, members))
-    logger.info("%d shadows: each trains on ~%d of %d training patients; %d forget patients, "
-                "each unlearned in %d shadows", n_shadows, len(training["subject_id"].unique()) // 2,
-                training["subject_id"].nunique(), len(forget_patients), n_shadows // 2)
+        shadows.append(Shadow(s, folder, original, unlearning, members, frozenset(forgotten)))
+    logger.info("%d shadows: candidate pool of %d patients (%d rows); each forgets %d rows "
+                "(as the target) in %d updates, and never sees the other half of the pool",
+                n_shadows, len(pool), 2 * len(target_forget), len(target_forget), updates)
     return shadows
 
 
@@ -148,9 +231,11 @@ def collect(cfg, shadows: list[Shadow], target_model: str | Path, out: str | Pat
     missing = [s.index for s in shadows if not s.done()]
     if missing:
         raise ForgetMIError(f"shadow(s) {missing} have not finished; run them first")
+    matching = check_like_target(cfg, shadows, target_model)
     target, patients = _statistics(cfg, Path(target_model), batch_size)
     stats = np.stack([_statistics(cfg, s.model, batch_size)[0] for s in shadows], axis=1)
-    inside = np.stack([np.isin(patients, list(s.members)) for s in shadows], axis=1)
+    # "in": the shadow trained on the row's patient and unlearned it; "out": it never saw it.
+    inside = np.stack([np.isin(patients, list(s.forgotten)) for s in shadows], axis=1)
     in_stats, out_stats = np.where(inside, stats, np.nan), np.where(inside, np.nan, stats)
     scores = lira_scores(target, in_stats, out_stats, fix_variance=True)
 
@@ -178,12 +263,39 @@ def collect(cfg, shadows: list[Shadow], target_model: str | Path, out: str | Pat
               "patient_log_ratio": vulnerability_summary(per_patient.to_numpy()),
               "in_minus_out_statistic": float(np.nanmean(gap)),
               "shadow_attack_auc": attack_auc,
-              "shadow_attack_rows": int(len(loo_labels))}
+              "shadow_attack_rows": int(len(loo_labels)), **matching}
     write_json(Path(out) / "ulira.json", result)
     logger.info("U-LiRA (%d shadows): target rows with log-ratio > 0 (look trained-on): %.0f%%; "
                 "shadow attack AUC %s", len(shadows), 100 * result["log_ratio"].get("frac_above_0", 0),
                 "—" if attack_auc is None else f"{attack_auc:.3f}")
     return result
+
+
+def check_like_target(cfg, shadows: list[Shadow], target_model: str | Path) -> dict:
+    """The forget rows, optimizer updates and world size of the target and of every shadow, as
+    recorded by their runs; refuses when a shadow was not unlearned like the target."""
+    from forgetmi.data import formats
+    from forgetmi.data.prepare import load_partitions
+
+    def recorded(timing: dict, forget_rows) -> dict:
+        # Methods that draw only retain rows record no forget stream: count the forget set.
+        rows = timing.get("rows", {})
+        return {"forget_rows": int(rows["forget"] if "forget" in rows else forget_rows()),
+                "updates": int(timing["updates"]), "world_size": int(timing.get("world_size", 1))}
+
+    target = recorded(target_run(target_model),
+                      lambda: len(load_partitions(cfg.data, cfg.seed).partitions.forget))
+    runs = [recorded(json.loads((Path(s.unlearn.output_dir) / "timing.json").read_text()),
+                     lambda s=s: len(formats.read_forget_set(s.folder / "forget.csv")))
+            for s in shadows]
+    for s, run in zip(shadows, runs):
+        differ = [f"{k} {run[k]} (target {target[k]})" for k in target if run[k] != target[k]]
+        if differ:
+            raise ForgetMIError(f"shadow {s.index} was not unlearned like the audited model: "
+                                f"{', '.join(differ)}; its likelihood ratios would be "
+                                f"miscalibrated (rerun the shadows like the target, in a "
+                                f"fresh --out folder)")
+    return {"target_run": target, "shadow_runs": {k: [run[k] for run in runs] for k in target}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(ExperimentConfig, args.config, overrides)
         train_cfg = load_config(ExperimentConfig, args.train_config)
-        shadows = prepare_shadows(cfg, train_cfg, args.shadows, args.out)
+        shadows = prepare_shadows(cfg, train_cfg, args.shadows, args.out, args.target)
         if args.executor:
             return _submit(args, argv if argv is not None else [], shadows)
         if not args.collect_only:

@@ -70,6 +70,12 @@ class Task:
                        MASTER_ADDR=dist.master_addr, MASTER_PORT=str(dist.master_port))
             env.update(accelerate_env(self.accelerate_config, REPO))
         env.update(self.env)
+        # Use the CPUs Slurm allocated, not every core of the node: torch otherwise starts one
+        # thread per core in each task, and tasks sharing a node oversubscribe it.
+        cpus = env.get("SLURM_CPUS_PER_TASK")
+        if cpus and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = cpus
+            logger.info("%s: %s CPU thread(s) per process, as allocated", self.name, cpus)
         restarts = int(env.get("SLURM_RESTART_COUNT", "0"))
         if restarts:
             logger.info("%s: restart %d, resuming from the latest checkpoint", self.name, restarts)

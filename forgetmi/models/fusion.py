@@ -21,8 +21,15 @@ class GatedFusion(nn.Module):
         self.adjust = nn.Linear(image_dim + text_dim, image_dim)
         self.norm = nn.LayerNorm(image_dim)
         # Shape (1,), not a 0-dim scalar: DeepSpeed's broadcasts view parameters as bytes.
-        self.scale = nn.Parameter(torch.full((1,), float(scale_init)))
+        self.scale_init = float(scale_init)
+        self.scale = nn.Parameter(torch.full((1,), self.scale_init))
         self.scale_max = scale_max
+
+    def reset_parameters(self) -> None:
+        """Reset this module's own parameter, the scale, to its initial value (as
+        ``nn.Module.reset_parameters`` does; gate, adjust and norm reset themselves)."""
+        with torch.no_grad():
+            self.scale.fill_(self.scale_init)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         gate = torch.sigmoid(self.gate(torch.cat([image, text], dim=-1)))

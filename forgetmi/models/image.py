@@ -18,6 +18,23 @@ def _stage(in_planes: int, planes: int) -> nn.Sequential:
                          BasicBlock(planes, planes))
 
 
+def init_image_weights(module: nn.Module) -> None:
+    """The encoder's own initialisation on top of PyTorch's defaults, for ``module`` and below.
+
+    Used at construction and by EU-k's re-initialisation (:mod:`forgetmi.models.layers`), so a
+    re-initialised stage starts where a new model's would.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    # Each residual branch starts as the identity (zero last-BN scale): seven stages of
+    # Kaiming-initialised blocks otherwise inflate the embedding, and with it the dot
+    # products of the ranking loss, by orders of magnitude before training starts.
+    for m in module.modules():
+        if isinstance(m, BasicBlock):
+            nn.init.zeros_(m.bn2.weight)
+
+
 class ImageEncoder(nn.Module):
     """7×7/4 stem (no max-pool), 7 stages striding 2, adaptive pool to a fixed 768-d embedding.
 
@@ -40,15 +57,7 @@ class ImageEncoder(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(pool)
         self.embed_dim = widths[-1] * pool * pool
         self.fc1 = nn.Linear(self.embed_dim, num_labels)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # Each residual branch starts as the identity (zero last-BN scale): seven stages of
-        # Kaiming-initialised blocks otherwise inflate the embedding, and with it the dot
-        # products of the ranking loss, by orders of magnitude before training starts.
-        for m in self.modules():
-            if isinstance(m, BasicBlock):
-                nn.init.zeros_(m.bn2.weight)
+        init_image_weights(self)
 
     def embed(self, image: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(image)))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from forgetmi.models.image import init_image_weights
+
 
 def layer_groups(model: nn.Module) -> list[list[nn.Module]]:
     """Modules of ``model`` (a JointModel) grouped from the output down."""
@@ -50,19 +52,35 @@ def train_only_last(model: nn.Module, k: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def reinitialise(modules: list[nn.Module], seed: int) -> int:
-    """Reset every parameterised submodule to a fresh initialisation, reproducibly.
+def reinitialise(model: nn.Module, modules: list[nn.Module], seed: int) -> int:
+    """Redraw every parameterised submodule of ``modules`` as ``model`` (a JointModel) was
+    initialised at construction, reproducibly.
 
-    The generator is seeded here so every rank draws the same weights whatever its global RNG
-    has consumed. Returns the number of modules reset.
+    PyTorch's defaults alone would not do: the image encoder draws its convolutions with
+    Kaiming (fan-out) and starts each residual branch at zero, BERT draws from
+    normal(0, initializer_range), and the fusion scale starts at its configured value. The
+    generator is seeded here so every rank draws the same weights whatever its global RNG has
+    consumed. Returns the number of modules reset.
     """
+    bert = model.text_model.bert
+    in_bert = {id(m) for m in bert.modules()}
     count = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in modules:
             for sub in module.modules():
-                if hasattr(sub, "reset_parameters") and any(
-                        True for _ in sub.parameters(recurse=False)):
-                    sub.reset_parameters()
-                    count += 1
+                if not any(True for _ in sub.parameters(recurse=False)):
+                    continue
+                if id(sub) in in_bert:
+                    # BERT's own initialiser (HF). It skips tensors flagged as initialised,
+                    # as HF's from_pretrained flags loaded weights: unflag them to redraw.
+                    for param in sub.parameters(recurse=False):
+                        param._is_hf_initialized = False
+                    bert._init_weights(sub)
+                elif hasattr(sub, "reset_parameters"):
+                    sub.reset_parameters()  # heads, projections, fusion, BatchNorm: defaults
+                else:
+                    raise TypeError(f"no initialiser known for {type(sub).__name__}")
+                count += 1
+            init_image_weights(module)  # no-op outside the image encoder
     return count

@@ -55,7 +55,7 @@ class ExactUnlearningLastLayers(CatastrophicForgetting):
     def prepare_model(self, model) -> None:
         super().prepare_model(model)
         self.reset = last_layers(model, self.k)
-        count = reinitialise(self.reset, self.cfg.seed)
+        count = reinitialise(model, self.reset, self.cfg.seed)
         logger.info("%s: re-initialised %d modules", self.name, count)
 
     def train_mode(self, model) -> None:

@@ -25,7 +25,14 @@ class Scrub(Unlearner):
         self.phase = "min"
 
     def streams(self) -> list[Stream]:
-        return [self.retain_stream(primary=True), self.forget_stream(primary=False)]
+        streams = [self.retain_stream(primary=True)]
+        if self.hp.max_epochs > 0:
+            # A lead stream: the max-pass sees each forget row once, and no retain batch waits
+            # idle beside it (the retain pass follows whole).
+            forget = self.forget_stream(primary=False)
+            forget.lead_epochs = self.hp.max_epochs
+            streams.append(forget)
+        return streams
 
     def at_step(self, epoch: int, micro: int) -> None:
         max_steps = self.steps_per_pass["forget"] if epoch < self.hp.max_epochs else 0
