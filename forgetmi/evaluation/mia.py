@@ -294,6 +294,17 @@ def _two_sides(names: tuple[str, str], a, b, a_groups, b_groups):
             _groups(f"{names[1]}_groups", b_groups, len(y)))
 
 
+def _balanced_design(positive, negative, positive_groups, negative_groups, seed: int):
+    """The attack's rows (positives labelled 1), sides balanced by seeded subsampling, their
+    groups (or None) and the kept indices of each side."""
+    keep_p, keep_n = _balanced(positive, negative, np.random.default_rng(seed))
+    x = np.concatenate([positive[keep_p], negative[keep_n]])
+    y = np.r_[np.ones(len(keep_p)), np.zeros(len(keep_n))]
+    groups = (None if positive_groups is None
+              else np.concatenate([positive_groups[keep_p], negative_groups[keep_n]]))
+    return x, y, groups, (keep_p, keep_n)
+
+
 def population_attack(member_features: np.ndarray, nonmember_features: np.ndarray,
                       target_features: np.ndarray | None = None, *,
                       member_groups: np.ndarray | None = None,
@@ -316,11 +327,8 @@ def population_attack(member_features: np.ndarray, nonmember_features: np.ndarra
     members, nonmembers, member_groups, nonmember_groups = _two_sides(
         ("member", "nonmember"), member_features, nonmember_features, member_groups,
         nonmember_groups)
-    keep_m, keep_n = _balanced(members, nonmembers, np.random.default_rng(seed))
-    x = np.concatenate([members[keep_m], nonmembers[keep_n]])
-    y = np.r_[np.ones(len(keep_m)), np.zeros(len(keep_n))]
-    groups = (None if member_groups is None
-              else np.concatenate([member_groups[keep_m], nonmember_groups[keep_n]]))
+    x, y, groups, (keep_m, keep_n) = _balanced_design(members, nonmembers, member_groups,
+                                                      nonmember_groups, seed)
     scores = out_of_fold_scores(x, y, groups, folds, seed, model)
     out = {"auc": float(roc_auc_score(y, scores)), **_low_fpr_metrics(y, scores),
            "n_per_side": float(len(keep_m))}
@@ -397,11 +405,8 @@ def forget_vs_unseen_attack(forget_features: np.ndarray, unseen_features: np.nda
             if len(np.unique(groups)) < folds:
                 raise ValueError(f"{folds} patient-grouped folds need at least {folds} patients "
                                  f"on each side; the {name} rows have {len(np.unique(groups))}")
-    keep_f, keep_u = _balanced(forget, unseen, np.random.default_rng(seed))
-    x = np.concatenate([forget[keep_f], unseen[keep_u]])
-    y = np.r_[np.ones(len(keep_f)), np.zeros(len(keep_u))]
-    groups = (None if forget_groups is None
-              else np.concatenate([forget_groups[keep_f], unseen_groups[keep_u]]))
+    x, y, groups, (keep_f, keep_u) = _balanced_design(forget, unseen, forget_groups,
+                                                      unseen_groups, seed)
     scores = out_of_fold_scores(x, y, groups, folds, seed, model)
     fold = fold_ids(y, groups, folds, seed)
     n = len(keep_f)
