@@ -99,7 +99,14 @@ elif not (encoder / "config.json").is_file():
     wordpiece.train_from_iterator(reports, vocab_size=30522, min_frequency=1)
     encoder.mkdir(parents=True, exist_ok=True)
     wordpiece.save_model(str(encoder))
-    tokenizer = BertTokenizerFast(vocab_file=str(encoder / "vocab.txt"), do_lower_case=True)
+    # The vocabulary padded to BERT's 30522 rows: a checkpoint's embedding table and its
+    # tokenizer must agree in size (unlearning jobs check it). Loaded from the folder, since
+    # transformers 5 ignores BertTokenizerFast(vocab_file=...) and keeps only the 5 specials.
+    vocab = (encoder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    vocab += [f"[unused{i}]" for i in range(30522 - len(vocab))]
+    (encoder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast.from_pretrained(str(encoder), do_lower_case=True)
+    assert len(tokenizer) == 30522, len(tokenizer)
     tokenizer.save_pretrained(encoder)
     config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6,
                         num_attention_heads=12, intermediate_size=1536,
@@ -169,7 +176,9 @@ TRAIN=(--data.root="$DATA" --data.workers=8 --image_size=2048 --text_encoder="$E
 
 # --- 3. the engine, one process on CUDA -----------------------------------------------------
 rm -rf "$WORK/single"
-step engine-single 240 $PY - "$WORK/single" "${TRAIN[@]}" <<'EOF'
+# Through -c, not a script on stdin: the image cache's spawned workers would re-run __main__
+# from its file, and '<stdin>' is none.
+ENGINE_SINGLE=$(cat <<'EOF'
 import json, sys
 from pathlib import Path
 import torch
@@ -189,6 +198,8 @@ losses = [r["train/loss"] for r in map(json.loads, (out / "metrics.jsonl").read_
 print("losses", [round(x, 4) for x in losses])
 assert all(x == x for x in losses)
 EOF
+)
+step engine-single 240 $PY -c "$ENGINE_SINGLE" "$WORK/single" "${TRAIN[@]}"
 
 # --- 4. DeepSpeed ZeRO-2, one process --------------------------------------------------------
 rm -rf "$WORK/zero2"

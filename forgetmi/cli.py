@@ -31,10 +31,28 @@ def _load_experiment(args, extra: list[str]):
     return load_config(ExperimentConfig, args.config, list(args.overrides) + extra)
 
 
+def _number_in(low: float, high: float, closed: bool):
+    """An argparse type: a float in (low, high), or [low, high] when ``closed``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        inside = low <= value <= high if closed else low < value < high
+        if not inside:
+            bounds = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
+            raise argparse.ArgumentTypeError(f"expected a number in {bounds}, got {text!r}")
+        return value
+    return parse
+
+
 def cmd_make_demo_data(args, extra) -> int:
     from forgetmi.data.synthetic import generate_dataset
     paths = generate_dataset(args.out, n_patients=args.patients, image_size=args.image_size,
-                             seed=args.seed, workers=args.workers, overwrite=args.overwrite)
+                             seed=args.seed, workers=args.workers, overwrite=args.overwrite,
+                             **{k: v for k, v in (("test_fraction", args.test_fraction),
+                                                  ("label_noise", args.label_noise))
+                                if v is not None})
     logger.info("stand-in dataset written to %s", paths.root)
     return 0
 
@@ -146,9 +164,12 @@ def cmd_pass_through(args, extra) -> int:
 
 def cmd_demo(args, extra) -> int:
     from forgetmi.demo import run_demo
-    run_demo(Path(args.out), n_patients=args.patients, image_size=args.image_size, seed=args.seed,
-             workers=args.workers, train_image_size=args.train_image_size, epochs=args.epochs,
-             text_encoder=args.text_encoder)
+    given = {"n_patients": args.patients, "image_size": args.image_size,
+             "train_image_size": args.train_image_size or args.image_size,
+             "epochs": args.epochs, "test_fraction": args.test_fraction,
+             "label_noise": args.label_noise}
+    run_demo(Path(args.out), seed=args.seed, workers=args.workers,
+             text_encoder=args.text_encoder, **{k: v for k, v in given.items() if v is not None})
     return 0
 
 
@@ -166,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of patients (120: tests; 1663: the real data's size)")
     p.add_argument("--image-size", type=int, default=320, help="side of the DICOM files (up to ~2500)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-fraction", type=_number_in(0.0, 0.5, closed=False), default=None,
+                   help="the TEST fold's share of rows, in (0, 0.5) (default: the real data's "
+                        "0.079; the benchmark uses more, for its attacks' non-members)")
+    p.add_argument("--label-noise", type=_number_in(0.0, 2.0, closed=True), default=None,
+                   help="spread of the noise between what a row shows and its written label "
+                        "(default 0.17: about one row in eight gets a neighbouring grade)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_make_demo_data)
@@ -225,13 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded stand-in data")
     p.add_argument("--out", default="forgetmi-demo")
-    p.add_argument("--patients", type=int, default=120)
-    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--patients", type=int, default=None, help="default 300")
+    p.add_argument("--image-size", type=int, default=None, help="DICOM side (default 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--train-image-size", type=int, default=128,
-                   help="image side for training the demo models (CPU-sized)")
-    p.add_argument("--epochs", type=int, default=6, help="0 skips training")
+    p.add_argument("--train-image-size", type=int, default=None,
+                   help="image side for training the demo models (default: --image-size)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the original and retrained models (default 25); 0 skips "
+                        "training")
+    p.add_argument("--test-fraction", type=_number_in(0.0, 0.5, closed=False), default=None,
+                   help="the TEST fold's share of rows (default 0.25)")
+    p.add_argument("--label-noise", type=_number_in(0.0, 2.0, closed=True), default=None,
+                   help="spread of the label noise (default 0.5: a third of the rows)")
     p.add_argument("--text-encoder", default="tiny",
                    help="'tiny' (small random BERT, CPU-fast), a BERT folder, or 'minilm' for the "
                         "packaged all-MiniLM-L6-v2")

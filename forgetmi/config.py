@@ -94,6 +94,8 @@ class TrainConfig:
     joint_weight: float = 1.0
     early_stopping_patience: int = 3   # epochs without validation improvement; 0 disables
     early_stopping_metric: str = "joint_auc"
+    final_model: str = "best"          # best: the best-validated epoch is the model; last: the
+                                       # last epoch's weights (a model trained to convergence)
     checkpoint_every: int = 50         # optimizer steps between "latest" checkpoints
     log_every: int = 10                # optimizer steps between logged metrics
     num_workers: int = 0
@@ -112,6 +114,9 @@ class TrainConfig:
                               f"{self.scheduler!r}")
         if self.grad_accum < 1 or self.batch_size < 1 or self.epochs < 0:
             raise ConfigError("train: batch_size and grad_accum must be >= 1, epochs >= 0")
+        if self.final_model not in ("best", "last"):
+            raise ConfigError(f"train.final_model: expected best or last, got "
+                              f"{self.final_model!r}")
 
 
 @dataclass

@@ -38,7 +38,13 @@ class Protocol:
     unlearn: dict = field(default_factory=dict)      # overrides shared by every method
     methods: dict[str, dict] = field(default_factory=dict)      # run name -> overrides (method=...)
     evaluate: dict = field(default_factory=lambda: {"bootstrap": 1000})
+    stand_in: dict = field(default_factory=dict)     # generate the stand-in data first (below)
     base_dir: str = "."                              # where relative paths resolve (the file's folder)
+
+
+# ``stand_in`` keys (those of ``forgetmi make-demo-data``) and their defaults.
+STAND_IN = {"patients": 120, "image_size": 320, "seed": 0, "test_fraction": None,
+            "label_noise": None, "workers": 1}
 
 
 @dataclass
@@ -70,7 +76,7 @@ def load_protocol(path: str | Path) -> Protocol:
                           f"{', '.join(sorted(known))}")
     if "experiment" not in values:
         raise ConfigError(f"{path}: 'experiment' (the base experiment YAML) is required")
-    for key in ("train", "unlearn", "methods", "forget_sets", "evaluate"):
+    for key in ("train", "unlearn", "methods", "forget_sets", "evaluate", "stand_in"):
         if not isinstance(values.get(key, {}), dict):
             raise ConfigError(f"{path}: '{key}' must be a mapping")
     if not values.get("methods"):
@@ -78,8 +84,60 @@ def load_protocol(path: str | Path) -> Protocol:
     for name, settings in values["methods"].items():
         if not isinstance(settings, dict) or "method" not in settings:
             raise ConfigError(f"{path}: methods.{name} must be a mapping with a 'method'")
+    unknown = sorted(set(values.get("stand_in", {})) - set(STAND_IN))
+    if unknown:
+        raise ConfigError(f"{path}: unknown stand_in key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(STAND_IN))}")
     values["forget_sets"] = {str(k): str(v) for k, v in values.get("forget_sets", {}).items()}
     return Protocol(**values, base_dir=str(path.parent))
+
+
+def _experiment_path(protocol: Protocol) -> Path:
+    experiment = Path(protocol.experiment)
+    return experiment if experiment.is_absolute() else Path(protocol.base_dir) / experiment
+
+
+def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
+    """Generate the protocol's stand-in dataset into the experiment's ``data.root``, unless a
+    dataset generated with the same settings is already there. Refuses to replace anything else:
+    a folder holding other data, or a stand-in generated with other settings."""
+    import json
+
+    from forgetmi.data.synthetic import generate_dataset
+    from forgetmi.data.synthetic.cohort import LABEL_NOISE_SD, TEST_ROW_FRACTION
+
+    if not protocol.stand_in:
+        return
+    settings = {**STAND_IN, **protocol.stand_in}
+    settings["test_fraction"] = settings["test_fraction"] or TEST_ROW_FRACTION
+    settings["label_noise"] = (LABEL_NOISE_SD if settings["label_noise"] is None
+                               else settings["label_noise"])
+    cfg = load_config(ExperimentConfig, _experiment_path(protocol), list(extra or []))
+    root = Path(cfg.data.root)
+    wanted = {"n_patients": int(settings["patients"]), "image_size": int(settings["image_size"]),
+              "seed": int(settings["seed"]),
+              "test_fraction": round(float(settings["test_fraction"]), 6),
+              "label_noise": round(float(settings["label_noise"]), 6)}
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        params = json.loads(manifest.read_text()).get("parameters", {})
+        differ = sorted(k for k, v in wanted.items() if params.get(k) != v)
+        if not differ:
+            logger.info("stand-in data: reusing %s", root)
+            return
+        raise ConfigError(f"{root}: holds a stand-in dataset generated with other settings "
+                          f"({', '.join(f'{k} {params.get(k)} != {wanted[k]}' for k in differ)});"
+                          " remove it, or set data.root to another folder")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ConfigError(f"{root}: exists and is not a stand-in dataset (no manifest.json); "
+                          "the protocol's stand_in would replace it: set data.root elsewhere")
+    try:
+        generate_dataset(root, n_patients=wanted["n_patients"], image_size=wanted["image_size"],
+                         seed=wanted["seed"], workers=int(settings["workers"]),
+                         overwrite=root.exists(), test_fraction=wanted["test_fraction"],
+                         label_noise=wanted["label_noise"])
+    except ValueError as err:
+        raise ConfigError(f"protocol stand_in: {err}") from None
 
 
 def _argv(overrides: dict) -> list[str]:
@@ -93,9 +151,7 @@ def _argv(overrides: dict) -> list[str]:
 
 def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
     """Every job of the protocol, in dependency order; ``extra`` overrides apply to all runs."""
-    base = Path(protocol.base_dir)
-    experiment = Path(protocol.experiment)
-    experiment = experiment if experiment.is_absolute() else base / experiment
+    experiment = _experiment_path(protocol)
     root = Path(protocol.output_dir)
     extra = list(extra or [])
     sizes = protocol.forget_sets or {"default": None}
@@ -189,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.executor and not args.dry_run:  # dependent arrays (slurm) or child processes
         return protocol_submit_main(args, extra)
     try:
-        jobs = expand(load_protocol(args.file), extra)
+        protocol = load_protocol(args.file)
+        jobs = expand(protocol, extra)
+        if not args.dry_run:
+            ensure_stand_in(protocol, extra)
     except ForgetMIError as err:
         logger.error("%s", err)
         return 2

@@ -103,3 +103,26 @@ def test_build_cache_and_keywords(demo_run, capsys):
     words = capsys.readouterr().out.split()
     assert len(words) == 5 and len(set(words)) == 5
     assert main(["build-cache", f"--data.root={root}", "--image_sise=48"]) == 2  # typo: clear error
+
+
+def test_demo_verdict_places_each_model_in_words():
+    from forgetmi.demo import verdict
+
+    def model(auc, low, high):
+        return {"forget_vs_unseen_auc": auc, "forget_vs_unseen_low": low,
+                "forget_vs_unseen_high": high}
+    models = {"original": model(0.74, 0.68, 0.79), "retrained": model(0.53, 0.46, 0.59),
+              "eu-k": model(0.61, 0.55, 0.67), "forgetmi": model(0.72, 0.66, 0.75),
+              "good": model(0.55, 0.49, 0.60), "over": model(0.40, 0.35, 0.45),
+              "cf-k": model(0.75, 0.69, 0.79)}
+    lines = verdict(models)
+    assert "do not overlap" in lines[2]
+    said = {line.split(":")[0]: line for line in lines[3:]}
+    assert "between the original and the target" in said["eu-k"] and "62% of the way" in said["eu-k"]
+    assert "still remembers them" in said["forgetmi"]
+    assert "at the target" in said["good"]
+    assert "below the target" in said["over"]
+    assert "further from the retrained model than the original" in said["cf-k"]
+    models["retrained"] = model(0.66, 0.60, 0.71)   # overlapping intervals: no placement
+    lines = verdict(models)
+    assert "overlap" in lines[-1] and "benchmark" in lines[-1] and len(lines) == 3

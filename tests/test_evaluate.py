@@ -142,18 +142,25 @@ def test_attacks_store_the_forget_vs_unseen_headline():
                            "forget": _synthetic_partition(30, 2000, True, rng)}, 0, 32, 200)
     forgotten = _attacks({"retain": retain, "test": test,
                           "forget": _synthetic_partition(30, 3000, False, rng)}, 0, 32, 200)
-    head = remembered["forget_vs_unseen"]
+    head = remembered["forget_vs_unseen"]              # the headline: the loss attack
     assert head["auc"] > 0.8 and head["low"] > 0.7 and head["high"] <= 1.0
-    assert head["n_forget"] == head["n_unseen"] == 120 and head["n_forget_patients"] == 30
-    assert head["n_boot"] == 200
+    assert head["n_forget"] == 120 and head["n_unseen"] == 160   # every test row counts
+    assert head["n_forget_patients"] == 30 and head["n_boot"] == 200
+    assert head["signal"].startswith("training loss")
     null = forgotten["forget_vs_unseen"]
     assert null["low"] < 0.5 < null["high"] and abs(null["auc"] - 0.5) < 0.12
+    learned = remembered["forget_vs_unseen_learned"]   # the learned attack, beside it
+    assert learned["auc"] > 0.8 and learned["n_forget"] == learned["n_unseen"] == 120
+    assert forgotten["forget_vs_unseen_learned"]["low"] < 0.5
     json.dumps(remembered, allow_nan=False)  # strict JSON: no NaN reaches metrics.json
-    # a one-patient forget request cannot fill 5 patient-grouped folds: nulls and the reason
+    # a one-patient forget request cannot fill 5 patient-grouped folds for the learned attack:
+    # nulls and the reason; the loss attack needs no folds
     one = _attacks({"retain": retain, "test": test,
                     "forget": _synthetic_partition(1, 4000, True, rng)}, 0, 32, 50)
-    assert one["forget_vs_unseen"]["auc"] is None and one["forget_vs_unseen"]["n_forget"] == 4
-    assert "at least 5 patients" in one["forget_vs_unseen"]["reason"]
+    assert one["forget_vs_unseen_learned"]["auc"] is None
+    assert one["forget_vs_unseen_learned"]["n_forget"] == 4
+    assert "at least 5 patients" in one["forget_vs_unseen_learned"]["reason"]
+    assert one["forget_vs_unseen"]["auc"] > 0.8 and one["forget_vs_unseen"]["n_forget"] == 4
     assert one["population"]["auc"] > 0.8  # the other attacks are still there
 
 
@@ -178,3 +185,18 @@ def test_forget_vs_unseen_on_real_models(halves):
     assert remembered["auc"] > 0.65 and remembered["low"] > 0.5, remembered
     assert chance["low"] < 0.5 < chance["high"], chance
     assert remembered["auc"] - chance["auc"] > 0.1, (remembered, chance)
+    # the headline, the loss attack, on the same rows: it tells them apart as well, with a
+    # narrower interval (nothing to fit, every row scored)
+    from forgetmi.evaluation.mia import forget_vs_unseen_loss, training_losses
+    member_loss, unseen_loss = training_losses(p["retain"]), training_losses(p["forget"])
+    loss_remembered = forget_vs_unseen_loss(member_loss, unseen_loss,
+                                            forget_groups=p["retain"]["group"],
+                                            unseen_groups=groups, n_boot=200)
+    loss_chance = forget_vs_unseen_loss(unseen_loss[half], unseen_loss[~half],
+                                        forget_groups=groups[half], unseen_groups=groups[~half],
+                                        n_boot=200)
+    assert loss_remembered["low"] > 0.5 and loss_chance["low"] < 0.5 < loss_chance["high"], \
+        (loss_remembered, loss_chance)
+    assert loss_remembered["auc"] - loss_chance["auc"] > 0.1, (loss_remembered, loss_chance)
+    assert (loss_remembered["high"] - loss_remembered["low"]
+            < remembered["high"] - remembered["low"]), (loss_remembered, remembered)

@@ -349,3 +349,89 @@ def test_within_fold_auc_ignores_a_shift_of_one_folds_scores():
     # a row drawn twice counts twice: positive .4 (fold 0) doubled wins 1 of 2 pairs twice
     counts = np.array([1, 2, 1, 1, 1, 1, 1, 1.0])
     assert within_fold_auc(scores, y, fold, counts) == pytest.approx((4 + 3) / (6 + 4))
+
+
+# ---------------------------------------------------------- the headline: the loss attack
+
+
+def test_forget_vs_unseen_loss_is_the_rank_auc_of_lower_loss_over_every_unseen_row():
+    from sklearn.metrics import roc_auc_score
+
+    from forgetmi.evaluation.mia import forget_vs_unseen_loss
+    rng = np.random.default_rng(31)
+    forget, unseen = rng.gamma(2, 0.5, 150), rng.gamma(2, 0.5, 520)
+    forget[:40] = np.round(forget[:40], 1)
+    unseen[:40] = np.round(unseen[:40], 1)            # ties count one half
+    out = forget_vs_unseen_loss(forget, unseen, forget_groups=patients(150),
+                                unseen_groups=patients(520, 1000), seed=3, n_boot=400)
+    expected = roc_auc_score(np.r_[np.ones(150), np.zeros(520)], -np.r_[forget, unseen])
+    assert out["auc"] == pytest.approx(expected, abs=1e-12)
+    assert out["n_forget"] == 150 and out["n_unseen"] == 520   # nothing subsampled
+    assert out["n_forget_patients"] == 38 and out["n_unseen_patients"] == 130
+    assert out["low"] < 0.5 < out["high"] and abs(out["auc"] - 0.5) < 0.08
+
+
+def test_forget_vs_unseen_loss_separates_remembered_from_never_seen():
+    from forgetmi.evaluation.mia import forget_vs_unseen_loss
+    rng = np.random.default_rng(32)
+    unseen = rng.gamma(2, 0.5, 500)
+    remembered = forget_vs_unseen_loss(rng.gamma(2, 0.5, 200) * 0.5, unseen,
+                                       forget_groups=patients(200),
+                                       unseen_groups=patients(500, 1000), n_boot=300)
+    never_seen = forget_vs_unseen_loss(rng.gamma(2, 0.5, 200), unseen,
+                                       forget_groups=patients(200),
+                                       unseen_groups=patients(500, 1000), n_boot=300)
+    over_forgotten = forget_vs_unseen_loss(rng.gamma(2, 0.5, 200) * 2.0, unseen,
+                                           forget_groups=patients(200),
+                                           unseen_groups=patients(500, 1000), n_boot=300)
+    assert remembered["low"] > 0.65 and never_seen["high"] < remembered["low"]
+    assert never_seen["low"] < 0.5 < never_seen["high"]
+    assert over_forgotten["high"] < 0.4                # fitting them worse shows too
+    for out in (remembered, never_seen, over_forgotten):
+        assert out["high"] - out["low"] < 0.16
+
+
+def test_forget_vs_unseen_loss_interval_resamples_patients_and_is_seeded():
+    from forgetmi.evaluation.mia import forget_vs_unseen_loss
+    rng = np.random.default_rng(33)
+    def clustered(n_patients):  # 8 rows per patient, mostly the patient's own level
+        return np.exp(np.repeat(rng.normal(0, 1, n_patients), 8) + rng.normal(0, 0.3, 8 * n_patients))
+    forget, unseen = clustered(40), clustered(60)
+    groups = dict(forget_groups=patients(320, 0, 8), unseen_groups=patients(480, 100, 8))
+    by_patient = forget_vs_unseen_loss(forget, unseen, **groups, seed=1, n_boot=300)
+    by_row = forget_vs_unseen_loss(forget, unseen, seed=1, n_boot=300)
+    assert by_patient["interval"].startswith("patient bootstrap")
+    assert by_row["auc"] == by_patient["auc"]
+    width = {k: v["high"] - v["low"] for k, v in (("patient", by_patient), ("row", by_row))}
+    assert width["patient"] > 1.5 * width["row"], width
+    assert forget_vs_unseen_loss(forget, unseen, **groups, seed=1, n_boot=300) == by_patient
+    other = forget_vs_unseen_loss(forget, unseen, **groups, seed=2, n_boot=300)
+    assert (other["low"], other["high"]) != (by_patient["low"], by_patient["high"])
+
+
+def test_forget_vs_unseen_loss_inputs_are_checked():
+    from forgetmi.evaluation.mia import forget_vs_unseen_loss
+    losses = np.ones(40)
+    with pytest.raises(ValueError, match="forget and unseen rows"):
+        forget_vs_unseen_loss(losses, losses, forget_groups=patients(40),
+                              unseen_groups=patients(40))
+    with pytest.raises(ValueError, match="for both"):
+        forget_vs_unseen_loss(losses, losses, forget_groups=patients(40))
+    with pytest.raises(ValueError, match="NaN"):
+        forget_vs_unseen_loss(np.r_[losses, np.nan], losses)
+    with pytest.raises(ValueError, match="empty"):
+        forget_vs_unseen_loss(np.array([]), losses)
+
+
+def test_training_losses_sum_every_present_head():
+    from forgetmi.evaluation.mia import sample_losses, training_losses
+    rng = np.random.default_rng(34)
+    p = {"label": rng.integers(0, 4, 30)}
+    for head in ("image", "text", "joint"):
+        p[f"{head}_logits"] = rng.normal(0, 1, (30, 4))
+    expected = sum(sample_losses(p, h) for h in ("image", "text", "joint"))
+    assert np.allclose(training_losses(p), expected)
+    only_joint = {"label": p["label"], "joint_logits": p["joint_logits"]}
+    assert np.allclose(training_losses(only_joint), sample_losses(p, "joint"))
+    with pytest.raises(ValueError, match="no head logits"):
+        training_losses({"label": p["label"]})

@@ -87,3 +87,38 @@ def test_small_protocol_runs_end_to_end(demo_data, tmp_path, caplog):
     caplog.clear()
     assert protocol_main([str(protocol)]) == 0
     assert caplog.text.count("already done") == 2 * (2 + 2 + 4)
+
+
+def test_stand_in_data_is_generated_once_and_never_over_other_data(tmp_path, caplog):
+    from forgetmi.protocol import ensure_stand_in
+    caplog.set_level("INFO", logger="forgetmi.protocol")
+    root = tmp_path / "data"
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text(yaml.safe_dump({"data": {"root": str(root)}}))
+    values = {"experiment": "experiment.yaml", "methods": {"n": {"method": "neggrad+"}},
+              "stand_in": {"patients": 30, "image_size": 32, "test_fraction": 0.3,
+                           "label_noise": 0.5}}
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump(values))
+    ensure_stand_in(load_protocol(path))
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["parameters"]["test_fraction"] == 0.3
+    assert manifest["parameters"]["label_noise"] == 0.5
+    assert manifest["counts"]["rows_per_fold"]["TEST"] > 0.2 * manifest["counts"]["images"]
+    stamp = (root / "manifest.json").stat().st_mtime_ns
+    ensure_stand_in(load_protocol(path))                       # same settings: reused
+    assert (root / "manifest.json").stat().st_mtime_ns == stamp and "reusing" in caplog.text
+    values["stand_in"]["label_noise"] = 0.17                   # other settings: refused
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match=r"other settings \(label_noise 0.5 != 0.17\)"):
+        ensure_stand_in(load_protocol(path))
+    other = tmp_path / "mine"                                  # a folder of other data: refused
+    (other / "keep.txt").parent.mkdir()
+    (other / "keep.txt").write_text("not a stand-in")
+    with pytest.raises(ConfigError, match="is not a stand-in dataset"):
+        ensure_stand_in(load_protocol(path), [f"--data.root={other}"])
+    assert (other / "keep.txt").read_text() == "not a stand-in"
+    values["stand_in"]["colour"] = "blue"
+    path.write_text(yaml.safe_dump(values))
+    with pytest.raises(ConfigError, match="unknown stand_in key"):
+        load_protocol(path)

@@ -184,6 +184,25 @@ def test_cohort_matches_the_real_statistics():
     assert all(0.15 < folds[str(k)] < 0.22 for k in range(1, 6))
 
 
+def test_benchmark_knobs_move_only_what_they_name():
+    base = build_cohort(400, seed=0)
+    wide = build_cohort(400, seed=0, test_fraction=0.25)
+    noisy = build_cohort(400, seed=0, label_noise=0.8)
+    # test_fraction: only the folds move; TEST holds ~25% of rows, patients still whole
+    assert base.table.drop(columns="fold").equals(wide.table.drop(columns="fold"))
+    share = (wide.table["fold"] == "TEST").mean()
+    assert 0.23 < share <= 0.25 and (base.table["fold"] == "TEST").mean() < 0.085
+    assert (wide.table.groupby("subject_id")["fold"].nunique() == 1).all()
+    # label_noise: only the written labels move, for more rows, still at the real class balance
+    assert base.table["true_severity"].equals(noisy.table["true_severity"])
+    assert base.label_noise_rate < 0.17 and noisy.label_noise_rate > 0.35
+    written = noisy.table["severity"].value_counts(normalize=True).sort_index().to_numpy()
+    assert np.abs(written - np.array(SEVERITY_COUNTS) / sum(SEVERITY_COUNTS)).max() < 0.02
+    for bad in ({"test_fraction": 0.6}, {"test_fraction": 0.0}, {"label_noise": -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            build_cohort(400, seed=0, **bad)
+
+
 def test_forget_sets_are_nested_and_leave_test_alone(dataset, split):
     sets = {p: formats.read_forget_set(path) for p, path in dataset.forget_sets.items()}
     patients = {p: set(f["subject_id"]) for p, f in sets.items()}

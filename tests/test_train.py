@@ -110,3 +110,27 @@ def test_accumulation_and_offline_wandb(demo_data, tmp_path):
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     from forgetmi.utils.tracking import run_name_for
     assert runs[0].name.endswith(run_name_for(out))  # a deterministic id: resumes continue it
+
+
+def test_final_model_is_the_best_validated_epoch_or_the_last(demo_data, trained, tmp_path):
+    # best (the default): the written model is the epoch with the highest validation AUC
+    val = [r["val/joint_auc"] for r in records(trained) if "val/joint_auc" in r]
+    timing = json.loads((trained / "timing.json").read_text())
+    assert timing["model_epoch"] == max(range(len(val)), key=lambda e: (val[e], -e))
+    best = load_file(str(trained / "best" / "model.safetensors"))
+    assert all(torch.equal(best[k], v) for k, v in weights(trained).items())
+    # last: the weights the final epoch ended with, whatever the validation said
+    out = tmp_path / "last"
+    assert run(demo_data, out, "--epochs=2", "--lr=1e-3", "--final_model=last",
+               "--checkpoint_every=1000") == 0
+    assert json.loads((out / "timing.json").read_text())["model_epoch"] == 1
+    latest = load_file(str(out / "checkpoints" / "latest" / "model.safetensors"))
+    model = weights(out)
+    assert model.keys() == latest.keys()
+    assert all(torch.equal(model[k], latest[k]) for k in model)
+
+
+def test_final_model_setting_is_checked():
+    from forgetmi.config import ConfigError, TrainConfig
+    with pytest.raises(ConfigError, match="train.final_model: expected best or last"):
+        TrainConfig(final_model="newest")

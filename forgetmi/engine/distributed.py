@@ -86,6 +86,24 @@ def offloads_optimizer(accelerator: Accelerator) -> bool:
     return device not in (None, "none")
 
 
+def place_buffers(accelerator: Accelerator, model: torch.nn.Module) -> None:
+    """Under ZeRO-3, put the model's buffers (BatchNorm running statistics) on this process's
+    device before DeepSpeed takes the model.
+
+    transformers builds the pretrained BERT inside ``zero.Init``; DeepSpeed then leaves device
+    placement to it and moves nothing else, so the image encoder, built outside it, kept its
+    buffers on the CPU (its parameters move when they are partitioned) and BatchNorm failed at
+    the first forward on a GPU. Buffers are never partitioned: moving them is safe.
+    """
+    if zero_stage(accelerator) != 3:
+        return
+    device = accelerator.device
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.device != device:
+                module._buffers[name] = buffer.to(device)
+
+
 def broadcast_buffers(accelerator: Accelerator, model: torch.nn.Module) -> None:
     """Give every rank rank 0's buffers (BatchNorm running statistics).
 

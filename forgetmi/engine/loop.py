@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from forgetmi.data.batches import batch_loader, to_device
 from forgetmi.engine import checkpoint as ckpt
 from forgetmi.engine.distributed import (autocast, broadcast_buffers, fill_deepspeed_config,
-                                         is_deepspeed, offloads_optimizer, zero_stage)
+                                         is_deepspeed, offloads_optimizer, place_buffers,
+                                         zero_stage)
 from forgetmi.engine.optim import build_optimizer, build_scheduler
 from forgetmi.engine.sampling import BatchPlan
 from forgetmi.engine.trainable import (check_gradients, freeze_unreached, log_trainable,
@@ -164,6 +165,7 @@ class Engine:
         # step it once per process), so it is kept out of prepare().
         self.scheduler = build_scheduler(optimizer, train.scheduler, self.total_updates,
                                          train.warmup_ratio)
+        place_buffers(accelerator, model)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         objective.setup(accelerator)
 
@@ -427,12 +429,19 @@ class Engine:
             return True
         return False
 
+    def _model_epoch(self, state: dict) -> int | None:
+        """The epoch (0-based) whose weights were written as the model."""
+        if self.evaluate is None or state["best"] is None or self.train.final_model == "last":
+            return state["epoch"] - 1 if state["epoch"] else None
+        return state["best_epoch"]
+
     def _finish(self, state: dict) -> None:
-        """Write the final model (the best validated one when there was validation)."""
+        """Write the final model: the best validated one when there was validation, unless
+        ``train.final_model`` is ``last`` (then the weights the last epoch ended with)."""
         state["done"] = True
         broadcast_buffers(self.accelerator, self.model)
         tag = "model"
-        if self.evaluate is None or state["best"] is None:
+        if self.evaluate is None or state["best"] is None or self.train.final_model == "last":
             self._save_best(tag)
         elif self.accelerator.is_main_process and self.save_model is not None:
             best = self.output_dir / "best"
@@ -452,6 +461,7 @@ class Engine:
                        {"job": self.job, "train_seconds": round(state["train_seconds"], 3),
                         "eval_seconds": round(state["eval_seconds"], 3),
                         "updates": state["updates"], "epochs_run": state["epoch"],
+                        "model_epoch": self._model_epoch(state),
                         "world_size": self.accelerator.num_processes,
                         "distributed_type": str(self.accelerator.distributed_type),
                         "zero_stage": zero_stage(self.accelerator),

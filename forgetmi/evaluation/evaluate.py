@@ -4,10 +4,10 @@ For every partition (forget, retain, validation, test) and head (image, text, jo
 metrics of :func:`forgetmi.evaluation.metrics.full_metrics` with patient-level bootstrap
 confidence intervals; the membership attacks (the paper's SVC on per-sample losses, the
 release's per-batch variant for like-for-like comparison, a cross-validated population
-attack on several signals with patient-level scores, and the headline forget-vs-unseen attack
-AUC with a patient-bootstrap 95% interval, ``mia.forget_vs_unseen``); and, given the retrained
-reference, the
-gap to it and the logit similarity on retain rows. Written atomically to ``RUN_DIR/metrics.json``
+attack on several signals with patient-level scores, the headline forget-vs-unseen loss-attack
+AUC over every test row with a patient-bootstrap 95% interval, ``mia.forget_vs_unseen``, and
+the learned forget-vs-unseen attack beside it, ``mia.forget_vs_unseen_learned``); and, given
+the retrained reference, the gap to it and the logit similarity on retain rows. Written atomically to ``RUN_DIR/metrics.json``
 (schema 1, read by ``forgetmi report``). Counts and scores only: no report text, no patient id.
 
 A bare model folder (``config.json`` + ``model.safetensors``, e.g. a published checkpoint
@@ -156,14 +156,28 @@ def _attacks(predictions: dict, seed: int, batch_size: int,
                                    seed=seed, roc_points=200)
     population["features"] = names
     result["population"] = population
-    result["forget_vs_unseen"] = _forget_vs_unseen(target, nonmember, forget["group"],
-                                                   test["group"], seed, n_boot)
+    result["forget_vs_unseen"] = _forget_vs_unseen_loss(forget, test, seed, n_boot)
+    result["forget_vs_unseen_learned"] = _forget_vs_unseen(target, nonmember, forget["group"],
+                                                           test["group"], seed, n_boot)
     return json.loads(json.dumps(result, default=float))
+
+
+def _forget_vs_unseen_loss(forget: dict, test: dict, seed: int, n_boot: int) -> dict:
+    """The headline: the loss-threshold attack's AUC, forget rows vs every test row, on each
+    row's training loss (every head's cross-entropy, summed)."""
+    from forgetmi.evaluation.mia import forget_vs_unseen_loss, training_losses
+
+    out = forget_vs_unseen_loss(training_losses(forget), training_losses(test),
+                                forget_groups=forget["group"], unseen_groups=test["group"],
+                                seed=seed, n_boot=n_boot,
+                                signal="training loss: the heads' cross-entropies summed "
+                                       "(lower = member)")
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
 
 
 def _forget_vs_unseen(forget: np.ndarray, unseen: np.ndarray, forget_groups: np.ndarray,
                       unseen_groups: np.ndarray, seed: int, n_boot: int) -> dict:
-    """The headline attack (forget rows vs test rows); too few patients for its folds (e.g. a
+    """The learned attack (forget rows vs test rows); too few patients for its folds (e.g. a
     one-patient forget request) gives nulls and the reason, not a failed evaluation."""
     from forgetmi.evaluation.mia import forget_vs_unseen_attack
 

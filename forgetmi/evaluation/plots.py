@@ -45,7 +45,8 @@ def label_styles(pairs: Sequence[tuple[str, str]]) -> dict[str, dict]:
     """Colour and marker per label, fixed across panels; the retrained model (the target) is a
     large black star, the original a grey square."""
     styles: dict[str, dict] = {}
-    palette = plt.get_cmap("tab10").colors
+    # tab10 without its grey (index 7), which is the original's
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 7]
     methods = 0
     for label, model in pairs:
         if label in styles:
@@ -84,12 +85,22 @@ def _figure_legend(fig, handles: dict) -> None:
                bbox_to_anchor=(0.5, 0.0), ncol=min(4, len(handles)), frameon=False)
 
 
+# The trade-off plot's forgetting axis: the headline when the runs carry it, else forget AUC.
+TRADEOFF_Y = (("fvu_auc", "forget-vs-unseen attack AUC\n(0.5: forgotten as if never seen)"),
+              ("forget_auc", "forget AUC (lower: more forgetting)"))
+
+
 def plot_tradeoff(summary: pd.DataFrame, path: str | Path) -> Path | None:
-    """Forgetting vs utility: x = test AUC, y = forget AUC, one panel per forget size."""
+    """Forgetting vs utility, one panel per forget size: x = test AUC, y = the forget-vs-unseen
+    attack AUC (forget AUC for runs evaluated without it). The retrained model is the target
+    (dotted crosshair); the original, which trained on the forget rows, is marked "remembers"."""
     path = Path(path)
-    data = summary.dropna(subset=["test_auc_mean", "forget_auc_mean"])
+    for key, y_label in TRADEOFF_Y:
+        if f"{key}_mean" in summary and summary[f"{key}_mean"].notna().any():
+            break
+    data = summary.dropna(subset=["test_auc_mean", f"{key}_mean"])
     if data.empty:
-        log.info("skipping %s: no model has both a test and a forget AUC", path.name)
+        log.info("skipping %s: no model has both a test AUC and a forgetting score", path.name)
         return None
     sizes = list(dict.fromkeys(data["size"]))
     styles = _styles(summary)
@@ -97,25 +108,34 @@ def plot_tradeoff(summary: pd.DataFrame, path: str | Path) -> Path | None:
                              sharex=True, sharey=True)
     handles: dict = {}
     for ax, size in zip(axes[0], sizes):
+        if key == "fvu_auc":
+            ax.axhline(0.5, color="tab:green", lw=1.0, alpha=0.6)
+            ax.annotate("chance: cannot tell forget rows from unseen", (0.01, 0.5),
+                        xycoords=("axes fraction", "data"), textcoords="offset points",
+                        xytext=(0, 4), fontsize=7, color="tab:green")
         for row in data[data["size"] == size].to_dict("records"):
             style = styles[row["label"]]
-            x, y = row["test_auc_mean"], row["forget_auc_mean"]
+            x, y = row["test_auc_mean"], row[f"{key}_mean"]
             if row["model"] == "retrained":  # the target: crosshair through its point
                 ax.axvline(x, color="black", ls=":", lw=0.8)
                 ax.axhline(y, color="black", ls=":", lw=0.8)
-                ax.annotate("target", (x, y), textcoords="offset points", xytext=(6, 6),
-                            fontsize=8)
+                ax.annotate("target (retrained)", (x, y), textcoords="offset points",
+                            xytext=(6, 6), fontsize=8)
+            elif row["model"] == "original":
+                ax.annotate("remembers (original)", (x, y), textcoords="offset points",
+                            xytext=(6, -12), fontsize=8, color="0.35")
             artist = ax.errorbar(x, y, xerr=_err(row["test_auc_std"]),
-                                 yerr=_err(row["forget_auc_std"]), fmt=style["marker"],
+                                 yerr=_err(row[f"{key}_std"]), fmt=style["marker"],
                                  color=style["color"], ms=style["size"], capsize=3,
                                  zorder=3 if row["model"] == "retrained" else 2)
             handles.setdefault(row["label"], artist)
         ax.set_title(f"forget set {size}")
         ax.set_xlabel("test AUC (higher: more utility)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("forget AUC (lower: more forgetting)")
+    axes[0][0].set_ylabel(y_label)
     _figure_legend(fig, handles)
-    fig.suptitle("Forgetting vs utility (mean ± std over seeds; target = retrained)")
+    fig.suptitle("Forgetting vs utility (mean ± std over seeds): the closer to the target, "
+                 "the better")
     return _save(fig, path)
 
 

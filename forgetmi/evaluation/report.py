@@ -3,7 +3,7 @@
 Reads the ``metrics.json`` that ``forgetmi evaluate`` writes for every run, groups the runs by
 forget size and model label, and reports mean ± std over seeds: single-seed retrains are noisy
 (SPEC §6), so a method is only judged against the retrained model over several seeds. The
-headline column is the forget-vs-unseen attack AUC (``mia.forget_vs_unseen``); per forget size
+headline column is the forget-vs-unseen loss-attack AUC (``mia.forget_vs_unseen``); per forget size
 the report names the model closest to the retrained one (:data:`CLOSENESS` says how), or why it
 cannot. Writes ``report.md``, ``report.csv``, ``report.json`` and PNG plots, each atomically.
 """
@@ -49,11 +49,12 @@ class Column:
 FORGET_VS_UNSEEN = ("mia", "forget_vs_unseen")
 COLUMNS: tuple[Column, ...] = (
     Column("fvu_auc", "Forget-vs-unseen AUC", (*FORGET_VS_UNSEEN, "auc"), "score",
-           "the headline: AUC of a cross-validated attack telling the forget rows from rows of "
-           "unseen (test) patients, on the population attack's signals. 0.5 = the model treats "
+           "the headline: AUC of the loss attack telling the forget rows from every row of "
+           "unseen (test) patients (P(a forget row's loss is lower)). 0.5 = the model treats "
            "its forget rows as if it had never seen them; clearly above 0.5 = it still "
-           "remembers them. A single run shows its patient-bootstrap 95% interval in brackets; "
-           "the target is the retrained model's value",
+           "remembers them; below 0.5 = it now fits them worse than unseen rows. A single run "
+           "shows its patient-bootstrap 95% interval in brackets; the target is the retrained "
+           "model's value",
            interval=((*FORGET_VS_UNSEEN, "low"), (*FORGET_VS_UNSEEN, "high"))),
     Column("gap_fvu_auc", "ΔFvU AUC", None, "gap",
            "forget-vs-unseen AUC minus the retrained model's (same size and seed): near 0 is "

@@ -231,7 +231,9 @@ def sweep_main(argv: list[str] | None = None) -> int:
 
 
 def protocol_submit_main(args, extra: list[str]) -> int:
+    from forgetmi.protocol import ensure_stand_in, load_protocol
     try:
+        ensure_stand_in(load_protocol(args.file), extra)  # once, here, before any task starts
         manifest = submit_protocol(args.file, hpc_from_args(args), extra)
     except ForgetMIError as err:
         logger.error("%s", err)

@@ -48,6 +48,19 @@ def bert_config_for(name: str | None, tiny_hidden: int = 32, tiny_layers: int = 
                       pad_token_id=base.pad_token_id)
 
 
+def _load_bert(path: Path) -> BertModel:
+    """The folder's BERT with its own PyTorch layers. transformers 5.x loads Hub kernels by
+    default (``use_kernels``) and swaps them in at ``eval()`` on CUDA: a download, which fails
+    offline (HF_HUB_OFFLINE) at the first evaluation. Older releases lack the argument."""
+    try:
+        return BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=True,
+                                         use_kernels=False)
+    except TypeError as err:
+        if "use_kernels" not in str(err):
+            raise
+        return BertModel.from_pretrained(path, local_files_only=True, add_pooling_layer=True)
+
+
 class TextEncoder(nn.Module):
     def __init__(self, bert: BertModel, out_dim: int, num_labels: int, dropout: float):
         super().__init__()
@@ -66,8 +79,7 @@ class TextEncoder(nn.Module):
         if bert_config is None:
             bert_config = bert_config_for(name, tiny_hidden, tiny_layers)
         if pretrained and name != "tiny":
-            bert = BertModel.from_pretrained(resolve_encoder_path(name), local_files_only=True,
-                                             add_pooling_layer=True)
+            bert = _load_bert(resolve_encoder_path(name))
         else:
             bert = BertModel(bert_config, add_pooling_layer=True)
         return cls(bert, out_dim, num_labels, dropout)

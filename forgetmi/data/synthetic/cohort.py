@@ -155,10 +155,12 @@ def _study_findings(rng: np.random.Generator, patient: Patient, severity: int, i
                          low_volumes=bool(rng.random() < 0.12 + 0.1 * (view == "AP")))
 
 
-def _assign_folds(rng: np.random.Generator, rows_per_patient: pd.Series) -> dict[int, str]:
-    """TEST: random patients up to ~8% of rows; the rest dealt round-robin into folds 1-5."""
+def _assign_folds(rng: np.random.Generator, rows_per_patient: pd.Series,
+                  test_fraction: float = TEST_ROW_FRACTION) -> dict[int, str]:
+    """TEST: random patients up to ``test_fraction`` of rows (the real ~8% by default); the rest
+    dealt round-robin into folds 1-5."""
     patients = rows_per_patient.index.to_numpy()[rng.permutation(len(rows_per_patient))]
-    target = int(round(TEST_ROW_FRACTION * rows_per_patient.sum()))
+    target = int(round(test_fraction * rows_per_patient.sum()))
     folds: dict[int, str] = {}
     taken = 0
     for patient in patients:
@@ -172,8 +174,18 @@ def _assign_folds(rng: np.random.Generator, rows_per_patient: pd.Series) -> dict
     return folds
 
 
-def build_cohort(n_patients: int, seed: int) -> Cohort:
-    """Draw the whole cohort for ``seed``: identical for identical arguments."""
+def build_cohort(n_patients: int, seed: int, test_fraction: float = TEST_ROW_FRACTION,
+                 label_noise: float = LABEL_NOISE_SD) -> Cohort:
+    """Draw the whole cohort for ``seed``: identical for identical arguments.
+
+    ``test_fraction`` is the TEST fold's share of rows; only the fold assignment depends on it.
+    ``label_noise`` is the spread of the noise between the latent severity (which the image and
+    the report show) and the written label: how much of a row's label only memory can explain.
+    """
+    if not 0.0 < test_fraction < 0.5:
+        raise ValueError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
+    if not 0.0 <= label_noise <= 2.0:
+        raise ValueError(f"label_noise must be in [0, 2], got {label_noise}")
     if n_patients < 20:
         raise ValueError(f"n_patients must be at least 20 (five folds, TEST and three forget sets "
                          f"need patients), got {n_patients}")
@@ -197,7 +209,7 @@ def build_cohort(n_patients: int, seed: int) -> Cohort:
         start += k
     true = np.digitize(latent, _weighted_cuts(latent, n_images))
     intensity = true + 0.9 * (_within_bin(latent, true) - 0.5)
-    noisy = latent + LABEL_NOISE_SD * rng.standard_normal(len(latent))
+    noisy = latent + label_noise * rng.standard_normal(len(latent))
     label = np.digitize(noisy, _weighted_cuts(noisy, n_images))
 
     studies: dict[int, Study] = {}
@@ -226,7 +238,7 @@ def build_cohort(n_patients: int, seed: int) -> Cohort:
                for s in studies.values() for _ in range(s.n_images)]
     table = pd.DataFrame(records, columns=["subject_id", "study_id", "dicom_id", "severity",
                                            "true_severity"])
-    folds = _assign_folds(rng, table.groupby("subject_id").size())
+    folds = _assign_folds(rng, table.groupby("subject_id").size(), test_fraction)
     table["fold"] = table["subject_id"].map(folds)
     table = table.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable")
     table = table.reset_index(drop=True)

@@ -24,7 +24,8 @@ from forgetmi.data import formats
 from forgetmi.data.formats import image_relpath
 from forgetmi.data.splits import make_forget_sets
 from forgetmi.data.synthetic import anatomy, layout
-from forgetmi.data.synthetic.cohort import Cohort, build_cohort
+from forgetmi.data.synthetic.cohort import (LABEL_NOISE_SD, TEST_ROW_FRACTION, Cohort,
+                                            build_cohort)
 from forgetmi.data.synthetic.dicom import DicomInfo, write_dicom
 from forgetmi.data.synthetic.images import ImageSpec, render_image
 from forgetmi.data.synthetic.reports import compose_report
@@ -97,13 +98,16 @@ def _counts(series: pd.Series) -> dict[str, int]:
 
 
 def _manifest(cohort: Cohort, root: Path, n_patients: int, image_size: int, seed: int,
-              percents, forget_sets: dict[int, pd.DataFrame], shapes, source: str) -> dict:
+              test_fraction: float, label_noise: float, percents, forget_sets: dict[int, pd.DataFrame], shapes,
+              source: str) -> dict:
     table = cohort.table
     widths = [shape[1] for shape in shapes]
     return {
         "generator": "forgetmi.data.synthetic",
         "generator_version": GENERATOR_VERSION,
         "parameters": {"n_patients": n_patients, "image_size": image_size, "seed": seed,
+                       "test_fraction": round(float(test_fraction), 6),
+                       "label_noise": round(float(label_noise), 6),
                        "forget_percents": list(percents)},
         "background": anatomy.TEMPLATE_FILE if source == "template" else "procedural",
         "counts": {
@@ -147,14 +151,20 @@ def _check_target(out: Path, overwrite: bool) -> None:
 def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIENTS,
                      image_size: int = 320, seed: int = 0, workers: int = 1,
                      overwrite: bool = False, percents=FORGET_PERCENTS,
-                     background: str = "auto") -> layout.DatasetPaths:
+                     background: str = "auto",
+                     test_fraction: float = TEST_ROW_FRACTION,
+                     label_noise: float = LABEL_NOISE_SD) -> layout.DatasetPaths:
     """Generate the stand-in dataset into ``out_dir`` and return its paths.
 
     ``image_size`` is the number of rows of every image (columns: 0.80-1.0 times that, per
     study, like real detectors); 3056 gives full MIMIC resolution (3056 x ~2544).
     ``workers`` > 1 renders in a process pool, with identical output. ``background`` is
     "auto" (the packaged radiograph when installed, else the drawing), "template" or
-    "procedural". Refuses a non-empty ``out_dir`` unless ``overwrite``.
+    "procedural". ``test_fraction`` is the TEST fold's share of rows (the real data's ~8% by
+    default; a benchmark wants more unseen patients for its attacks); ``label_noise`` the spread
+    of the noise between what a row shows and its written label (0.17: about one row in eight
+    gets a neighbouring grade, as in the real labels' boundaries). Refuses a non-empty
+    ``out_dir`` unless ``overwrite``.
     """
     out = Path(out_dir)
     if image_size < 32:
@@ -166,7 +176,7 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
     if source == "auto":
         source = "template" if anatomy.template_available() else "procedural"
     start = time.perf_counter()
-    cohort = build_cohort(n_patients, seed)
+    cohort = build_cohort(n_patients, seed, test_fraction, label_noise)
     table = cohort.table
     logger.info("stand-in dataset: %d patients, %d studies, %d images at %d px (seed %d, %s)",
                 table["subject_id"].nunique(), table["study_id"].nunique(), len(table),
@@ -187,8 +197,8 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
                 tmp / layout.forget_set_name(percent), index=False)
         synonym_table().to_csv(tmp / layout.SYNONYMS, index=False)
         _validate(tmp, len(table), forget_sets)
-        manifest = _manifest(cohort, tmp, n_patients, image_size, seed, percents, forget_sets,
-                             shapes, source)
+        manifest = _manifest(cohort, tmp, n_patients, image_size, seed, test_fraction,
+                             label_noise, percents, forget_sets, shapes, source)
         (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
     logger.info("stand-in dataset written to %s in %.1f s (label noise %.1f%%; forget sets %s)",
