@@ -25,16 +25,12 @@ logger = logging.getLogger("forgetmi.demo")
 def _dataset(out: Path, n_patients: int, image_size: int, seed: int, workers: int,
              test_fraction: float, label_noise: float):
     """Reuse a stand-in dataset generated earlier with the same parameters, else generate one."""
-    from forgetmi.data.synthetic import DatasetPaths, generate_dataset
+    from forgetmi.data.synthetic import DatasetPaths, generate_dataset, parameter_differences
     root = out / "data"
-    wanted = (n_patients, image_size, seed, round(test_fraction, 6), round(label_noise, 6))
-    if (root / "manifest.json").is_file():
-        manifest = json.loads((root / "manifest.json").read_text())
-        params = manifest.get("parameters", manifest)
-        if tuple(params.get(k) for k in ("n_patients", "image_size", "seed", "test_fraction",
-                                         "label_noise")) == wanted:
-            logger.info("reusing the stand-in dataset in %s", root)
-            return DatasetPaths.from_root(root)
+    if parameter_differences(root, n_patients, image_size, seed, test_fraction,
+                             label_noise) == []:
+        logger.info("reusing the stand-in dataset in %s", root)
+        return DatasetPaths.from_root(root)
     return generate_dataset(root, n_patients=n_patients, image_size=image_size, seed=seed,
                             workers=workers, overwrite=True, test_fraction=test_fraction,
                             label_noise=label_noise)

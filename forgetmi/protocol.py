@@ -101,9 +101,7 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
     """Generate the protocol's stand-in dataset into the experiment's ``data.root``, unless a
     dataset generated with the same settings is already there. Refuses to replace anything else:
     a folder holding other data, or a stand-in generated with other settings."""
-    import json
-
-    from forgetmi.data.synthetic import generate_dataset
+    from forgetmi.data.synthetic import generate_dataset, parameter_differences
     from forgetmi.data.synthetic.cohort import LABEL_NOISE_SD, TEST_ROW_FRACTION
 
     if not protocol.stand_in:
@@ -115,27 +113,21 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
     cfg = load_config(ExperimentConfig, _experiment_path(protocol), list(extra or []))
     root = Path(cfg.data.root)
     wanted = {"n_patients": int(settings["patients"]), "image_size": int(settings["image_size"]),
-              "seed": int(settings["seed"]),
-              "test_fraction": round(float(settings["test_fraction"]), 6),
-              "label_noise": round(float(settings["label_noise"]), 6)}
-    manifest = root / "manifest.json"
-    if manifest.is_file():
-        params = json.loads(manifest.read_text()).get("parameters", {})
-        differ = sorted(k for k, v in wanted.items() if params.get(k) != v)
-        if not differ:
-            logger.info("stand-in data: reusing %s", root)
-            return
+              "seed": int(settings["seed"]), "test_fraction": float(settings["test_fraction"]),
+              "label_noise": float(settings["label_noise"])}
+    differ = parameter_differences(root, **wanted)
+    if differ == []:
+        logger.info("stand-in data: reusing %s", root)
+        return
+    if differ:
         raise ConfigError(f"{root}: holds a stand-in dataset generated with other settings "
-                          f"({', '.join(f'{k} {params.get(k)} != {wanted[k]}' for k in differ)});"
-                          " remove it, or set data.root to another folder")
+                          f"({', '.join(differ)}); remove it, or set data.root to another folder")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ConfigError(f"{root}: exists and is not a stand-in dataset (no manifest.json); "
                           "the protocol's stand_in would replace it: set data.root elsewhere")
     try:
-        generate_dataset(root, n_patients=wanted["n_patients"], image_size=wanted["image_size"],
-                         seed=wanted["seed"], workers=int(settings["workers"]),
-                         overwrite=root.exists(), test_fraction=wanted["test_fraction"],
-                         label_noise=wanted["label_noise"])
+        generate_dataset(root, workers=int(settings["workers"]), overwrite=root.exists(),
+                         **wanted)
     except ValueError as err:
         raise ConfigError(f"protocol stand_in: {err}") from None
 

@@ -429,9 +429,13 @@ class Engine:
             return True
         return False
 
+    def _keeps_last(self, state: dict) -> bool:
+        """Whether the model is the last epoch's weights rather than the best-validated ones."""
+        return self.evaluate is None or state["best"] is None or self.train.final_model == "last"
+
     def _model_epoch(self, state: dict) -> int | None:
         """The epoch (0-based) whose weights were written as the model."""
-        if self.evaluate is None or state["best"] is None or self.train.final_model == "last":
+        if self._keeps_last(state):
             return state["epoch"] - 1 if state["epoch"] else None
         return state["best_epoch"]
 
@@ -441,7 +445,7 @@ class Engine:
         state["done"] = True
         broadcast_buffers(self.accelerator, self.model)
         tag = "model"
-        if self.evaluate is None or state["best"] is None or self.train.final_model == "last":
+        if self._keeps_last(state):
             self._save_best(tag)
         elif self.accelerator.is_main_process and self.save_model is not None:
             best = self.output_dir / "best"

@@ -7,8 +7,8 @@ release's per-batch variant for like-for-like comparison, a cross-validated popu
 attack on several signals with patient-level scores, the headline forget-vs-unseen loss-attack
 AUC over every test row with a patient-bootstrap 95% interval, ``mia.forget_vs_unseen``, and
 the learned forget-vs-unseen attack beside it, ``mia.forget_vs_unseen_learned``); and, given
-the retrained reference, the gap to it and the logit similarity on retain rows. Written atomically to ``RUN_DIR/metrics.json``
-(schema 1, read by ``forgetmi report``). Counts and scores only: no report text, no patient id.
+the retrained reference, the gap to it and the logit similarity on retain rows. Written
+atomically to ``RUN_DIR/metrics.json`` (schema 1, read by ``forgetmi report``). Counts and scores only: no report text, no patient id.
 
 A bare model folder (``config.json`` + ``model.safetensors``, e.g. a published checkpoint
 converted by ``forgetmi import-checkpoint``) is scored too, on the data of ``--config`` and

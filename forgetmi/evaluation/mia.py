@@ -380,6 +380,16 @@ def _target_metrics(attack, target: np.ndarray, n_columns: int,
 
 # --- headline: forget rows vs unseen rows -----------------------------------------------------
 
+def _check_unseen_patients(forget_groups: np.ndarray | None,
+                           unseen_groups: np.ndarray | None) -> None:
+    if forget_groups is None:
+        return
+    shared = np.intersect1d(forget_groups, unseen_groups)
+    if len(shared):
+        raise ValueError(f"{len(shared)} patient(s) have forget and unseen rows: the unseen "
+                         "side must be patients the model never trained on")
+
+
 def forget_vs_unseen_loss(forget_losses: np.ndarray, unseen_losses: np.ndarray, *,
                           forget_groups: np.ndarray | None = None,
                           unseen_groups: np.ndarray | None = None, seed: int = 0,
@@ -395,9 +405,8 @@ def forget_vs_unseen_loss(forget_losses: np.ndarray, unseen_losses: np.ndarray, 
     split adds noise: on the benchmark its patient-bootstrap intervals were 1.4–2.3× narrower
     than the learned attack's (:func:`forget_vs_unseen_attack`), and the retrained model's
     value stayed within 0.03 of 0.5 over three seeds where the learned attack's ranged from
-    0.435 to 0.537. Every unseen row
-    counts: the sides need not be balanced for an AUC. :func:`forgetmi.evaluation.evaluate`
-    feeds it :func:`training_losses` (all heads), which separated the benchmark's original from
+    0.435 to 0.537. Every unseen row counts: the sides need not be balanced for an AUC.
+    :func:`forgetmi.evaluation.evaluate` feeds it :func:`training_losses` (all heads), which separated the benchmark's original from
     its retrained model more than the joint head's loss alone (0.720 vs 0.697, seed 0).
 
     ``low``/``high``: percentile ``1 − alpha`` interval from ``n_boot`` resamples drawing whole
@@ -409,11 +418,7 @@ def forget_vs_unseen_loss(forget_losses: np.ndarray, unseen_losses: np.ndarray, 
         raise ValueError("give groups for both forget and unseen rows, or for neither")
     f_groups = _groups("forget_groups", forget_groups, len(forget))
     u_groups = _groups("unseen_groups", unseen_groups, len(unseen))
-    if f_groups is not None:
-        shared = np.intersect1d(f_groups, u_groups)
-        if len(shared):
-            raise ValueError(f"{len(shared)} patient(s) have forget and unseen rows: the unseen "
-                             "side must be patients the model never trained on")
+    _check_unseen_patients(f_groups, u_groups)
     if n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {n_boot}")
     from forgetmi.evaluation.bootstrap import resample_weights
@@ -468,11 +473,8 @@ def forget_vs_unseen_attack(forget_features: np.ndarray, unseen_features: np.nda
     """
     forget, unseen, forget_groups, unseen_groups = _two_sides(
         ("forget", "unseen"), forget_features, unseen_features, forget_groups, unseen_groups)
+    _check_unseen_patients(forget_groups, unseen_groups)
     if forget_groups is not None:
-        shared = np.intersect1d(forget_groups, unseen_groups)
-        if len(shared):
-            raise ValueError(f"{len(shared)} patient(s) have forget and unseen rows: the unseen "
-                             "side must be patients the model never trained on")
         for name, groups in (("forget", forget_groups), ("unseen", unseen_groups)):
             if len(np.unique(groups)) < folds:
                 raise ValueError(f"{folds} patient-grouped folds need at least {folds} patients "

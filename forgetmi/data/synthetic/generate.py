@@ -97,18 +97,38 @@ def _counts(series: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in series.sort_index().items()}
 
 
-def _manifest(cohort: Cohort, root: Path, n_patients: int, image_size: int, seed: int,
-              test_fraction: float, label_noise: float, percents, forget_sets: dict[int, pd.DataFrame], shapes,
-              source: str) -> dict:
+def _parameters(n_patients: int, image_size: int, seed: int, test_fraction: float,
+                label_noise: float) -> dict:
+    """The content-defining arguments as the manifest records them."""
+    return {"n_patients": int(n_patients), "image_size": int(image_size), "seed": int(seed),
+            "test_fraction": round(float(test_fraction), 6),
+            "label_noise": round(float(label_noise), 6)}
+
+
+def parameter_differences(root: str | os.PathLike, n_patients: int, image_size: int, seed: int,
+                          test_fraction: float = TEST_ROW_FRACTION,
+                          label_noise: float = LABEL_NOISE_SD) -> list[str] | None:
+    """How the stand-in dataset in ``root`` differs from these arguments: None when ``root``
+    holds no generated dataset (no manifest), ``[]`` when it was generated with the same ones,
+    else one "name recorded != wanted" entry per differing argument."""
+    manifest = Path(root) / layout.MANIFEST
+    if not manifest.is_file():
+        return None
+    doc = json.loads(manifest.read_text())
+    recorded = doc.get("parameters", doc)
+    wanted = _parameters(n_patients, image_size, seed, test_fraction, label_noise)
+    return [f"{k} {recorded.get(k)} != {v}" for k, v in sorted(wanted.items())
+            if recorded.get(k) != v]
+
+
+def _manifest(cohort: Cohort, root: Path, parameters: dict, percents,
+              forget_sets: dict[int, pd.DataFrame], shapes, source: str) -> dict:
     table = cohort.table
     widths = [shape[1] for shape in shapes]
     return {
         "generator": "forgetmi.data.synthetic",
         "generator_version": GENERATOR_VERSION,
-        "parameters": {"n_patients": n_patients, "image_size": image_size, "seed": seed,
-                       "test_fraction": round(float(test_fraction), 6),
-                       "label_noise": round(float(label_noise), 6),
-                       "forget_percents": list(percents)},
+        "parameters": {**parameters, "forget_percents": list(percents)},
         "background": anatomy.TEMPLATE_FILE if source == "template" else "procedural",
         "counts": {
             "patients": int(table["subject_id"].nunique()),
@@ -121,7 +141,7 @@ def _manifest(cohort: Cohort, root: Path, n_patients: int, image_size: int, seed
             "forget_sets": {str(p): {"patients": int(f["subject_id"].nunique()), "rows": len(f)}
                             for p, f in forget_sets.items()},
         },
-        "images": {"rows": image_size, "columns_min": min(widths), "columns_max": max(widths),
+        "images": {"rows": parameters["image_size"], "columns_min": min(widths), "columns_max": max(widths),
                    "bits_stored": 12, "photometric": "MONOCHROME2",
                    "transfer_syntax": "explicit VR little endian"},
         "sha256": {name: _sha256(root / name) for name in
@@ -197,8 +217,9 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
                 tmp / layout.forget_set_name(percent), index=False)
         synonym_table().to_csv(tmp / layout.SYNONYMS, index=False)
         _validate(tmp, len(table), forget_sets)
-        manifest = _manifest(cohort, tmp, n_patients, image_size, seed, test_fraction,
-                             label_noise, percents, forget_sets, shapes, source)
+        manifest = _manifest(cohort, tmp, _parameters(n_patients, image_size, seed,
+                                                      test_fraction, label_noise),
+                             percents, forget_sets, shapes, source)
         (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
     logger.info("stand-in dataset written to %s in %.1f s (label noise %.1f%%; forget sets %s)",
