@@ -284,6 +284,23 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
+def as_overrides(values: dict) -> list[str]:
+    """``{"lr": 1e-3, "noise.image_std": 0.3}`` as ``--key=value`` strings (lists as ``[a,b]``)."""
+    out = []
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            value = "[" + ",".join(str(v) for v in value) + "]"
+        out.append(f"--{key}={value}")
+    return out
+
+
+def with_overrides(config: T, overrides: list[str]) -> T:
+    """A copy of ``config`` with ``--key=value`` overrides applied, checked as load_config's."""
+    if not overrides:
+        return config
+    return _build(type(config), _merge(to_dict(config), parse_overrides(type(config), overrides)))
+
+
 def _merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():

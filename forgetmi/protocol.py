@@ -13,7 +13,9 @@ Each size has its own original: the validation split is carved from the retain r
 depend on the forget set, so one original shared by all sizes would have trained on rows that a
 smaller size's evaluation holds out. Every job's config is built (and so validated) when the
 protocol is expanded, before anything runs. :func:`run_local` runs the jobs in order on this
-machine, skipping those already done; a cluster runs them as dependent arrays.
+machine, skipping those already done; a cluster runs them as dependent arrays. ``methods`` may
+name a presets file instead (``configs/presets/tuned.yaml``); a protocol without methods trains
+and scores the original and retrained models only (the references a tuning sweep scores against).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forgetmi.config import ConfigError, ExperimentConfig, load_config, read_yaml
+from forgetmi.config import (ConfigError, ExperimentConfig, as_overrides, load_config, read_yaml,
+                             to_dict)
 
 logger = logging.getLogger("forgetmi.protocol")
 
@@ -36,7 +39,8 @@ class Protocol:
     forget_sets: dict[str, str] = field(default_factory=dict)   # size label -> forget CSV
     train: dict = field(default_factory=dict)        # overrides for original and retrained models
     unlearn: dict = field(default_factory=dict)      # overrides shared by every method
-    methods: dict[str, dict] = field(default_factory=dict)      # run name -> overrides (method=...)
+    methods: dict[str, dict] = field(default_factory=dict)      # run name -> overrides (method=...);
+                                                     # in the file, also a presets file's path
     evaluate: dict = field(default_factory=lambda: {"bootstrap": 1000})
     stand_in: dict = field(default_factory=dict)     # generate the stand-in data first (below)
     base_dir: str = "."                              # where relative paths resolve (the file's folder)
@@ -63,7 +67,45 @@ class Job:
         if self.kind == "evaluate":
             return (self.output_dir / "metrics.json").is_file()
         timing = self.output_dir / "timing.json"
-        return timing.is_file() and json.loads(timing.read_text()).get("job") == self.kind
+        finished = timing.is_file() and json.loads(timing.read_text()).get("job") == self.kind
+        if finished:
+            self._check_settings()
+        return finished
+
+    def _check_settings(self) -> None:
+        """A finished run is reused only if it ran with this job's settings: one left from a
+        protocol whose settings have changed since is refused, never silently reported."""
+        import yaml
+
+        saved = self.output_dir / "config.yaml"
+        if not saved.is_file():
+            return
+        now = _flatten(to_dict(load_config(ExperimentConfig, self.argv[1], self.argv[2:])))
+        before = _flatten(yaml.safe_load(saved.read_text()) or {})
+        differ = [f"{key} {before[key]!r} -> {now[key]!r}" for key in sorted(set(now) & set(before))
+                  if before[key] != now[key] and now[key] is not None  # None: the run's choice
+                  and not key.startswith(IRRELEVANT)]
+        if differ:
+            more = "; ..." if len(differ) > 4 else ""
+            raise ConfigError(f"{self.output_dir}: finished with other settings than this "
+                              f"protocol's ({'; '.join(differ[:4])}{more}); remove it, or "
+                              "give the protocol another output_dir")
+
+
+# Settings that do not change what a run computes: a finished run is reused across them (and
+# across a move of its folder).
+IRRELEVANT = ("output_dir", "tracking.", "train.log_every", "train.checkpoint_every", "train.resume",
+              "train.stop_after", "train.num_workers", "data.workers", "data.cache_dir")
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def load_protocol(path: str | Path) -> Protocol:
@@ -76,12 +118,15 @@ def load_protocol(path: str | Path) -> Protocol:
                           f"{', '.join(sorted(known))}")
     if "experiment" not in values:
         raise ConfigError(f"{path}: 'experiment' (the base experiment YAML) is required")
+    if isinstance(values.get("methods"), str):  # a presets file (configs/presets/*.yaml)
+        presets = Path(values["methods"])
+        presets = presets if presets.is_absolute() else path.parent / presets
+        values["methods"] = read_yaml(presets, "presets file")
     for key in ("train", "unlearn", "methods", "forget_sets", "evaluate", "stand_in"):
         if not isinstance(values.get(key, {}), dict):
             raise ConfigError(f"{path}: '{key}' must be a mapping")
-    if not values.get("methods"):
-        raise ConfigError(f"{path}: 'methods' must name at least one unlearning run")
-    for name, settings in values["methods"].items():
+    # No methods: the original and retrained models only (the references a sweep tunes against).
+    for name, settings in values.get("methods", {}).items():
         if not isinstance(settings, dict) or "method" not in settings:
             raise ConfigError(f"{path}: methods.{name} must be a mapping with a 'method'")
     unknown = sorted(set(values.get("stand_in", {})) - set(STAND_IN))
@@ -132,15 +177,6 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
         raise ConfigError(f"protocol stand_in: {err}") from None
 
 
-def _argv(overrides: dict) -> list[str]:
-    out = []
-    for key, value in overrides.items():
-        if isinstance(value, (list, tuple)):
-            value = "[" + ",".join(str(v) for v in value) + "]"
-        out.append(f"--{key}={value}")
-    return out
-
-
 def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
     """Every job of the protocol, in dependency order; ``extra`` overrides apply to all runs."""
     experiment = _experiment_path(protocol)
@@ -151,7 +187,7 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
     models, evaluations = [], []
 
     def add(name, kind, stage, overrides, output_dir, after=()):
-        argv = ["--config", str(experiment), *_argv(overrides), *extra,
+        argv = ["--config", str(experiment), *as_overrides(overrides), *extra,
                 f"--output_dir={output_dir}"]
         if kind in ("train", "retrain", "unlearn"):
             try:  # validate now, not hours later on a cluster
@@ -179,7 +215,8 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
                 reference = [] if job.name == retrained else [
                     "--retrained", str(root / "retrained" / size / f"s{seed}")]
                 jobs.append(Job(name, "evaluate", 2,
-                                [str(job.output_dir), *reference, *_argv(protocol.evaluate)],
+                                [str(job.output_dir), *reference,
+                                 *as_overrides(protocol.evaluate)],
                                 job.output_dir, after=sorted({job.name, retrained})))
                 evaluations.append(name)
     jobs.append(Job("report", "report", 3, [str(root), "--out", str(root / "report")],
@@ -250,4 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                      else f"{len(job.after)} jobs") or "—"
             logger.info("%-48s %-8s after %s", job.name, job.kind, after)
         return 0
-    return run_local(jobs)
+    try:
+        return run_local(jobs)
+    except ForgetMIError as err:  # a finished run with other settings, say
+        logger.error("%s", err)
+        return 2

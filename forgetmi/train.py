@@ -81,13 +81,13 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     objective = SupervisedObjective(train_set, cfg.train.batch_size, cfg.train.ranking_weight,
                                     cfg.train.joint_weight)
     validation = datasets.get("validation")
-    evaluate = None
-    if validation is not None:
-        def evaluate(m):
-            return head_metrics(predict(accelerator, m, validation, cfg.train.eval_batch_size,
-                                        cfg.train.num_workers))
 
-    return fit(cfg, accelerator, model, objective, evaluate, job=mode)
+    def evaluate(m):
+        return head_metrics(predict(accelerator, m, validation, cfg.train.eval_batch_size,
+                                    cfg.train.num_workers))
+
+    return fit(cfg, accelerator, model, objective, evaluate if validation is not None else None,
+               job=mode)
 
 
 def main(argv: list[str] | None = None, mode: str = "train") -> int:

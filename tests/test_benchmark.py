@@ -42,6 +42,7 @@ def reference_pair(tmp_path_factory):
     spec["stand_in"].update(patients=DEMO["patients"], workers=1)
     spec["train"]["epochs"] = DEMO["epochs"]
     spec["experiment"] = str(BENCHMARK.parent / spec["experiment"])
+    spec["methods"] = str(BENCHMARK.parent / spec["methods"])    # the presets file
     data = tmp / "data"
     protocol = tmp / "benchmark.yaml"
     protocol.write_text(yaml.safe_dump(spec))

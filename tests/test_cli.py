@@ -59,7 +59,19 @@ def test_demo_summary(demo_run):
     assert len(report["runs"]) == len(METHODS) + 2
     for name in ("report.md", "report.csv", "tradeoff.png", "sizes.png", "mia_roc.png"):
         assert (out / "report" / name).stat().st_size > 100
-    assert "| forgetmi (unimodal) | 1 |" in (out / "report" / "report.md").read_text()
+    assert "| forgetmi (equal) | 1 |" in (out / "report" / "report.md").read_text()
+    # every unlearning run at its tuned settings (configs/presets/tuned.yaml)
+    import yaml
+
+    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.demo import UNLEARNING
+    for method, settings in UNLEARNING.items():
+        ran = load_config(ExperimentConfig, out / method / "config.yaml")
+        assert ran == load_config(ExperimentConfig, out / method / "config.yaml",
+                                  [f"--{k}={v}" for k, v in settings.items()])
+    forgetmi = yaml.safe_load((out / "forgetmi" / "config.yaml").read_text())
+    assert (forgetmi["train"]["epochs"], forgetmi["noise"]["image_std"],
+            forgetmi["unlearn"]["preset"]) == (6, 0.3, "equal")
     for m in models.values():
         for part in ("validation", "test", "forget"):
             assert 0.0 <= m[f"{part}_joint_auc"] <= 1.0 and 0.0 <= m[f"{part}_joint_f1"] <= 1.0

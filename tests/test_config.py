@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from forgetmi.config import ConfigError, ExperimentConfig, load_config, save_config
+from forgetmi.config import (ConfigError, ExperimentConfig, as_overrides, load_config, save_config,
+                             with_overrides)
 
 
 def test_precedence_and_types(tmp_path):
@@ -41,6 +42,21 @@ def test_saved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(ExperimentConfig, tmp_path / "config.yaml") == cfg
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["image_size"] == 384
+
+
+def test_overrides_from_a_mapping_apply_to_a_built_config():
+    base = load_config(ExperimentConfig, None, ["--seed=2", "--noise.text_level=0.3"])
+    settings = {"method": "forgetmi", "lr": 3e-3, "noise.image_std": 0.3,
+                "unlearn.objective": "push", "keywords": ["lung", "edema"]}
+    assert as_overrides(settings)[-1] == "--keywords=[lung,edema]"
+    cfg = with_overrides(base, as_overrides(settings))
+    assert (cfg.unlearn.method, cfg.train.lr, cfg.noise.image_std) == ("forgetmi", 3e-3, 0.3)
+    assert cfg.unlearn.objective == "push" and cfg.noise.keywords == ("lung", "edema")
+    assert (cfg.seed, cfg.noise.text_level) == (2, 0.3)          # the rest kept
+    assert (base.train.lr, base.unlearn.method) == (1e-4, "forgetmi")   # a copy, not changed
+    assert with_overrides(base, []) is base
+    with pytest.raises(ConfigError, match="noise.image_std: expected a number"):
+        with_overrides(base, ["--noise.image_std=loud"])
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -117,6 +117,12 @@ def test_evaluate_writes_metrics_that_match_an_independent_computation(halves, t
 def test_evaluate_errors(tmp_path, caplog):
     assert evaluate_main([str(tmp_path)]) == 2
     assert "no model/ folder" in caplog.text
+    caplog.clear()            # every run is tried: one that cannot be scored stops nothing
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert evaluate_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert caplog.text.count("no model/ folder") == 2
+    assert f"2 of 2 run(s) not evaluated: {tmp_path / 'a'}, {tmp_path / 'b'}" in caplog.text
 
 
 def _synthetic_partition(n_patients: int, first: int, remembered: bool, rng) -> dict:

@@ -42,6 +42,7 @@ def test_paper_protocol_expands_to_the_papers_grid():
 @pytest.mark.parametrize("change,message", [
     ({"colour": "blue"}, "unknown protocol key"),
     ({"methods": {"x": {"preset": "equal"}}}, "must be a mapping with a 'method'"),
+    ({"methods": "presets/missing.yaml"}, r"presets/missing.yaml: presets file not found"),
     ({"unlearn": {"epochs": "many"}}, "protocol job original/3/s0"),
 ])
 def test_bad_protocols_are_refused(tmp_path, change, message):
@@ -122,3 +123,24 @@ def test_stand_in_data_is_generated_once_and_never_over_other_data(tmp_path, cap
     path.write_text(yaml.safe_dump(values))
     with pytest.raises(ConfigError, match="unknown stand_in key"):
         load_protocol(path)
+
+
+def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path):
+    from forgetmi.config import ExperimentConfig, load_config, save_config, with_overrides
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump({"data": {"root": "data"}}))
+    values = {"experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0],
+              "methods": {"n": {"method": "neggrad+", "epochs": 2}}}
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump(values))
+    job = next(j for j in expand(load_protocol(path)) if j.kind == "unlearn")
+    assert not job.done()
+    ran = load_config(ExperimentConfig, job.argv[1], job.argv[2:])
+    (job.output_dir / "timing.json").parent.mkdir(parents=True)
+    (job.output_dir / "timing.json").write_text(json.dumps({"job": "unlearn"}))
+    save_config(with_overrides(ran, ["--log_every=7", "--wandb=offline"]),
+                job.output_dir / "config.yaml")
+    assert job.done()                                  # only logging differs: reused
+    save_config(with_overrides(ran, ["--epochs=3", "--lr=0.5"]), job.output_dir / "config.yaml")
+    with pytest.raises(ConfigError, match=r"finished with other settings than this protocol's "
+                                          r"\(train\.epochs 3 -> 2; train\.lr 0\.5 -> 0\.0001\)"):
+        job.done()

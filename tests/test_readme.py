@@ -31,8 +31,11 @@ def test_shipped_experiment_configs_load(path):
     import yaml
     if "experiment" in yaml.safe_load(path.read_text()):  # a protocol over an experiment
         from forgetmi.protocol import expand, load_protocol
-        jobs = expand(load_protocol(path))   # builds and validates every job's config
-        assert sum(j.kind == "unlearn" for j in jobs) >= 3
+        protocol = load_protocol(path)
+        jobs = expand(protocol)              # builds and validates every job's config
+        runs = len(protocol.seeds) * max(1, len(protocol.forget_sets))
+        assert sum(j.kind == "unlearn" for j in jobs) == len(protocol.methods) * runs
+        assert sum(j.kind in ("train", "retrain") for j in jobs) == 2 * runs
         return
     cfg = load_config(ExperimentConfig, path)
     assert cfg.data.image_size > 0

@@ -112,6 +112,18 @@ def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_pa
     caplog.clear()
     assert status_main([str(out)]) == 0
     assert "5 task(s): 5 done" in caplog.text
+    # A task that fails (here: its model is missing) does not stop the array's other tasks.
+    sweep.write_text(yaml.safe_dump({
+        "program": "launch/unlearn.py", "method": "grid",
+        "parameters": {"original": {"values": [str(tmp_path / "missing"),
+                                               str(tmp_path / "original" / "s0" / "model")]},
+                       "seed": {"value": 0}, "epochs": {"value": 1}}}))
+    caplog.clear()
+    assert sweep_main([str(sweep), "--out", str(tmp_path / "failing"), "--executor", "local",
+                       f"--data.root={demo_data.root}", *COMMON]) == 2
+    assert "1 of 2 task(s) failed" in caplog.text
+    finished = list((tmp_path / "failing" / "runs").glob("*/timing.json"))
+    assert len(finished) == 1 and json.loads(finished[0].read_text())["job"] == "unlearn"
 
 
 def test_online_sweep_command_and_agent_scripts(monkeypatch):

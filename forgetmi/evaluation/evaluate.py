@@ -274,11 +274,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [o for o in overrides if not o.startswith("--") or "=" not in o]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides are --key=value)")
-    for run in args.runs:
+    failed = []
+    for run in args.runs:  # one run that cannot be scored does not stop the others
         try:
             evaluate_run(run, args.retrained, args.bootstrap, args.batch_size,
                          config=args.config, overrides=overrides)
         except (ForgetMIError, ValueError) as err:
             logger.error("%s", err)
-            return 2
+            failed.append(str(run))
+    if failed:
+        logger.error("%d of %d run(s) not evaluated: %s", len(failed), len(args.runs),
+                     ", ".join(failed))
+        return 2
     return 0

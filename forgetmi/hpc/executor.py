@@ -74,6 +74,24 @@ def build_executor(hpc: HpcConfig, folder: Path, name: str, after: list[str] | N
     return executor
 
 
+def _run_all(tasks: list[Task], calls: list) -> list:
+    """Run every task here, as an array runs all its tasks: one that fails (a diverged sweep
+    trial, say) does not stop the others. Then fail, naming each failed task, so nothing that
+    depends on this array runs."""
+    results, failed = [], []
+    for task, call in calls:
+        logger.info("running %s", task.name)
+        try:
+            results.append(call())
+        except Exception as err:  # the task's own log holds its traceback
+            logger.error("%s failed: %s", task.name, err)
+            failed.append(task.name)
+    if failed:
+        raise ForgetMIError(f"{len(failed)} of {len(tasks)} task(s) failed: {', '.join(failed)}; "
+                            "the others finished, and a resubmission runs only what is missing")
+    return results
+
+
 def submit_array(hpc: HpcConfig, tasks: list[Task], folder: Path, name: str,
                  after: list[str] | None = None) -> list:
     """Submit ``tasks`` as one array (``afterok`` on the job ids in ``after``); returns the
@@ -82,17 +100,13 @@ def submit_array(hpc: HpcConfig, tasks: list[Task], folder: Path, name: str,
         return []
     folder = Path(folder)
     if hpc.executor == "local":
-        results = []
-        for task in tasks:
-            logger.info("running %s", task.name)
-            results.append(task())
-        return results
+        return _run_all(tasks, [(task, task) for task in tasks])
     executor = build_executor(hpc, folder, name, after)
     with executor.batch():
         jobs = [executor.submit(task) for task in tasks]
     if hpc.executor == "debug":
-        for job in jobs:
-            job.result()  # the debug executor runs a job when its result is asked for
+        # The debug executor runs a job when its result is asked for.
+        _run_all(tasks, [(task, job.result) for task, job in zip(tasks, jobs)])
     if hpc.executor == "slurm":
         logger.info("submitted %s: array %s of %d task(s)%s", name, jobs[0].job_id.split("_")[0],
                     len(jobs), f", after {', '.join(after)}" if after else "")

@@ -75,7 +75,8 @@ def hpc_from_args(args) -> HpcConfig:
 # -- sweeps ------------------------------------------------------------------------------------------
 
 def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count: int | None,
-                 extra: list[str], retrained: str | None = None) -> dict:
+                 extra: list[str], retrained: str | None = None,
+                 proposal_seed: int | None = None) -> dict:
     """Submit the sweep's runs as one array; with ``retrained`` (a run folder, may use
     {seed}/{size}/{forget_set}) also an array evaluating every run against it, then a task
     gathering the sweep's report into ``out/report`` — each held until the one before succeeds."""
@@ -83,7 +84,7 @@ def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count:
 
     out = Path(out)
     sweep = load_sweep(sweep_file)
-    runs = expand(sweep, out, count, extra)
+    runs = expand(sweep, out, count, extra, proposal_seed)
     tasks, entries = [], []
     for run in runs:
         write_json(run.output_dir / "sweep_params.json", run.params)
@@ -214,6 +215,9 @@ def sweep_main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", help="W&B sweep YAML (configs/sweeps/*.yaml)")
     parser.add_argument("--out", required=True, help="the sweep's folder (runs/, slurm/ logs)")
     parser.add_argument("--count", type=int, help="runs to propose (random / bayes sweeps)")
+    parser.add_argument("--proposal-seed", type=int,
+                        help="seed of the random / bayes proposals: the same seed proposes the "
+                             "same runs")
     parser.add_argument("--retrained", help="evaluate every run against this retrained run "
                                             "(may use {seed}, {size}, {forget_set}) and gather "
                                             "the sweep's report into OUT/report")
@@ -221,7 +225,7 @@ def sweep_main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         manifest = submit_sweep(args.file, args.out, hpc_from_args(args), args.count, extra,
-                                args.retrained)
+                                args.retrained, args.proposal_seed)
     except ForgetMIError as err:
         logger.error("%s", err)
         return 2

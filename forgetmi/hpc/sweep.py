@@ -20,7 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forgetmi.config import ConfigError, read_yaml
+from forgetmi.config import ConfigError, as_overrides, read_yaml
 from forgetmi.hpc import release
 
 logger = logging.getLogger("forgetmi.hpc")
@@ -88,13 +88,7 @@ def _value(raw):
 
 def run_arguments(params: dict) -> list[str]:
     """``--key=value`` as W&B's ``${args}`` writes them (lists as YAML-style ``[a,b]``)."""
-    out = []
-    for key, raw in params.items():
-        value = _value(raw)
-        if isinstance(value, (list, tuple)):
-            value = "[" + ",".join(str(v) for v in value) + "]"
-        out.append(f"--{key}={value}")
-    return out
+    return as_overrides({key: _value(raw) for key, raw in params.items()})
 
 
 def run_id(params: dict) -> str:
@@ -126,10 +120,14 @@ def _finished(out: Path, metric: str | None):
 
 
 def expand(sweep: Sweep, out: str | Path, count: int | None = None,
-           extra: list[str] | None = None) -> list[SweepRun]:
-    """The sweep's runs: every grid point, or ``count`` random/bayes proposals beyond those
-    already in ``out``. Each run's config is built now, so a bad parameter fails before
-    anything is submitted."""
+           extra: list[str] | None = None, proposal_seed: int | None = None) -> list[SweepRun]:
+    """The sweep's runs: every grid point, or ``count`` distinct random/bayes proposals beyond
+    those already in ``out``. ``proposal_seed`` makes the proposals reproducible: the same seed
+    proposes the same runs (one sweep run once per training seed, say). Each run's config is
+    built now, so a bad parameter fails before anything is submitted."""
+    import random
+
+    import numpy as np
     import sweeps
 
     from forgetmi.config import ExperimentConfig, load_config
@@ -150,16 +148,39 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
             raise ConfigError(f"{sweep.path}: a {method} sweep needs --count N (or run_cap)")
     metric = (sweep.config.get("metric") or {}).get("name")
     history = _finished(out, metric) if method != "grid" else []
-    proposals = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        while count is None or len(proposals) < count:
-            proposal = sweeps.next_run(engine_config, history + proposals)
-            if proposal is None:
-                break
-            proposal.state = sweeps.RunState.running
-            proposal.name = f"p{len(proposals)}"
-            proposals.append(proposal)
+    proposals, seen, attempts = [], {run_id(h.config) for h in history}, 0
+    # W&B's engine draws from the global generators: a proposal seed seeds them for this call
+    # only, and the caller's state comes back after.
+    states = (random.getstate(), np.random.get_state()) if proposal_seed is not None else None
+    if proposal_seed is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sweeps.next_run(engine_config, [])  # its first call's imports draw from the generator
+        random.seed(proposal_seed)
+        np.random.seed(proposal_seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            while count is None or len(proposals) < count:
+                proposal = sweeps.next_run(engine_config, history + proposals)
+                if proposal is None:
+                    break
+                attempts += 1
+                key = run_id(proposal.config)
+                if key in seen:  # a repeat names the same folder: it would run once, not twice
+                    if count is not None and attempts >= 100 * count:
+                        logger.warning("%s: only %d distinct run(s) in %d proposals",
+                                       sweep.path.name, len(proposals), attempts)
+                        break
+                    continue
+                seen.add(key)
+                proposal.state = sweeps.RunState.running
+                proposal.name = f"p{len(proposals)}"
+                proposals.append(proposal)
+    finally:
+        if states is not None:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
     runs = []
     ignored = release.unused_command_keys(sweep.config) if sweep.release else {}
     for proposal in proposals:

@@ -1,0 +1,170 @@
+"""Tuning: every method's sweep has the same budget and runs on the tuning stand-in only, the
+chosen settings are what the benchmark and the demo run, and the choice is the documented one."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from forgetmi.config import ExperimentConfig, load_config
+from forgetmi.demo import UNLEARNING
+from forgetmi.hpc.sweep import expand, load_sweep
+from forgetmi.protocol import expand as expand_protocol
+from forgetmi.protocol import load_protocol
+from forgetmi.unlearn import resolve_run_path
+from forgetmi.unlearning import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "configs/experiments"
+SWEEPS = sorted((REPO / "configs/sweeps/tune").glob("*.yaml"))
+PRESETS = REPO / "configs/presets/tuned.yaml"
+TRIALS = 8
+
+
+def _tuning():
+    spec = importlib.util.spec_from_file_location("tuning", REPO / "benchmarks/tuning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_registered_method_has_a_tuning_sweep():
+    assert sorted(p.stem for p in SWEEPS) == sorted(METHODS)
+
+
+@pytest.mark.parametrize("sweep_file", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_tuning_sweep_has_the_shared_budget_on_the_tuning_stand_in(sweep_file, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.chdir(REPO)  # the sweep's paths are the repository's, as a run resolves them
+    sweep = load_sweep(sweep_file)
+    state = random.getstate()
+    seed3 = expand(sweep, tmp_path / "s3", extra=["--seed=3"], proposal_seed=0)
+    seed4 = expand(sweep, tmp_path / "s4", extra=["--seed=4"], proposal_seed=0)
+    assert random.getstate() == state                      # the caller's generator untouched
+    assert len(seed3) == TRIALS and len({r.run_id for r in seed3}) == TRIALS
+    assert [r.run_id for r in seed4] == [r.run_id for r in seed3]   # the same trials per seed
+    tuning = load_config(ExperimentConfig, EXPERIMENTS / "tuning-experiment.yaml")
+    benchmark = load_config(ExperimentConfig, EXPERIMENTS / "benchmark-experiment.yaml")
+    for run, seed in [(r, 3) for r in seed3] + [(r, 4) for r in seed4]:
+        cfg = run.config
+        assert cfg.unlearn.method == sweep_file.stem and cfg.seed == seed
+        assert cfg.data.root == tuning.data.root != benchmark.data.root
+        assert resolve_run_path(cfg.unlearn.original, cfg) == \
+            f"runs/tuning/original/10/s{seed}/model"
+
+
+def test_tuning_protocol_is_the_benchmark_recipe_on_other_data():
+    tuning = yaml.safe_load((EXPERIMENTS / "tuning.yaml").read_text())
+    benchmark = yaml.safe_load((EXPERIMENTS / "benchmark.yaml").read_text())
+    assert tuning["train"] == benchmark["train"]
+    assert tuning["forget_sets"] == benchmark["forget_sets"]
+    assert {k: v for k, v in tuning["stand_in"].items() if k != "seed"} == \
+        {k: v for k, v in benchmark["stand_in"].items() if k != "seed"}
+    assert tuning["stand_in"]["seed"] != benchmark["stand_in"].get("seed", 0)
+    assert not set(tuning["seeds"]) & set(benchmark["seeds"])
+    jobs = expand_protocol(load_protocol(EXPERIMENTS / "tuning.yaml"))
+    assert sorted(j.name for j in jobs if j.stage < 2) == [
+        "original/10/s3", "original/10/s4", "retrained/10/s3", "retrained/10/s4"]
+
+
+def test_the_benchmark_and_the_demo_run_the_tuned_settings():
+    presets = yaml.safe_load(PRESETS.read_text())
+    assert sorted(presets) == sorted(METHODS)
+    assert all(settings["method"] == name for name, settings in presets.items())
+    assert UNLEARNING == presets
+    benchmark = load_protocol(EXPERIMENTS / "benchmark.yaml")
+    assert benchmark.methods == presets
+    jobs = {j.name: j for j in expand_protocol(benchmark)}
+    for name in presets:                       # each preset builds a valid unlearning config
+        assert f"unlearn/{name}/10/s0" in jobs
+
+
+def _run(root: Path, method: str, seed: int, trial: str, fvu: float, test: float,
+         seconds: float, params: dict) -> None:
+    run = root / method / f"s{seed}" / "runs" / trial
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "mia": {"forget_vs_unseen": {"auc": fvu}},
+        "metrics": {"test": {"joint": {"auc": {"value": test}}}}}))
+    (run / "timing.json").write_text(json.dumps({"train_seconds": seconds}))
+    (run / "sweep_params.json").write_text(json.dumps(
+        {"method": method, "seed": seed, "config": "x.yaml", **params}))
+
+
+def test_the_choice_is_the_closest_eligible_trial(tmp_path, capsys):
+    refs = tmp_path / "tuning"
+    for seed, fvu in ((3, 0.50), (4, 0.48)):
+        ref = refs / "retrained/10" / f"s{seed}"
+        ref.mkdir(parents=True)
+        (ref / "metrics.json").write_text(json.dumps({
+            "mia": {"forget_vs_unseen": {"auc": fvu}},
+            "metrics": {"test": {"joint": {"auc": {"value": 0.80}}}}}))
+        (ref / "timing.json").write_text(json.dumps({"train_seconds": 100.0}))
+    sweeps = tmp_path / "tune"
+    for seed in (3, 4):
+        # a: close on seed 3 only; b: close on both (chosen); c: closest but over budget
+        _run(sweeps, "finetune", seed, "a", 0.50 if seed == 3 else 0.70, 0.80, 5.0, {"lr": 1})
+        _run(sweeps, "finetune", seed, "b", 0.55, 0.79, 8.0, {"lr": 2})
+        _run(sweeps, "finetune", seed, "c", 0.50, 0.80, 12.0, {"lr": 3})
+    _run(sweeps, "finetune", 3, "d", 0.50, 0.80, 1.0, {"lr": 4})     # seed 4 missing
+    _run(sweeps, "finetune", 3, "f", 0.50, 0.80, 1.0, {"lr": 6})     # diverged on seed 4:
+    diverged = sweeps / "finetune/s4/runs/f"
+    diverged.mkdir(parents=True)
+    (diverged / "sweep_params.json").write_text(json.dumps({"method": "finetune", "lr": 6}))
+    _run(sweeps, "scrub", 3, "e", 0.60, 0.80, 1.0, {"lr": 5})        # no eligible trial
+    tuning = _tuning()
+    out = tmp_path / "presets.yaml"
+    code = tuning.main([str(sweeps), "--references", str(refs), "--write", str(out)])
+    printed = capsys.readouterr()
+    assert code == 1 and "no eligible trial: scrub" in printed.err
+    assert yaml.safe_load(out.read_text()) == {"finetune": {"method": "finetune", "lr": 2}}
+    row = next(line for line in printed.out.splitlines() if "**chosen**" in line)
+    assert "lr=2" in row and "0.070" in row       # mean of |0.55-0.50|+0.01 and |0.55-0.48|+0.01
+    assert "over budget" in printed.out and "seeds missing" in printed.out
+    assert "failed or not evaluated on seed 4 | lr=6" in printed.out
+    assert not list(tmp_path.glob(".presets.yaml*"))                 # written atomically
+
+
+def _benchmark_run(root: Path, model: str, seed: int, fvu: float, test: float,
+                   seconds: float) -> None:
+    run = root / model / "10" / f"s{seed}"
+    run.mkdir(parents=True, exist_ok=True)
+    head = {"auc": fvu, "low": fvu - 0.05, "high": fvu + 0.05, "n_unseen": 500}
+    (run / "metrics.json").write_text(json.dumps({
+        "mia": {"forget_vs_unseen": head},
+        "metrics": {part: {"joint": {"auc": {"value": test}}} for part in ("forget", "test")}}))
+    (run / "timing.json").write_text(json.dumps({"train_seconds": seconds}))
+
+
+def test_benchmark_figures_are_recorded_and_a_rerun_is_checked_against_them(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("signal", REPO / "benchmarks/benchmark_signal.py")
+    signal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(signal)
+    runs = tmp_path / "runs"
+    for seed, jitter in ((0, 0.0), (1, 0.01), (2, -0.01)):
+        _benchmark_run(runs, "original", seed, 0.75 + jitter, 0.77, 200.0)
+        _benchmark_run(runs, "retrained", seed, 0.50 + jitter, 0.78, 150.0)
+        _benchmark_run(runs, "forgetmi", seed, 0.53 + jitter, 0.77, 12.0)     # meets the goal
+        _benchmark_run(runs, "finetune", seed, 0.70 + jitter, 0.75, 12.0)
+    recorded = tmp_path / "figures.json"
+    assert signal.main([str(runs), "--record", str(recorded)]) == 0
+    out = capsys.readouterr().out
+    assert "| forgetmi | +0.030 ± 0.000 | -0.010 ± 0.000 | 0.080 | met |" in out
+    assert "| finetune | +0.200 ± 0.000 | -0.030 ± 0.000 | 0.080 | not met |" in out
+    figures = json.loads(recorded.read_text())
+    assert figures["finetune"]["attack_auc"]["mean"] == pytest.approx(0.70)
+    assert figures["finetune"]["attack_auc"]["std"] == pytest.approx(0.01)
+    assert signal.main([str(runs), "--recorded", str(recorded)]) == 0       # reproduced
+    _benchmark_run(runs, "finetune", 1, 0.75, 0.75, 12.0)   # the mean moves by 0.030, more than
+    _benchmark_run(runs, "finetune", 2, 0.74, 0.75, 12.0)   # twice the recorded std (0.020)
+    capsys.readouterr()
+    assert signal.main([str(runs), "--recorded", str(recorded)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  finetune attack_auc reproduced (|Δ mean| <= 0.020): 0.730 vs recorded " \
+           "0.700 ± 0.010" in out
+    assert "PASS  finetune test_auc reproduced" in out and "PASS  forgetmi attack_auc" in out
