@@ -41,8 +41,11 @@ def _load(root: Path, size: str) -> dict[str, dict[int, dict]]:
         model, seed = path.parents[2].name, int(path.parent.name[1:])
         doc = json.loads(path.read_text())
         timing = path.parent / "timing.json"
-        doc["_seconds"] = (json.loads(timing.read_text())["train_seconds"]
-                           if timing.is_file() else None)
+        times = json.loads(timing.read_text()) if timing.is_file() else {}
+        doc["_seconds"] = times.get("train_seconds")
+        # device-seconds (× processes): the time ratio compares runs on any world size fairly
+        doc["_device_seconds"] = (None if doc["_seconds"] is None
+                                  else doc["_seconds"] * int(times.get("world_size") or 1))
         runs.setdefault(model, {})[seed] = doc
     if not runs:
         raise SystemExit(f"no */{size}/s*/metrics.json under {root}")
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _distances(runs: dict, order: list[str], retrained: dict) -> None:
     """Each model's distance to the retrained model of the same seed, and the goal."""
-    print("| model | Δ attack AUC vs retrained | Δ test AUC | time / retraining | goal |")
+    print("| model | Δ attack AUC vs retrained | Δ test AUC | device-time / retraining | goal |")
     print("|---|---|---|---|---|")
     for model in order:
         if model == "retrained" or not retrained:
@@ -145,8 +148,8 @@ def _distances(runs: dict, order: list[str], retrained: dict) -> None:
         fvu = [d["mia"]["forget_vs_unseen"]["auc"] - r["mia"]["forget_vs_unseen"]["auc"]
                for d, r in docs]
         test = [_auc(d, "test") - _auc(r, "test") for d, r in docs]
-        ratios = [d["_seconds"] / r["_seconds"] for d, r in docs
-                  if d["_seconds"] is not None and r["_seconds"]]
+        ratios = [d["_device_seconds"] / r["_device_seconds"] for d, r in docs
+                  if d["_device_seconds"] is not None and r["_device_seconds"]]
         ratio = statistics.mean(ratios) if ratios else float("nan")
         met = (abs(statistics.mean(fvu)) <= 0.05 and abs(statistics.mean(test)) <= 0.02
                and ratio <= 0.10)
