@@ -77,7 +77,8 @@ def test_accelerate_environment_for_slurm_ranks():
     assert "ACCELERATE_USE_CPU" not in accelerate_env("configs/accelerate/ddp.yaml", REPO, cuda=True)
 
 
-def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_path, caplog):
+def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_path, caplog,
+                                                               monkeypatch):
     for mode, name in (("train", "original"), ("retrain", "retrained")):
         assert train_main([f"--data.root={demo_data.root}", f"--output_dir={tmp_path / name}/s0",
                            *COMMON, "--epochs=1", "--lr=1e-3", f"--mode={mode}"]) == 0
@@ -124,6 +125,16 @@ def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_pa
     assert "1 of 2 task(s) failed" in caplog.text
     finished = list((tmp_path / "failing" / "runs").glob("*/timing.json"))
     assert len(finished) == 1 and json.loads(finished[0].read_text())["job"] == "unlearn"
+    # Relative paths resolve where the sweep was submitted, not in the package's folder.
+    monkeypatch.chdir(tmp_path)
+    sweep.write_text(yaml.safe_dump({
+        "program": "launch/unlearn.py", "method": "grid",
+        "parameters": {"original": {"value": "original/s0/model"}, "seed": {"value": 0},
+                       "epochs": {"value": 1}}}))
+    assert sweep_main(["sweep.yaml", "--out", "relative", "--executor", "local",
+                       f"--data.root={demo_data.root}", *COMMON]) == 0
+    assert len(list((tmp_path / "relative" / "runs").glob("*/model/model.safetensors"))) == 1
+    assert not (REPO / "relative").exists()
 
 
 def test_online_sweep_command_and_agent_scripts(monkeypatch):

@@ -46,6 +46,8 @@ class Task:
     output_dir: str
     accelerate_config: str | None = None     # configs/accelerate/*.yaml for multi-process tasks
     env: dict[str, str] = field(default_factory=dict)
+    # Where the task was made: relative paths in argv resolve here, as where the command was typed.
+    cwd: str = field(default_factory=os.getcwd)
 
     def __call__(self) -> dict:
         """Run the job in a child process (one per Slurm task, i.e. per rank).
@@ -80,7 +82,7 @@ class Task:
         if restarts:
             logger.info("%s: restart %d, resuming from the latest checkpoint", self.name, restarts)
         cmd = [sys.executable, "-m", "forgetmi.hpc.run", self.kind, *self.argv]
-        code = subprocess.run(cmd, env=env, cwd=REPO).returncode
+        code = subprocess.run(cmd, env=env, cwd=self.cwd).returncode
         if code != 0:
             # A failed job must fail its Slurm task, so dependent arrays (afterok) never start.
             raise RuntimeError(f"{self.name}: {self.kind} exited with code {code}; see this log")
@@ -91,4 +93,5 @@ class Task:
         import submitit
         return submitit.helpers.DelayedSubmission(type(self)(self.name, self.kind, self.argv,
                                                              self.output_dir,
-                                                             self.accelerate_config, self.env))
+                                                             self.accelerate_config, self.env,
+                                                             self.cwd))
