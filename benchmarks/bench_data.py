@@ -92,7 +92,7 @@ def real_size_split(split: Path, target: Path) -> Path:
 def generated_dataset(root: Path, n_files: int, workers: int) -> tuple[Path, Path] | None:
     """The package's stand-in generator at full size, or None when it is not installed."""
     try:
-        from forgetmi.data.synthetic import generate_dataset
+        from forgetmi.synthetic import generate_dataset
     except ImportError:
         return None
     paths = generate_dataset(root, n_patients=max(20, n_files // 3), image_size=2544, seed=0,

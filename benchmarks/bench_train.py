@@ -54,9 +54,10 @@ def run_worker(args: argparse.Namespace) -> int:
     from forgetmi.config import ExperimentConfig, load_config
     from forgetmi.data.dataset import EdemaDataset
     from forgetmi.engine.distributed import build_accelerator, finish, zero_stage
-    from forgetmi.engine.loop import Engine, Objective
+    from forgetmi.engine.loop import Engine
+    from forgetmi.engine.objective import Objective, SupervisedObjective
     from forgetmi.models import JointModel
-    from forgetmi.train import SupervisedObjective, build_datasets
+    from forgetmi.data.prepare import build_datasets
     from forgetmi.utils.logs import setup_logging
     from forgetmi.utils.tracking import Tracker
 
@@ -213,7 +214,7 @@ def _print_table(rows: list[dict], args) -> None:
 
 
 def _make_data(args, root: Path) -> Path:
-    from forgetmi.data.synthetic import generate_dataset
+    from forgetmi.synthetic import generate_dataset
     # ~2 training rows per patient (the rest are test, validation), one epoch must hold all
     # the timed steps
     needed = (args.warmup + args.steps + 1) * args.batch_size * args.nproc

@@ -77,7 +77,7 @@ step data 240 $PY - "$DATA" "$WORK/bert-minilm-random" <<'EOF' || exit 1
 import importlib.util, json, os, sys, time
 from pathlib import Path
 data, encoder = Path(sys.argv[1]), Path(sys.argv[2])
-from forgetmi.data.synthetic import generate_dataset
+from forgetmi.synthetic import generate_dataset
 if not (data / "split.csv").is_file():
     tic = time.perf_counter()
     # without pydicom-data, pydicom's test-file lookup would try a download
@@ -182,7 +182,7 @@ ENGINE_SINGLE=$(cat <<'EOF'
 import json, sys
 from pathlib import Path
 import torch
-from forgetmi.train import main
+from forgetmi.jobs.train import main
 out = Path(sys.argv[1])
 code = main([f"--output_dir={out}", *sys.argv[2:]])
 timing = json.loads((out / "timing.json").read_text())

@@ -1,9 +1,9 @@
 """The ``forgetmi`` command.
 
-Subcommands: make-demo-data, make-forget-set, audit, build-cache, keywords, train, retrain,
-unlearn, evaluate, report, ulira, protocol, sweep, status, convert-sweep, forget, history,
-import-checkpoint, demo.
-Every subcommand is a function taking parsed arguments; ``main(argv)`` runs in-process for tests.
+The jobs (train, retrain, unlearn, evaluate, report, ulira, protocol, sweep, status,
+convert-sweep, forget, history, demo) come from the one job table, :data:`forgetmi.jobs.JOBS`,
+and parse their own arguments; the data tools (make-demo-data, make-forget-set, audit,
+build-cache, keywords, import-checkpoint) are defined here. ``main(argv)`` runs in-process.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from forgetmi.config_help import JobParser
-from forgetmi.errors import ForgetMIError
+from forgetmi.errors import exit_on_error
+from forgetmi.jobs import JOBS
+from forgetmi.jobs.help import JobParser
+from forgetmi.utils.arguments import number_in
 
 logger = logging.getLogger("forgetmi")
 
@@ -31,23 +33,8 @@ def _load_experiment(args, extra: list[str]):
     return load_config(ExperimentConfig, args.config, list(args.overrides) + extra)
 
 
-def _number_in(low: float, high: float, closed: bool):
-    """An argparse type: a float in (low, high), or [low, high] when ``closed``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        inside = low <= value <= high if closed else low < value < high
-        if not inside:
-            bounds = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
-            raise argparse.ArgumentTypeError(f"expected a number in {bounds}, got {text!r}")
-        return value
-    return parse
-
-
 def cmd_make_demo_data(args, extra) -> int:
-    from forgetmi.data.synthetic import generate_dataset
+    from forgetmi.synthetic import generate_dataset
     paths = generate_dataset(args.out, n_patients=args.patients, image_size=args.image_size,
                              seed=args.seed, workers=args.workers, overwrite=args.overwrite,
                              **{k: v for k, v in (("test_fraction", args.test_fraction),
@@ -120,57 +107,8 @@ def cmd_import_checkpoint(args, extra) -> int:
     return 0
 
 
-def cmd_train(args, extra) -> int:
-    from forgetmi.train import main as train_main
-    argv = (["--config", args.config] if args.config else []) + list(args.overrides) + extra
-    return train_main(argv, mode=args.command)
-
-
-def cmd_unlearn(args, extra) -> int:
-    from forgetmi.unlearn import main as unlearn_main
-    argv = (["--config", args.config] if args.config else []) + list(args.overrides) + extra
-    return unlearn_main(argv)
-
-
-# Subcommands that parse their own arguments (``forgetmi evaluate --help``): module, help.
-PASS_THROUGH = {
-    "evaluate": ("forgetmi.evaluation.evaluate",
-                 "metrics with CIs, membership attacks and the gap to the retrained model of "
-                 "finished runs -> RUN/metrics.json"),
-    "report": ("forgetmi.evaluation.report",
-               "the paper-style table (Markdown, CSV, JSON) and plots from many evaluated runs"),
-    "ulira": ("forgetmi.evaluation.ulira",
-              "per-example audit of an unlearned model with shadow pipelines (U-LiRA)"),
-    "protocol": ("forgetmi.protocol",
-                 "run an experimental protocol (sizes × seeds × methods, with dependencies) here "
-                 "or as dependent Slurm arrays; --dry-run lists its jobs"),
-    "sweep": ("forgetmi.hpc.submit:sweep_main",
-              "expand a W&B sweep YAML offline and submit it as one Slurm array (or run it here)"),
-    "status": ("forgetmi.hpc.status", "per-task state of a submitted sweep or protocol"),
-    "convert-sweep": ("forgetmi.hpc.convert",
-                      "rewrite the Forget-MI release's sweep file with forgetmi's key names "
-                      "(commented: what became what, what was dropped and why)"),
-    "forget": ("forgetmi.forget",
-               "a patient's request to be forgotten: unlearn, evaluate, purge, audit"),
-    "history": ("forgetmi.forget:history_main", "the requests of a forget workspace"),
-}
-
-
-def cmd_pass_through(args, extra) -> int:
-    import importlib
-    module, _, function = PASS_THROUGH[args.command][0].partition(":")
-    return getattr(importlib.import_module(module), function or "main")(list(args.rest) + extra)
-
-
-def cmd_demo(args, extra) -> int:
-    from forgetmi.demo import run_demo
-    given = {"n_patients": args.patients, "image_size": args.image_size,
-             "train_image_size": args.train_image_size or args.image_size,
-             "epochs": args.epochs, "test_fraction": args.test_fraction,
-             "label_noise": args.label_noise}
-    run_demo(Path(args.out), seed=args.seed, workers=args.workers,
-             text_encoder=args.text_encoder, **{k: v for k, v in given.items() if v is not None})
-    return 0
+def cmd_job(args, extra) -> int:
+    return JOBS[args.command].resolve()(list(args.rest) + extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,10 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of patients (120: tests; 1663: the real data's size)")
     p.add_argument("--image-size", type=int, default=320, help="side of the DICOM files (up to ~2500)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test-fraction", type=_number_in(0.0, 0.5, closed=False), default=None,
+    p.add_argument("--test-fraction", type=number_in(0.0, 0.5, closed=False), default=None,
                    help="the TEST fold's share of rows, in (0, 0.5) (default: the real data's "
                         "0.079; the benchmark uses more, for its attacks' non-members)")
-    p.add_argument("--label-noise", type=_number_in(0.0, 2.0, closed=True), default=None,
+    p.add_argument("--label-noise", type=number_in(0.0, 2.0, closed=True), default=None,
                    help="spread of the noise between what a row shows and its written label "
                         "(default 0.17: about one row in eight gets a neighbouring grade)")
     p.add_argument("--workers", type=int, default=1)
@@ -222,22 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=9)
     p.set_defaults(func=cmd_keywords)
 
-    for mode, text in (("train", "train the original model on retain + forget rows"),
-                       ("retrain", "train the gold-standard model on retain rows only")):
-        p = sub.add_parser(mode, help=text, description=text, job=mode)
-        _add_data_args(p)
-        p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("unlearn", help="unlearn the forget set from a trained model "
-                                       "(--original=RUN/model --preset=unimodal ...)",
-                       description="unlearn the forget set from a trained model", job="unlearn")
-    _add_data_args(p)
-    p.set_defaults(func=cmd_unlearn)
-
-    for name, (_, help_text) in PASS_THROUGH.items():
-        p = sub.add_parser(name, add_help=False, help=help_text)
+    # The jobs parse their own arguments (`forgetmi unlearn --help` lists every config key).
+    for name, job in JOBS.items():
+        p = sub.add_parser(name, add_help=False, help=job.help)
         p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=cmd_pass_through)
+        p.set_defaults(func=cmd_job)
 
     p = sub.add_parser("import-checkpoint",
                        help="convert a published Forget-MI checkpoint folder to forgetmi's format")
@@ -250,25 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
                                     "without one beside it")
     p.set_defaults(func=cmd_import_checkpoint)
 
-    p = sub.add_parser("demo", help="run the whole pipeline on the embedded stand-in data")
-    p.add_argument("--out", default="forgetmi-demo")
-    p.add_argument("--patients", type=int, default=None, help="default 300")
-    p.add_argument("--image-size", type=int, default=None, help="DICOM side (default 64)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--train-image-size", type=int, default=None,
-                   help="image side for training the demo models (default: --image-size)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs of the original and retrained models (default 25); 0 skips "
-                        "training")
-    p.add_argument("--test-fraction", type=_number_in(0.0, 0.5, closed=False), default=None,
-                   help="the TEST fold's share of rows (default 0.25)")
-    p.add_argument("--label-noise", type=_number_in(0.0, 2.0, closed=True), default=None,
-                   help="spread of the label noise (default 0.5: a third of the rows)")
-    p.add_argument("--text-encoder", default="tiny",
-                   help="'tiny' (small random BERT, CPU-fast), a BERT folder, or 'minilm' for the "
-                        "packaged all-MiniLM-L6-v2")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -279,25 +187,22 @@ def hide_dependency_warnings(verbosity: int) -> None:
         warnings.filterwarnings("ignore", module=r"(?!forgetmi(\.|$))")
 
 
+@exit_on_error
 def main(argv: list[str] | None = None) -> int:
     from forgetmi.utils.logs import setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    # A pass-through subcommand gets everything after its name untouched (argparse would
-    # reorder options that come before positional arguments).
+    # A job gets everything after its name untouched (argparse would reorder options that come
+    # before positional arguments).
     flags = [a for a in argv[:2] if a in ("-q", "--quiet", "-v", "-vv", "--verbose")]
     rest = argv[len(flags):]
-    if rest and rest[0] in PASS_THROUGH:
+    if rest and rest[0] in JOBS:
         quiet = any(f in ("-q", "--quiet") for f in flags)
         verbosity = -1 if quiet else (sum(f.count("v") for f in flags if f != "--verbose")
                                       + flags.count("--verbose"))
         setup_logging(verbosity)
         hide_dependency_warnings(verbosity)
-        try:
-            return cmd_pass_through(argparse.Namespace(command=rest[0], rest=rest[1:]), [])
-        except ForgetMIError as err:
-            logger.error("%s", err)
-            return 2
+        return cmd_job(argparse.Namespace(command=rest[0], rest=rest[1:]), [])
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -305,11 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     hide_dependency_warnings(-1 if args.quiet else args.verbose)
     if extra and not hasattr(args, "overrides"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return args.func(args, extra)
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        return 2
+    return args.func(args, extra)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,13 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from forgetmi.data.noise import Perturbation
 from forgetmi.errors import ForgetMIError
-from forgetmi.models.config import ModelConfig
 from forgetmi.utils.atomic import write_text
 
 T = TypeVar("T")
@@ -27,6 +25,87 @@ T = TypeVar("T")
 
 class ConfigError(ForgetMIError):
     """A config file or override names an unknown key or a value of the wrong type."""
+
+
+# Frequent keywords of the MIMIC-CXR edema reports (the Forget-MI release's list, without its
+# "NUMBER" placeholder). `forgetmi.data.keywords.derive_keywords` finds them for other corpora.
+DEFAULT_KEYWORDS: tuple[str, ...] = (
+    "atelectasis", "lung", "edema", "cardiomegaly", "silhouette",
+    "pneumothorax", "markings", "disease", "chest",
+)
+
+# "[UNK]" rather than the release's "[NOISE]": every BERT vocabulary (SciBERT, MiniLM, ...) maps
+# "[UNK]" to one special token that carries no meaning, whereas "[NOISE]" is split into the
+# ordinary word pieces "[", "noise", "]" and so injects the word "noise" into every report.
+# "[MASK]" is avoided because a masked-LM-pretrained encoder treats it as "predict a word here".
+DEFAULT_NOISE_TOKEN = "[UNK]"
+
+
+@dataclass
+class Perturbation:
+    """Settings of the noisy forget set. Defaults are the paper's (sigma 0.1, text level 0.5).
+
+    ``image_std`` is applied to the cached image, i.e. at ``data.image_size`` after cropping and
+    area-downsampling, whereas the release added it at full resolution before cropping to 2048
+    px. Averaging k×k pixels divides white noise's std by k, so the release's sigma corresponds
+    to about ``sigma · image_size / crop_size`` here (before clipping): 0.1 at 2048 px ≈ 0.0125
+    at 256 px. The default 0.1 at a lower resolution is therefore stronger than the release's.
+    """
+
+    # Std of the Gaussian added per pixel at the cached resolution (data.image_size, not the
+    # release's full resolution): the release's sigma s ≈ s · image_size / crop_size here.
+    image_std: float = 0.1
+    image_mean: float = 0.0
+    text_level: float = 0.5
+    keywords: tuple[str, ...] = DEFAULT_KEYWORDS
+    noise_token: str = DEFAULT_NOISE_TOKEN
+    use_image: bool = True
+    use_text: bool = True
+    seed: int | None = None        # None = the run's seed, so each seed gets its own noisy copy
+    max_masked_keywords: int = 2   # distinct keywords masked per report (every occurrence of each)
+    synonym_swaps: int = 1         # distinct words replaced by their synonym (the release uses 1)
+
+    def for_run(self, run_seed: int) -> "Perturbation":
+        """These settings with the run's seed filled in where ``seed`` was left unset."""
+        return self if self.seed is not None else replace(self, seed=int(run_seed))
+
+    def __post_init__(self):
+        words = (str(k).strip().lower() for k in self.keywords)
+        self.keywords = tuple(dict.fromkeys(w for w in words if w))  # deduplicated, in order
+        if self.image_std < 0:
+            raise ValueError(f"image_std must be >= 0, got {self.image_std}")
+        if not 0.0 <= self.text_level <= 1.0:
+            raise ValueError(f"text_level must be within [0, 1], got {self.text_level}")
+        if not self.noise_token.strip() or len(self.noise_token.split()) != 1:
+            raise ValueError(f"noise_token must be one non-empty word, got {self.noise_token!r}")
+        if self.max_masked_keywords < 0 or self.synonym_swaps < 0:
+            raise ValueError("max_masked_keywords and synonym_swaps must be >= 0")
+
+
+@dataclass
+class ModelConfig:
+    num_labels: int = 4
+    # Image encoder: a stem then one stage of two BasicBlocks per width, each stage striding 2.
+    image_widths: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 192, 192])
+    image_pool: int = 2                 # final map pooled to pool x pool -> 192*2*2 = 768-d
+    # Text encoder: a BERT folder (None = the packaged all-MiniLM-L6-v2), or "tiny" for a small
+    # randomly initialised BERT over the packaged vocabulary (tests, smoke runs).
+    text_encoder: str | None = None
+    text_dropout: float = 0.1
+    tiny_text_hidden: int = 32
+    tiny_text_layers: int = 2
+    fusion_scale_init: float = 0.1      # the learned, clamped residual scale of the gated fusion
+    fusion_scale_max: float = 1.0
+    # Provenance, recorded with the weights by training and import-checkpoint (not set by hand).
+    origin: str = "forgetmi"            # forgetmi | release (published weights, imported)
+    image_preprocessing: str = "forgetmi"  # what the weights learned on (data.preprocessing)
+    # A release-origin model only ever saw 2048² crops (its pooling is a fixed 2×2 average);
+    # true runs it at other sizes anyway, e.g. tests on small images.
+    allow_other_image_size: bool = False
+
+    @property
+    def image_dim(self) -> int:
+        return self.image_widths[-1] * self.image_pool * self.image_pool
 
 
 @dataclass
@@ -269,15 +348,27 @@ def _coerce(value: Any, tp, key: str):
     return value
 
 
-def _build(cls: type[T], values: dict, prefix: str = "") -> T:
+def _build(cls: type[T], values: dict, prefix: str = "", what: str = "config") -> T:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+        raise ConfigError(f"unknown {what} key(s) {', '.join(prefix + u for u in unknown)}; "
                           f"known: {', '.join(sorted(prefix + k for k in known))}")
     kwargs = {name: _coerce(v, hints[name], prefix + name) for name, v in values.items()}
     return cls(**kwargs)
+
+
+def from_dict(cls: type[T], values: dict, source: str | os.PathLike | None = None,
+              what: str = "config") -> T:
+    """A typed ``cls`` from a mapping (a YAML file's, say): unknown keys and values of the
+    wrong type raise a ConfigError naming ``source`` (the file) and the key."""
+    try:
+        return _build(cls, values, what=what)
+    except ConfigError as err:
+        if source is not None:
+            raise ConfigError(f"{source}: {err}") from None
+        raise
 
 
 def to_dict(config) -> dict:
@@ -402,14 +493,24 @@ def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None 
         values = read_yaml(path, "config file")
     if overrides:
         values = _merge(values, parse_overrides(cls, overrides))
-    try:
-        return _build(cls, values)
-    except ConfigError as err:
-        if path is not None:
-            raise ConfigError(f"{path}: {err}") from None
-        raise
+    return from_dict(cls, values, path)
 
 
 def save_config(config, target: str | os.PathLike) -> Path:
     """Write the merged config as YAML (atomically) so every result says how it was made."""
     return write_text(target, yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def resolve_run_path(template: str, cfg: ExperimentConfig) -> str:
+    """Fill ``{seed}``, ``{size}`` (the forget set's percentage, e.g. 10 from
+    forget_set_10per.csv) and ``{forget_set}`` (its file stem) in a run path, so one sweep over
+    sizes and seeds names each run's own original model (online sweeps cannot template)."""
+    import re
+    name = Path(cfg.data.forget_set or "").stem
+    match = re.search(r"(\d+(?:\.\d+)?)\s*per", name)
+    values = {"seed": cfg.seed, "forget_set": name, "size": match.group(1) if match else name}
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"unlearn.original {template!r}: unknown placeholder {err}; "
+                          "use {seed}, {size} or {forget_set}") from None

@@ -38,3 +38,20 @@ class LeakageError(ForgetMIError):
 
 class CacheError(ForgetMIError):
     """A cache is missing, incomplete, or was built for other data or settings."""
+
+
+def exit_on_error(main):
+    """Wrap a command's ``main(argv) -> int``: a :class:`ForgetMIError` is logged as one line
+    (it already names what to fix) and the command exits with 2; anything else is a bug and
+    keeps its traceback."""
+    import functools
+    import logging
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except ForgetMIError as err:
+            logging.getLogger("forgetmi").error("%s", err)
+            return 2
+    return wrapped

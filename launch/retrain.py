@@ -2,9 +2,7 @@
 launch/retrain.py --config configs/experiments/X.yaml [--key=value ...]`` — the gold-standard
 model on the retain rows only (the same engine as launch/train.py)."""
 
-import sys
-
-from forgetmi.train import main
+from forgetmi.jobs.train import retrain
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:], mode="retrain"))
+    raise SystemExit(retrain())

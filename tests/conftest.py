@@ -28,7 +28,7 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory):
     """The default small stand-in dataset, generated once for the whole test session."""
-    from forgetmi.data.synthetic import generate_dataset
+    from forgetmi.synthetic import generate_dataset
     root = tmp_path_factory.mktemp("demo") / "data"
     return generate_dataset(root, n_patients=60, image_size=128, seed=0, workers=2)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     from forgetmi.config import ExperimentConfig, load_config
     from forgetmi.engine.distributed import finish
-    from forgetmi.train import run_training
-    from forgetmi.unlearn import run_unlearning
+    from forgetmi.jobs.train import run_training
+    from forgetmi.jobs.unlearn import run_unlearning
     from forgetmi.unlearning import METHODS
     from forgetmi.utils.logs import setup_logging
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The small CPU model every in-process test uses; log_every only changes what is logged.
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
+# The small CPU model every in-process test uses (a module adds its own settings after these,
+# which win); log_every only changes what is logged.
+TINY = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
           "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0"]
 
 # Two epochs: enough for unlearning to have something to move, the path exercised.
@@ -23,7 +24,7 @@ FITTED = ["--epochs=12", "--lr=2e-3", "--weight_decay=0"]
 
 def train_original(data_root: Path, out: Path, settings: list[str]) -> Path:
     """Train on retain + forget rows and return the saved model folder."""
-    from forgetmi.train import main as train_main
-    assert train_main([f"--data.root={data_root}", f"--output_dir={out}", *COMMON,
+    from forgetmi.jobs.train import main as train_main
+    assert train_main([f"--data.root={data_root}", f"--output_dir={out}", *TINY,
                        "--checkpoint_every=10000", *settings]) == 0
     return out / "model"

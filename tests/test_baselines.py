@@ -14,13 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from forgetmi.unlearn import main as unlearn_main
+from forgetmi.jobs.unlearn import main as unlearn_main
 from forgetmi.unlearning import METHODS
+from tests.originals import TINY
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
-          "--log_every=1", "--warmup_ratio=0", "--early_stopping_patience=0"]
+COMMON = [*TINY, "--log_every=1"]
 TOLERANCE = 0.15   # largest allowed drop of test AUC (joint head) below the original's
 MIN_RISE = 0.03    # smallest rise of forget-set cross-entropy (joint head) over the original's
 
@@ -55,7 +55,7 @@ def scores(demo_data, model_dir):
     from forgetmi.evaluation.metrics import head_metrics, softmax
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
-    from forgetmi.train import build_datasets
+    from forgetmi.data.prepare import build_datasets
 
     cfg = load_config(ExperimentConfig, None, [f"--data.root={demo_data.root}", *COMMON])
     accelerator = build_accelerator(None, 1)
@@ -171,7 +171,7 @@ def test_eu_k_reinitialises_as_the_model_does_at_construction():
 
     from forgetmi.config import ExperimentConfig
     from forgetmi.models import JointModel
-    from forgetmi.models.config import ModelConfig
+    from forgetmi.config import ModelConfig
     from forgetmi.unlearning import method_class
 
     torch.manual_seed(0)

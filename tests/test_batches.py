@@ -9,7 +9,8 @@ from torch.utils.data import default_collate
 from forgetmi.config import DataConfig
 from forgetmi.data.batches import BatchReader, to_device
 from forgetmi.data.dataset import EdemaDataset, trim_padding
-from forgetmi.data.noise import Perturbation, build_perturber
+from forgetmi.config import Perturbation
+from forgetmi.data.noise import build_perturber
 from forgetmi.data.prepare import ensure_caches, load_partitions
 
 

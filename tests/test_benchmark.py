@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forgetmi.demo import DEMO
-from forgetmi.protocol import ensure_stand_in, load_protocol
+from forgetmi.jobs.demo import DEMO
+from forgetmi.jobs.protocol import ensure_stand_in, load_protocol
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK = REPO / "configs" / "experiments" / "benchmark.yaml"

@@ -64,7 +64,7 @@ def test_demo_summary(demo_run):
     import yaml
 
     from forgetmi.config import ExperimentConfig, load_config
-    from forgetmi.demo import UNLEARNING
+    from forgetmi.jobs.demo import UNLEARNING
     for method, settings in UNLEARNING.items():
         ran = load_config(ExperimentConfig, out / method / "config.yaml")
         assert ran == load_config(ExperimentConfig, out / method / "config.yaml",
@@ -118,7 +118,7 @@ def test_build_cache_and_keywords(demo_run, capsys):
 
 
 def test_demo_verdict_places_each_model_in_words():
-    from forgetmi.demo import verdict
+    from forgetmi.jobs.demo import verdict
 
     def model(auc, low, high):
         return {"forget_vs_unseen_auc": auc, "forget_vs_unseen_low": low,

@@ -11,7 +11,8 @@ from forgetmi.data.cache import build_image_cache
 from forgetmi.data.dataset import EdemaDataset, build_loader
 from forgetmi.data.formats import image_relpath
 from forgetmi.data.images import write_dicom
-from forgetmi.data.noise import Perturbation, Perturber
+from forgetmi.config import Perturbation
+from forgetmi.data.noise import Perturber
 from forgetmi.data.text import build_token_cache, default_text_encoder_path
 from forgetmi.errors import CacheError, DataError
 

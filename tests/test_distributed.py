@@ -281,7 +281,7 @@ def test_zero2_unlearning_with_a_frozen_teacher(demo_data, runs, zero2_run, meth
 def test_ddp_resume_in_the_first_epoch_keeps_each_ranks_loss_sums(demo_data, runs):
     """Forget-MI's retention caps come from the first epoch's mean losses over both ranks; a
     crash inside that epoch must not hand rank 0's partial sums to rank 1 on resume."""
-    from forgetmi.train import main as train_main
+    from forgetmi.jobs.train import main as train_main
     original = runs / "cap-original"
     assert train_main([f"--data.root={demo_data.root}", f"--output_dir={original}", *ARGS,
                        "--max_steps=1"]) == 0

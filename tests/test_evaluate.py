@@ -16,24 +16,24 @@ from sklearn.metrics import roc_auc_score
 
 from forgetmi.data import formats
 from forgetmi.evaluation.evaluate import evaluate_run
-from forgetmi.evaluation.evaluate import main as evaluate_main
+from forgetmi.jobs.evaluate import main as evaluate_main
 from forgetmi.evaluation.metrics import softmax
 from forgetmi.evaluation.mia import attack_features, population_attack
-from forgetmi.train import main as train_main
+from forgetmi.jobs.train import main as train_main
+from tests.originals import TINY
 
 pytestmark = pytest.mark.slow
 
 # Long enough, without weight decay, for the models to fit their rows (train CE ≈ 0.15 against
 # ≈ 1.0 on unseen rows), as an original model that memorised its patients would.
-ARGS = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
-        "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0", "--epochs=25",
-        "--lr=2e-3", "--weight_decay=0", "--checkpoint_every=10000"]
+ARGS = [*TINY, "--epochs=25", "--lr=2e-3", "--weight_decay=0",
+        "--checkpoint_every=10000"]
 
 
 @pytest.fixture(scope="module")
 def halves(tmp_path_factory):
     """A 120-patient dataset, its non-test patients split in two halves, and a model per half."""
-    from forgetmi.data.synthetic import generate_dataset
+    from forgetmi.synthetic import generate_dataset
     root = tmp_path_factory.mktemp("halves")
     paths = generate_dataset(root / "data", n_patients=120, image_size=64, seed=1, workers=2)
     split = pd.read_csv(paths.split)

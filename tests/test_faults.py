@@ -16,12 +16,11 @@ import pytest
 from safetensors.torch import load_file
 
 from forgetmi.engine import checkpoint as ckpt
-from forgetmi.train import main as train_main
-from forgetmi.unlearn import main as unlearn_main
+from forgetmi.jobs.train import main as train_main
+from forgetmi.jobs.unlearn import main as unlearn_main
+from tests.originals import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
-          "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0"]
 
 
 def max_difference(a: Path, b: Path) -> float:
@@ -57,7 +56,7 @@ def run_until_checkpoint_then_kill(cmd: list[str], run: Path, sig: int) -> None:
 
 @pytest.mark.parametrize("job,sig", [("unlearn", signal.SIGKILL), ("train", signal.SIGTERM)])
 def test_killed_run_resumes_to_the_same_weights(demo_data, original, tmp_path, job, sig):
-    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=8", "--max_steps=24",
+    args = [f"--data.root={demo_data.root}", *TINY, "--epochs=8", "--max_steps=24",
             "--lr=1e-3", "--checkpoint_every=2"]
     if job == "unlearn":
         args.append(f"--original={original}")
@@ -72,7 +71,7 @@ def test_killed_run_resumes_to_the_same_weights(demo_data, original, tmp_path, j
 
 def crashed_run(demo_data, original, out: Path, *extra) -> list[str]:
     args = [f"--data.root={demo_data.root}", f"--output_dir={out}", f"--original={original}",
-            *COMMON, "--epochs=4", "--lr=1e-3", "--checkpoint_every=2", *extra]
+            *TINY, "--epochs=4", "--lr=1e-3", "--checkpoint_every=2", *extra]
     assert unlearn_main([*args, "--stop_after=5"]) == 3
     assert ckpt.verify(out / "checkpoints" / "latest")["updates"] == 4
     return args
@@ -103,7 +102,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(demo_data, original
                                                              caplog):
     out = tmp_path / "run"
     code = unlearn_main([f"--data.root={demo_data.root}", f"--output_dir={out}",
-                         f"--original={original}", *COMMON, "--epochs=4", "--lr=1e30",
+                         f"--original={original}", *TINY, "--epochs=4", "--lr=1e30",
                          "--max_grad_norm=0", "--checkpoint_every=1", "--method=finetune"])
     assert code == 2 and "non-finite" in caplog.text
     state = ckpt.verify(out / "checkpoints" / "latest")      # the last complete one verifies
@@ -112,7 +111,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(demo_data, original
 
 def test_full_disk_while_checkpointing(demo_data, original, tmp_path, caplog, monkeypatch):
     args = [f"--data.root={demo_data.root}", f"--output_dir={tmp_path / 'run'}",
-            f"--original={original}", *COMMON, "--epochs=4", "--lr=1e-3", "--checkpoint_every=2"]
+            f"--original={original}", *TINY, "--epochs=4", "--lr=1e-3", "--checkpoint_every=2"]
     real = ckpt._manifest
     calls = []
 

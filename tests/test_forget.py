@@ -11,20 +11,19 @@ import pytest
 
 from forgetmi.data import formats
 from forgetmi.errors import CacheError
-from forgetmi.forget import history_main
-from forgetmi.forget import main as forget_main
-from forgetmi.train import main as train_main
+from forgetmi.jobs.forget import history_main
+from forgetmi.jobs.forget import main as forget_main
+from forgetmi.jobs.train import main as train_main
+from tests.originals import TINY
 
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
-          "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0",
-          "--checkpoint_every=1000"]
+COMMON = [*TINY, "--checkpoint_every=1000"]
 
 
 @pytest.fixture
 def hospital(tmp_path_factory):
     """A private stand-in dataset per test (purging changes its caches for good) and a model
     trained on it."""
-    from forgetmi.data.synthetic import generate_dataset
+    from forgetmi.synthetic import generate_dataset
     root = tmp_path_factory.mktemp("hospital")
     paths = generate_dataset(root / "data", n_patients=40, image_size=64, seed=3, workers=1)
     assert train_main([f"--data.root={paths.root}", f"--output_dir={root / 'original'}", *COMMON,

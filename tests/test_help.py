@@ -10,7 +10,7 @@ import pytest
 from forgetmi.cli import main as cli_main
 from forgetmi.config import ExperimentConfig
 from forgetmi.losses.forgetmi import PRESETS
-from forgetmi.unlearn import main as unlearn_main
+from forgetmi.jobs.unlearn import main as unlearn_main
 from forgetmi.unlearning import METHODS
 
 

@@ -20,15 +20,14 @@ import yaml
 from safetensors.torch import load_file
 
 from forgetmi.hpc.status import task_states
-from forgetmi.hpc.submit import sweep_main
-from forgetmi.protocol import main as protocol_main
-from forgetmi.train import main as train_main
+from forgetmi.jobs.sweep import main as sweep_main
+from forgetmi.jobs.protocol import main as protocol_main
+from forgetmi.jobs.train import main as train_main
+from tests.originals import TINY
 
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
-          "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0"]
 WAIT_S = 420
 
 
@@ -89,7 +88,7 @@ def test_sweep_is_one_array_two_at_a_time(slurm_cluster, demo_data, original, tm
     out = tmp_path / "out"
     assert sweep_main([str(sweep), "--out", str(out), "--executor", "slurm", "--max-parallel",
                        "2", "--partition", slurm_cluster.partition, "--time-min", "15",
-                       f"--data.root={demo_data.root}", *COMMON, "--lr=1e-3"]) == 0
+                       f"--data.root={demo_data.root}", *TINY, "--lr=1e-3"]) == 0
     states = wait_until_finished(slurm_cluster, out)
     assert [s["state"] for s in states] == ["done"] * 4, [(s, log_tail(s)) for s in states]
     arrays = {s["job_id"].split("_")[0] for s in states}
@@ -115,7 +114,7 @@ def test_a_task_of_two_ranks_runs_deepspeed_zero2(slurm_cluster, demo_data, orig
     assert sweep_main([str(sweep), "--out", str(out), "--executor", "slurm", "--processes", "2",
                        "--accelerate-config", "configs/accelerate/zero2.yaml",
                        "--partition", slurm_cluster.partition, "--time-min", "15",
-                       f"--data.root={demo_data.root}", *COMMON, "--batch_size=4"]) == 0
+                       f"--data.root={demo_data.root}", *TINY, "--batch_size=4"]) == 0
     [state] = wait_until_finished(slurm_cluster, out)
     assert state["state"] == "done", log_tail(state)
     timing = json.loads((Path(state["output_dir"]) / "timing.json").read_text())
@@ -164,7 +163,7 @@ def test_pipeline_runs_as_dependent_arrays_and_gathers_a_report(slurm_cluster, d
 
 def test_preempted_task_resumes_from_its_checkpoint(slurm_cluster, demo_data, tmp_path):
     # 20-25 updates an epoch: the first checkpoint (update 4) comes with over 50 still to go
-    args = [f"--data.root={demo_data.root}", *COMMON, "--epochs=3", "--lr=1e-3",
+    args = [f"--data.root={demo_data.root}", *TINY, "--epochs=3", "--lr=1e-3",
             "--checkpoint_every=4", "--seed=3"]
     sweep = write_sweep(tmp_path / "sweep.yaml", {"seed": 3}, program="launch/train.py")
     out = tmp_path / "out"

@@ -103,7 +103,7 @@ def test_every_job_in_mixed_precision(config, precision, demo_data, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs where a GPU is")
 def test_fp16_without_a_gpu_is_refused_clearly(demo_data, tmp_path, caplog):
     """Accelerate would train in fp32 without saying so; DeepSpeed would fail in BatchNorm."""
-    from forgetmi.train import main as train_main
+    from forgetmi.jobs.train import main as train_main
     code = train_main([f"--data.root={demo_data.root}", f"--output_dir={tmp_path / 'run'}",
                        *ARGS, "--precision=fp16"])
     assert code == 2

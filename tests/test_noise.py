@@ -14,8 +14,8 @@ import pytest
 
 from forgetmi.data.formats import read_synonyms
 from forgetmi.data.keywords import derive_keywords, keywords_from_reports
-from forgetmi.data.noise import (DEFAULT_KEYWORDS, Perturbation, Perturber, char_noise,
-                                 mask_keywords, sample_seed, word_noise)
+from forgetmi.config import DEFAULT_KEYWORDS, Perturbation
+from forgetmi.data.noise import Perturber, char_noise, mask_keywords, sample_seed, word_noise
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = ("The heart size is moderately enlarged with cephalization of the pulmonary vasculature "

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from forgetmi.config import ConfigError
-from forgetmi.protocol import expand, load_protocol
-from forgetmi.protocol import main as protocol_main
+from forgetmi.jobs.protocol import expand, load_protocol
+from forgetmi.jobs.protocol import main as protocol_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_small_protocol_runs_end_to_end(demo_data, tmp_path, caplog):
 
 
 def test_stand_in_data_is_generated_once_and_never_over_other_data(tmp_path, caplog):
-    from forgetmi.protocol import ensure_stand_in
+    from forgetmi.jobs.protocol import ensure_stand_in
     caplog.set_level("INFO", logger="forgetmi.protocol")
     root = tmp_path / "data"
     experiment = tmp_path / "experiment.yaml"

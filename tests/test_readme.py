@@ -30,7 +30,7 @@ def test_ci_runs_the_readme_commands():
 def test_shipped_experiment_configs_load(path):
     import yaml
     if "experiment" in yaml.safe_load(path.read_text()):  # a protocol over an experiment
-        from forgetmi.protocol import expand, load_protocol
+        from forgetmi.jobs.protocol import expand, load_protocol
         protocol = load_protocol(path)
         jobs = expand(protocol)              # builds and validates every job's config
         runs = len(protocol.seeds) * max(1, len(protocol.forget_sets))

@@ -17,8 +17,8 @@ import yaml
 from forgetmi.cli import main as cli_main
 from forgetmi.config import ConfigError, ExperimentConfig, UnlearnConfig, load_config, to_dict
 from forgetmi.hpc.sweep import expand, load_sweep
-from forgetmi.train import main as train_main
-from forgetmi.unlearn import main as unlearn_main
+from forgetmi.jobs.train import main as train_main
+from forgetmi.jobs.unlearn import main as unlearn_main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--text_encoder=tiny", "--image_size=64", "--wandb=disabled", "--warmup_ratio=0",

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from forgetmi.evaluation.report import COLUMNS, main
+from forgetmi.evaluation.report import COLUMNS
+from forgetmi.jobs.report import main
 
 HEADINGS = [c.heading for c in COLUMNS]
 PERCENTS = (3, 10)

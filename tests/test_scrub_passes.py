@@ -7,11 +7,9 @@ from collections import Counter
 
 import pytest
 
-from forgetmi.unlearn import main as unlearn_main
+from forgetmi.jobs.unlearn import main as unlearn_main
 from forgetmi.unlearning.scrub import Scrub
-
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--wandb=disabled", "--log_every=50",
-          "--warmup_ratio=0", "--early_stopping_patience=0"]
+from tests.originals import TINY
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +38,7 @@ def test_each_max_epoch_ascends_once_on_every_forget_row(demo_data, original, tm
     monkeypatch.setattr(Scrub, "compute_loss", compute_loss)
     # batch 6: the forget set (22 rows) is not a multiple of it
     assert unlearn_main([f"--data.root={demo_data.root}", f"--output_dir={tmp_path / 'run'}",
-                         f"--original={original}", *COMMON, "--batch_size=6", "--method=scrub",
+                         f"--original={original}", *TINY, "--batch_size=6", "--method=scrub",
                          "--retain_batch_size=32", "--epochs=2", "--scrub.max_epochs=2",
                          "--lr=1e-4"]) == 0
     assert len(rows["forget"]) % 6 != 0
@@ -74,7 +72,7 @@ def test_a_pass_takes_every_row_once_and_leaves_no_rank_idle(n, batch_size, mult
 
 def test_scrub_resumed_inside_the_max_pass_matches_a_straight_run(demo_data, original, tmp_path):
     from safetensors.torch import load_file
-    args = [f"--data.root={demo_data.root}", f"--original={original}", *COMMON,
+    args = [f"--data.root={demo_data.root}", f"--original={original}", *TINY,
             "--batch_size=6", "--retain_batch_size=32", "--method=scrub", "--epochs=1",
             "--scrub.max_epochs=1", "--lr=1e-4", "--checkpoint_every=2"]
     assert unlearn_main([*args, f"--output_dir={tmp_path / 'straight'}"]) == 0

@@ -10,15 +10,14 @@ import yaml
 
 from forgetmi.config import ConfigError, ExperimentConfig, load_config
 from forgetmi.hpc.launcher import accelerate_env
-from forgetmi.hpc.status import main as status_main
-from forgetmi.hpc.submit import sweep_main
+from forgetmi.jobs.status import main as status_main
+from forgetmi.jobs.sweep import main as sweep_main
 from forgetmi.hpc.sweep import expand, load_sweep
-from forgetmi.train import main as train_main
+from forgetmi.jobs.train import main as train_main
+from tests.originals import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
-          "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0",
-          "--checkpoint_every=1000"]
+COMMON = [*TINY, "--checkpoint_every=1000"]
 
 
 def test_shipped_grid_sweep_expands_to_the_ablation(tmp_path):
@@ -27,7 +26,7 @@ def test_shipped_grid_sweep_expands_to_the_ablation(tmp_path):
     presets = sorted(r.params["preset"] for r in runs)
     assert presets == sorted(["equal", "unimodal", "multimodal", "retention", "no-noise"] * 9)
     assert len({r.run_id for r in runs}) == 45
-    from forgetmi.unlearn import resolve_run_path
+    from forgetmi.config import resolve_run_path
     run = next(r for r in runs if r.params["forget_set"] == "forget_set_6per.csv"
                and r.params["seed"] == 2)
     assert resolve_run_path(run.config.unlearn.original, run.config) == \

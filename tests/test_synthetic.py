@@ -17,12 +17,12 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from forgetmi.data import formats
-from forgetmi.data.synthetic import (DatasetPaths, example_spec, generate_dataset, render_image)
-from forgetmi.data.synthetic import anatomy
-from forgetmi.data.synthetic.cohort import SEVERITY_COUNTS, build_cohort
-from forgetmi.data.synthetic.dicom import DicomInfo, sop_uid, study_uid, write_dicom
-from forgetmi.data.synthetic.images import FULL_SIZE
-from forgetmi.data.synthetic.reports import SEVERITY_PHRASES, compose_report
+from forgetmi.synthetic import (DatasetPaths, example_spec, generate_dataset, render_image)
+from forgetmi.synthetic import anatomy
+from forgetmi.synthetic.cohort import SEVERITY_COUNTS, build_cohort
+from forgetmi.synthetic.dicom import DicomInfo, sop_uid, study_uid, write_dicom
+from forgetmi.synthetic.images import FULL_SIZE
+from forgetmi.synthetic.reports import SEVERITY_PHRASES, compose_report
 from forgetmi.errors import DataError
 
 KEYWORDS = ("atelectasis", "lung", "edema", "cardiomegaly", "silhouette", "pneumothorax",

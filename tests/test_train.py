@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from forgetmi.train import main
+from forgetmi.jobs.train import main
 
 BASE = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--eval_batch_size=32",
         "--wandb=disabled", "--log_every=1", "--warmup_ratio=0", "--seed=0"]

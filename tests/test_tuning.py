@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from forgetmi.config import ExperimentConfig, load_config
-from forgetmi.demo import UNLEARNING
+from forgetmi.jobs.demo import UNLEARNING
 from forgetmi.hpc.sweep import expand, load_sweep
-from forgetmi.protocol import expand as expand_protocol
-from forgetmi.protocol import load_protocol
-from forgetmi.unlearn import resolve_run_path
+from forgetmi.jobs.protocol import expand as expand_protocol
+from forgetmi.jobs.protocol import load_protocol
+from forgetmi.config import resolve_run_path
 from forgetmi.unlearning import METHODS
 
 REPO = Path(__file__).resolve().parents[1]

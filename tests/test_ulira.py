@@ -9,15 +9,14 @@ import pytest
 
 from forgetmi.data import formats
 from forgetmi.evaluation.ulira import balanced_membership
-from forgetmi.evaluation.ulira import main as ulira_main
-from forgetmi.train import main as train_main
-from forgetmi.unlearn import main as unlearn_main
+from forgetmi.jobs.ulira import main as ulira_main
+from forgetmi.jobs.train import main as train_main
+from forgetmi.jobs.unlearn import main as unlearn_main
+from tests.originals import TINY
 
 pytestmark = pytest.mark.slow
 
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
-          "--log_every=50", "--warmup_ratio=0", "--early_stopping_patience=0",
-          "--checkpoint_every=10000"]
+COMMON = [*TINY, "--checkpoint_every=10000"]
 
 
 def test_balanced_membership():

@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from forgetmi.unlearn import main as unlearn_main
+from forgetmi.jobs.unlearn import main as unlearn_main
+from tests.originals import TINY
 
-COMMON = ["--text_encoder=tiny", "--image_size=64", "--batch_size=8", "--wandb=disabled",
-          "--log_every=1", "--warmup_ratio=0", "--early_stopping_patience=0"]
+COMMON = [*TINY, "--log_every=1"]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_noisy_forget_copy_follows_the_run_seed_unless_noise_seed_is_set(monkeyp
 
     import forgetmi.data.dataset
     from forgetmi.config import load_config
-    from forgetmi.unlearn import noisy_forget_dataset
+    from forgetmi.data.prepare import noisy_forget_dataset
 
     # Stand-in dataset: keeps the perturber the real function builds, reads no cache.
     monkeypatch.setattr(forgetmi.data.dataset, "EdemaDataset",

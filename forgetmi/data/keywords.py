@@ -1,6 +1,6 @@
 """The frequent content words of a report corpus: the keywords the text noise masks.
 
-The Forget-MI keyword list (``noise.DEFAULT_KEYWORDS``) was derived from the MIMIC-CXR edema
+The Forget-MI keyword list (``forgetmi.config.DEFAULT_KEYWORDS``) was derived from the MIMIC-CXR edema
 reports; a user with other reports derives their own here. Without a part-of-speech tagger,
 "content word" means: alphabetic, at least ``min_length`` letters, not an English stopword and not
 report boilerplate (section headers, view names, severity and change adjectives, hedges).

@@ -15,23 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import numpy as np
 
-# Frequent keywords of the MIMIC-CXR edema reports (the Forget-MI release's list, without its
-# "NUMBER" placeholder). `forgetmi.data.keywords.derive_keywords` finds them for other corpora.
-DEFAULT_KEYWORDS: tuple[str, ...] = (
-    "atelectasis", "lung", "edema", "cardiomegaly", "silhouette",
-    "pneumothorax", "markings", "disease", "chest",
-)
+from forgetmi.config import Perturbation
 
-# "[UNK]" rather than the release's "[NOISE]": every BERT vocabulary (SciBERT, MiniLM, ...) maps
-# "[UNK]" to one special token that carries no meaning, whereas "[NOISE]" is split into the
-# ordinary word pieces "[", "noise", "]" and so injects the word "noise" into every report.
-# "[MASK]" is avoided because a masked-LM-pretrained encoder treats it as "predict a word here".
-DEFAULT_NOISE_TOKEN = "[UNK]"
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 WORD_OPS = ("delete", "repeat", "swap")
@@ -45,47 +34,6 @@ def sample_seed(base_seed: int, key: str) -> int:
     """
     digest = hashlib.sha256(f"{int(base_seed)}\x1f{key}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-@dataclass
-class Perturbation:
-    """Settings of the noisy forget set. Defaults are the paper's (sigma 0.1, text level 0.5).
-
-    ``image_std`` is applied to the cached image, i.e. at ``data.image_size`` after cropping and
-    area-downsampling, whereas the release added it at full resolution before cropping to 2048
-    px. Averaging k×k pixels divides white noise's std by k, so the release's sigma corresponds
-    to about ``sigma · image_size / crop_size`` here (before clipping): 0.1 at 2048 px ≈ 0.0125
-    at 256 px. The default 0.1 at a lower resolution is therefore stronger than the release's.
-    """
-
-    # Std of the Gaussian added per pixel at the cached resolution (data.image_size, not the
-    # release's full resolution): the release's sigma s ≈ s · image_size / crop_size here.
-    image_std: float = 0.1
-    image_mean: float = 0.0
-    text_level: float = 0.5
-    keywords: tuple[str, ...] = DEFAULT_KEYWORDS
-    noise_token: str = DEFAULT_NOISE_TOKEN
-    use_image: bool = True
-    use_text: bool = True
-    seed: int | None = None        # None = the run's seed, so each seed gets its own noisy copy
-    max_masked_keywords: int = 2   # distinct keywords masked per report (every occurrence of each)
-    synonym_swaps: int = 1         # distinct words replaced by their synonym (the release uses 1)
-
-    def for_run(self, run_seed: int) -> "Perturbation":
-        """These settings with the run's seed filled in where ``seed`` was left unset."""
-        return self if self.seed is not None else replace(self, seed=int(run_seed))
-
-    def __post_init__(self):
-        words = (str(k).strip().lower() for k in self.keywords)
-        self.keywords = tuple(dict.fromkeys(w for w in words if w))  # deduplicated, in order
-        if self.image_std < 0:
-            raise ValueError(f"image_std must be >= 0, got {self.image_std}")
-        if not 0.0 <= self.text_level <= 1.0:
-            raise ValueError(f"text_level must be within [0, 1], got {self.text_level}")
-        if not self.noise_token.strip() or len(self.noise_token.split()) != 1:
-            raise ValueError(f"noise_token must be one non-empty word, got {self.noise_token!r}")
-        if self.max_masked_keywords < 0 or self.synonym_swaps < 0:
-            raise ValueError("max_masked_keywords and synonym_swaps must be >= 0")
 
 
 # ---------------------------------------------------------------------------------------- image

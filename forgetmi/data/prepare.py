@@ -135,3 +135,34 @@ def ensure_caches(data: PreparedData, text_encoder: str | None = None,
     data.timings["token_cache_s"] = time.perf_counter() - start
     data.image_cache, data.token_cache = image_cache, token_cache
     return data
+
+
+def build_datasets(cfg, accelerator):
+    """Audited partitions of ``cfg`` (an ExperimentConfig) and their datasets, for training,
+    unlearning and evaluation alike; the caches are built once, by the main process."""
+    from forgetmi.data.dataset import EdemaDataset
+
+    data = load_partitions(cfg.data, cfg.seed)
+    with accelerator.main_process_first():
+        ensure_caches(data, cfg.model.text_encoder)
+    datasets = {name: EdemaDataset(frame, data.image_cache, data.token_cache)
+                for name, frame in data.partitions.items() if len(frame)}
+    return data, datasets
+
+
+def noisy_forget_dataset(cfg, data: PreparedData):
+    """The perturbed copy of the forget set (the clean one under the no-noise preset)."""
+    from dataclasses import replace
+
+    from forgetmi.data.dataset import EdemaDataset
+    from forgetmi.data.noise import build_perturber
+
+    # Noise follows the run's seed unless noise.seed pins it: seeds must not share one copy.
+    noise = cfg.noise.for_run(cfg.seed)
+    if cfg.unlearn.preset == "no-noise" and cfg.unlearn.weights is None:
+        noise = replace(noise, use_image=False, use_text=False)
+    logger.info("noisy forget set: noise seed %d%s", noise.seed,
+                "" if cfg.noise.seed is not None else " (the run's seed)")
+    perturber = build_perturber(noise, cfg.data.path("synonyms"))
+    return EdemaDataset(data.partitions.forget, data.image_cache, data.token_cache,
+                        perturb=perturber, reports=data.reports.set_index("study_id")["text"])

@@ -1,9 +1,10 @@
 """The training engine shared by training, retraining and every unlearning method.
 
-A method is an :class:`Objective`: the streams of data it draws and the loss it computes on a
-step's batches. The engine owns everything else: device placement, Accelerate/DeepSpeed,
-mixed precision, accumulation, clipping, the LR schedule, deterministic sharded batch plans,
-checkpoint/resume, early stopping, logging and timing.
+A method is an :class:`~forgetmi.engine.objective.Objective`: the streams of data it draws and
+the loss it computes on a step's batches. The engine owns everything else: device placement,
+Accelerate/DeepSpeed, mixed precision, accumulation, clipping, the LR schedule, deterministic
+sharded batch plans, checkpoint/resume (:class:`~forgetmi.engine.state.LoopState`), early
+stopping, logging and timing.
 """
 
 from __future__ import annotations
@@ -11,22 +12,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from abc import ABC, abstractmethod
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch.utils.data import Dataset
 
 from forgetmi.data.batches import batch_loader, to_device
 from forgetmi.engine import checkpoint as ckpt
 from forgetmi.engine.distributed import (autocast, broadcast_buffers, fill_deepspeed_config,
                                          is_deepspeed, offloads_optimizer, place_buffers,
                                          zero_stage)
+from forgetmi.engine.objective import Objective, Stream
 from forgetmi.engine.optim import build_optimizer, build_scheduler
 from forgetmi.engine.sampling import BatchPlan
+from forgetmi.engine.state import LoopState
 from forgetmi.engine.trainable import (check_gradients, freeze_unreached, log_trainable,
                                        trainable_record)
 from forgetmi.errors import ForgetMIError
@@ -44,60 +45,31 @@ class SimulatedCrash(ForgetMIError):
     """Raised by ``train.stop_after`` to test resumption: the run stops without saving."""
 
 
+# What the checkpoint's trainer state holds beside the LoopState's own entries.
+BESIDE_STATE = ("scheduler", "objective")
+
+
+def _tally(sums: dict[str, float], counts: dict[str, int], terms: dict[str, float]) -> None:
+    """Add one micro-step's loss terms to running sums and counts per term: a method that
+    alternates phases logs some terms only on some steps, and each term is averaged over the
+    steps that computed it."""
+    for k, v in terms.items():
+        sums[k] = sums.get(k, 0.0) + v
+        counts[k] = counts.get(k, 0) + 1
+
+
 @dataclass
-class Stream:
-    """One source of batches. The primary stream defines the epoch; others cycle alongside."""
+class _Window:
+    """The loss terms since the last logged update (not checkpointed: a log line only)."""
 
-    name: str
-    dataset: Dataset
-    batch_size: int
-    primary: bool = False
-    shuffle: bool = True
-    follows: str | None = None   # draw exactly the batches of that stream (a paired copy)
-    # A lead stream: each of the first lead_epochs epochs opens with one pass over it (every
-    # row once), drawn alone; the other streams wait and then make their own whole epoch.
-    lead_epochs: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
+    def means(self) -> dict[str, float]:
+        return {k: v / self.counts[k] for k, v in self.sums.items()}
 
-class Objective(ABC):
-    """What a method supplies: its streams and its loss."""
-
-    name = "objective"
-    # The model outputs (ModelOutput fields) the loss reads; None = all of them. Parameters that
-    # reach none of these are frozen for the run (see engine/trainable.py).
-    reads: frozenset[str] | None = None
-
-    @abstractmethod
-    def streams(self) -> list[Stream]:
-        """The data this method draws: exactly one primary stream, others cycle alongside."""
-
-    def prepare_model(self, model) -> None:
-        """Change the trained model before its optimizer is built (freeze or re-initialise
-        layers); called once, identically on every rank."""
-
-    def setup(self, accelerator) -> None:
-        """Place auxiliary (frozen) models on the device; called once before training."""
-
-    def at_step(self, epoch: int, micro: int) -> None:
-        """Told the position of the coming micro-step (methods that alternate phases)."""
-
-    def end_epoch(self, epoch: int, means: dict[str, float]) -> None:
-        """Told each finished epoch's mean loss terms (the same on every rank)."""
-
-    def state_dict(self) -> dict:
-        """JSON-serialisable state kept in the checkpoint so a resumed run continues alike."""
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned."""
-
-    def train_mode(self, model) -> None:
-        """Put the trained model in training mode (a method may keep parts in eval mode)."""
-        model.train()
-
-    @abstractmethod
-    def compute_loss(self, model, batch: dict[str, dict]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss on one step's batches (one per stream) and its terms for logging."""
+    def clear(self) -> None:
+        self.sums, self.counts = {}, {}
 
 
 class Engine:
@@ -131,16 +103,16 @@ class Engine:
                                  for s in leads for t in streams):
             raise ValueError("an objective may have one lead stream: not primary, not a copy, "
                              "and not copied")
-        self.streams = streams
+        self.streams: list[Stream] = streams
         world, rank = accelerator.num_processes, accelerator.process_index
         self.plans = {s.name: BatchPlan(len(s.dataset), s.batch_size, world, rank, seed, s.name,
                                         s.shuffle) for s in streams}
         self.primary = primaries[0]
-        self.lead = leads[0] if leads else None
+        self.lead: Stream | None = leads[0] if leads else None
         self.steps_per_epoch = self.plans[self.primary.name].steps_per_epoch(train.grad_accum)
         # Micro-steps of one pass over each stream (a method may schedule phases with them).
-        objective.steps_per_pass = {s.name: self.plans[s.name].steps_per_epoch(train.grad_accum)
-                                    for s in streams}
+        objective.plan({s.name: self.plans[s.name].steps_per_epoch(train.grad_accum)
+                        for s in streams})
         if self.lead is not None:   # fail now, not at the first lead epoch
             try:
                 self.plans[self.lead.name].once(0, self.lead_steps(0), self.lead_steps(0))
@@ -219,11 +191,11 @@ class Engine:
             return None if norm is None else float(norm)
         return None
 
-    def _checkpoint(self, state: dict) -> None:
+    def _checkpoint(self, state: LoopState) -> None:
         # LambdaLR's state holds only numbers (its lambda is a closure, saved as None).
         scheduler_state = self.scheduler.state_dict()
         ckpt.save_latest(self.accelerator, self.checkpoint_dir,
-                         {**state, "scheduler": scheduler_state,
+                         {**state.to_dict(), "scheduler": scheduler_state,
                           "objective": self.objective.state_dict()})
 
     def _ranks_agree(self) -> bool | None:
@@ -253,131 +225,159 @@ class Engine:
         self.accelerator.wait_for_everyone()
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self) -> dict:
-        acc, train = self.accelerator, self.train
-        state = {"epoch": 0, "step": 0, "updates": 0, "best": None, "best_epoch": None,
-                 "bad_epochs": 0, "done": False, "train_seconds": 0.0, "eval_seconds": 0.0}
+    def fit(self) -> LoopState:
+        """Train to the end, resuming from the latest checkpoint when ``train.resume``; return
+        the final loop state."""
+        state = self._initial_state()
+        if state.done:
+            logger.info("run already finished in %s; nothing to do", self.output_dir)
+            return state
+        self.objective.train_mode(self.model)
+        window = _Window()   # runs across epochs: a log line may span an epoch's end
+        stop = False
+        while state.epoch < self.train.epochs and not stop:
+            stop = self._run_epoch(state, window)
+        self._finish(state)
+        return state
+
+    def _initial_state(self) -> LoopState:
+        """A fresh state; or, resuming, the latest checkpoint's, its model, optimizer, RNG,
+        schedule and objective state restored."""
         fingerprint = self._fingerprint()
-        state["fingerprint"] = fingerprint
-        if train.resume:
-            resumed = ckpt.load_latest(acc, self.checkpoint_dir, check=lambda saved, folder:
-                                       self._check_fingerprint(saved, fingerprint, folder))
+        state = LoopState(fingerprint=fingerprint)
+        if self.train.resume:
+            resumed = ckpt.load_latest(self.accelerator, self.checkpoint_dir,
+                                       check=lambda saved, folder:
+                                       self._check_checkpoint(saved, fingerprint, folder))
             if resumed is not None:
                 # The schedule is a pure function of its step count: restored from JSON rather
                 # than from a pickle.
                 self.scheduler.load_state_dict(resumed.pop("scheduler"))
                 self.objective.load_state_dict(resumed.pop("objective", {}))
-                state.update(resumed)
-        if state["done"]:
-            logger.info("run already finished in %s; nothing to do", self.output_dir)
-            return state
-
-        self.objective.train_mode(self.model)
-        # Sums and counts per term: a method that alternates phases logs some terms only on
-        # some steps, and each term is averaged over the steps that computed it.
-        window: dict[str, float] = {}
-        window_n: dict[str, int] = {}
-        stop = False
-        while state["epoch"] < train.epochs and not stop:
-            epoch = state["epoch"]
-            loaders = self._loaders(epoch, state["step"])
-            iterators = {name: iter(loader) for name, loader in loaders.items()}
-            epoch_steps, lead = self.epoch_steps(epoch), self.lead_steps(epoch)
-            bar = progress(total=epoch_steps, initial=state["step"],
-                           desc=f"epoch {epoch}", leave=False)
-            tic = time.perf_counter()
-            for micro in range(state["step"], epoch_steps):
-                drawn = ([self.lead.name] if micro < lead else
-                         [s.name for s in self.streams if s is not self.lead])
-                batch = {name: to_device(next(iterators[name]), acc.device) for name in drawn}
-                self.objective.at_step(epoch, micro)
-                with acc.accumulate(self.model):
-                    with autocast(acc):
-                        loss, terms = self.objective.compute_loss(self.model, batch)
-                    bad = acc.reduce((~torch.isfinite(loss.detach())).float().reshape(1), "sum")
-                    if bad.item() > 0:
-                        raise NonFiniteLossError(
-                            f"non-finite loss at epoch {epoch}, step {micro} "
-                            f"({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); "
-                            "the last checkpoint is intact; lower the learning rate or use fp32")
-                    # DeepSpeed steps inside backward(); its counter tells whether it skipped.
-                    skipped = getattr(self.model, "skipped_steps", 0)
-                    acc.backward(loss)
-                    if acc.sync_gradients and state["updates"] == 0 and not is_deepspeed(acc):
-                        # DeepSpeed keeps gradients in its own buffers, not in .grad.
-                        check_gradients(acc.unwrap_model(self.model), self.objective.name)
-                    clip = None
-                    if acc.sync_gradients and train.max_grad_norm > 0 and not is_deepspeed(acc):
-                        clip = acc.clip_grad_norm_(self.model.parameters(), train.max_grad_norm)
-                        # fp16's loss scaler skips such steps itself; elsewhere they would
-                        # write NaN into the weights (the norm is the same on every rank).
-                        if acc.mixed_precision != "fp16" and not torch.isfinite(clip):
-                            raise NonFiniteLossError(
-                                f"non-finite gradients at epoch {epoch}, step {micro} with "
-                                f"precision {acc.mixed_precision}; the last checkpoint is "
-                                "intact (bf16 convolutions on CPU are known to do this at "
-                                "small image sizes: use fp32 there)")
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                bar.update(1)
-                sums = state.setdefault("epoch_sums", {})
-                counts = state.setdefault("epoch_counts", {})
-                for k, v in {"loss": float(loss.detach()), **terms}.items():
-                    window[k] = window.get(k, 0.0) + v
-                    window_n[k] = window_n.get(k, 0) + 1
-                    sums[k] = sums.get(k, 0.0) + v
-                    counts[k] = counts.get(k, 0) + 1
-                state["step"] = micro + 1
-                if not acc.sync_gradients:
-                    continue
-                # fp16's loss scaler skips updates whose gradients overflowed (DeepSpeed counts
-                # them; Accelerate's optimizer says so): the schedule does not advance on them.
-                if (getattr(self.model, "skipped_steps", 0) > skipped
-                        or getattr(self.optimizer, "step_was_skipped", False)):
-                    state["skipped_updates"] = state.get("skipped_updates", 0) + 1
-                    logger.warning("update %d skipped (fp16 gradient overflow)",
-                                   state["updates"] + 1)
-                else:
-                    self.scheduler.step()
-                state["updates"] += 1
-                updates = state["updates"]
-                grad_norm = self._grad_norm(clip)
-                if updates % train.log_every == 0:
-                    logged = self._reduce_mean({k: v / window_n[k] for k, v in window.items()})
-                    logged.update(lr=self.scheduler.get_last_lr()[0], epoch=epoch)
-                    if grad_norm is not None:
-                        logged["grad_norm"] = grad_norm
-                    self.tracker.log({f"train/{k}": v for k, v in logged.items()}, updates)
-                    bar.set_postfix(loss=f"{logged['loss']:.4f}")
-                    window, window_n = {}, {}
-                if train.max_steps and updates >= train.max_steps:
-                    stop = True
-                if train.stop_after and updates >= train.stop_after:
-                    bar.close()
-                    raise SimulatedCrash(f"stopped on purpose after {updates} updates")
-                if updates % train.checkpoint_every == 0 and not stop:
-                    state["train_seconds"] += time.perf_counter() - tic
-                    tic = time.perf_counter()
-                    self._checkpoint(state)
-                if stop:
-                    break
-            bar.close()
-            state["train_seconds"] += time.perf_counter() - tic
-            if state["step"] >= epoch_steps:
-                state["epoch"], state["step"] = epoch + 1, 0
-                # Per-epoch means, kept in the checkpointed state so a resumed epoch counts whole.
-                if state.get("epoch_counts"):
-                    means = self._reduce_mean({k: v / state["epoch_counts"][k]
-                                               for k, v in state["epoch_sums"].items()})
-                    self.tracker.log({f"epoch/{k}": v for k, v in means.items()} | {"epoch": epoch},
-                                     state["updates"])
-                    self.objective.end_epoch(epoch, means)
-                state["epoch_sums"], state["epoch_counts"] = {}, {}
-            stop = self._end_of_epoch(epoch, state) or stop
-            self._checkpoint(state)
-
-        self._finish(state)
+                # Saved entries over the fresh ones (a checkpoint without fingerprint keeps
+                # this run's).
+                state = LoopState.from_dict({**state.to_dict(), **resumed}, self.checkpoint_dir)
         return state
+
+    def _run_epoch(self, state: LoopState, window: _Window) -> bool:
+        """The rest of epoch ``state.epoch`` from micro-step ``state.step``, then its
+        bookkeeping, validation and checkpoint; whether training stops there."""
+        acc = self.accelerator
+        epoch = state.epoch
+        loaders = self._loaders(epoch, state.step)
+        iterators = {name: iter(loader) for name, loader in loaders.items()}
+        epoch_steps, lead = self.epoch_steps(epoch), self.lead_steps(epoch)
+        bar = progress(total=epoch_steps, initial=state.step, desc=f"epoch {epoch}", leave=False)
+        stop = False
+        tic = time.perf_counter()
+        for micro in range(state.step, epoch_steps):
+            drawn = ([self.lead.name] if micro < lead else
+                     [s.name for s in self.streams if s is not self.lead])
+            batch = {name: to_device(next(iterators[name]), acc.device) for name in drawn}
+            self.objective.at_step(epoch, micro)
+            loss, terms, clip, skipped = self._micro_step(state, epoch, micro, batch)
+            bar.update(1)
+            terms = {"loss": float(loss.detach()), **terms}
+            _tally(window.sums, window.counts, terms)
+            _tally(state.epoch_sums, state.epoch_counts, terms)
+            state.step = micro + 1
+            if not acc.sync_gradients:
+                continue
+            stop = self._after_update(state, epoch, clip, skipped, window, bar)
+            if state.updates % self.train.checkpoint_every == 0 and not stop:
+                state.train_seconds += time.perf_counter() - tic
+                tic = time.perf_counter()
+                self._checkpoint(state)
+            if stop:
+                break
+        bar.close()
+        state.train_seconds += time.perf_counter() - tic
+        if state.step >= epoch_steps:
+            self._close_epoch(state, epoch)
+        stop = self._end_of_epoch(epoch, state) or stop
+        self._checkpoint(state)
+        return stop
+
+    def _micro_step(self, state: LoopState, epoch: int, micro: int,
+                    batch: dict[str, dict]) -> tuple[torch.Tensor, dict[str, float], object, int]:
+        """One micro-step: the loss (refused on every rank if any rank's is not finite),
+        backward and, when the accumulation syncs, clipping and the optimizer step.
+
+        Returns the loss, its terms, the clipping result (None when not clipped) and
+        DeepSpeed's count of skipped steps before this backward()."""
+        acc, train = self.accelerator, self.train
+        with acc.accumulate(self.model):
+            with autocast(acc):
+                loss, terms = self.objective.compute_loss(self.model, batch)
+            bad = acc.reduce((~torch.isfinite(loss.detach())).float().reshape(1), "sum")
+            if bad.item() > 0:
+                raise NonFiniteLossError(
+                    f"non-finite loss at epoch {epoch}, step {micro} "
+                    f"({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); "
+                    "the last checkpoint is intact; lower the learning rate or use fp32")
+            # DeepSpeed steps inside backward(); its counter tells whether it skipped.
+            skipped = getattr(self.model, "skipped_steps", 0)
+            acc.backward(loss)
+            if acc.sync_gradients and state.updates == 0 and not is_deepspeed(acc):
+                # DeepSpeed keeps gradients in its own buffers, not in .grad.
+                check_gradients(acc.unwrap_model(self.model), self.objective.name)
+            clip = None
+            if acc.sync_gradients and train.max_grad_norm > 0 and not is_deepspeed(acc):
+                clip = acc.clip_grad_norm_(self.model.parameters(), train.max_grad_norm)
+                # fp16's loss scaler skips such steps itself; elsewhere they would
+                # write NaN into the weights (the norm is the same on every rank).
+                if acc.mixed_precision != "fp16" and not torch.isfinite(clip):
+                    raise NonFiniteLossError(
+                        f"non-finite gradients at epoch {epoch}, step {micro} with "
+                        f"precision {acc.mixed_precision}; the last checkpoint is "
+                        "intact (bf16 convolutions on CPU are known to do this at "
+                        "small image sizes: use fp32 there)")
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return loss, terms, clip, skipped
+
+    def _after_update(self, state: LoopState, epoch: int, clip, skipped: int, window: _Window,
+                      bar) -> bool:
+        """An optimizer update is done: advance the schedule and the count, log every
+        ``train.log_every`` updates, and apply the step limits; whether ``train.max_steps``
+        stops training here (``train.stop_after`` raises :class:`SimulatedCrash`)."""
+        train = self.train
+        # fp16's loss scaler skips updates whose gradients overflowed (DeepSpeed counts
+        # them; Accelerate's optimizer says so): the schedule does not advance on them.
+        if (getattr(self.model, "skipped_steps", 0) > skipped
+                or getattr(self.optimizer, "step_was_skipped", False)):
+            state.skipped_updates += 1
+            logger.warning("update %d skipped (fp16 gradient overflow)", state.updates + 1)
+        else:
+            self.scheduler.step()
+        state.updates += 1
+        updates = state.updates
+        grad_norm = self._grad_norm(clip)
+        if updates % train.log_every == 0:
+            logged = self._reduce_mean(window.means())
+            logged.update(lr=self.scheduler.get_last_lr()[0], epoch=epoch)
+            if grad_norm is not None:
+                logged["grad_norm"] = grad_norm
+            self.tracker.log({f"train/{k}": v for k, v in logged.items()}, updates)
+            bar.set_postfix(loss=f"{logged['loss']:.4f}")
+            window.clear()
+        stop = bool(train.max_steps and updates >= train.max_steps)
+        if train.stop_after and updates >= train.stop_after:
+            bar.close()
+            raise SimulatedCrash(f"stopped on purpose after {updates} updates")
+        return stop
+
+    def _close_epoch(self, state: LoopState, epoch: int) -> None:
+        """Epoch ``epoch`` ran whole: move on to the next, log its mean loss terms (summed in
+        the checkpointed state, so a resumed epoch counts whole) and tell the objective."""
+        state.epoch, state.step = epoch + 1, 0
+        if state.epoch_counts:
+            means = self._reduce_mean({k: v / state.epoch_counts[k]
+                                       for k, v in state.epoch_sums.items()})
+            self.tracker.log({f"epoch/{k}": v for k, v in means.items()} | {"epoch": epoch},
+                             state.updates)
+            self.objective.end_epoch(epoch, means)
+        state.epoch_sums, state.epoch_counts = {}, {}
 
     def _fingerprint(self) -> dict:
         """What a checkpoint must agree on to be resumed: the model's shapes, the data each
@@ -391,6 +391,12 @@ class Engine:
                 "grad_accum": self.train.grad_accum, "seed": self.seed,
                 "world_size": self.accelerator.num_processes}
 
+    def _check_checkpoint(self, saved: dict, fingerprint: dict, folder: Path) -> None:
+        """Refuse, before anything is loaded, a checkpoint of a run with other settings or one
+        whose trainer state holds entries this engine does not know."""
+        self._check_fingerprint(saved, fingerprint, folder)
+        LoopState.check_keys((k for k in saved if k not in BESIDE_STATE), folder)
+
     @staticmethod
     def _check_fingerprint(saved: dict, current: dict, folder: Path) -> None:
         before = saved.get("fingerprint")
@@ -402,7 +408,7 @@ class Engine:
             " differ: model shapes, data, batch sizes, accumulation, seed or world size); resume "
             "it with the same settings, or start afresh in another output_dir or with --resume=false")
 
-    def _end_of_epoch(self, epoch: int, state: dict) -> bool:
+    def _end_of_epoch(self, epoch: int, state: LoopState) -> bool:
         """Validate, track the best model, and decide on early stopping."""
         if self.evaluate is None:
             return False
@@ -410,39 +416,39 @@ class Engine:
         tic = time.perf_counter()
         metrics = self.evaluate(self.model)
         self.objective.train_mode(self.model)
-        state["eval_seconds"] += time.perf_counter() - tic
+        state.eval_seconds += time.perf_counter() - tic
         self.tracker.log({f"val/{k}": v for k, v in metrics.items()} | {"epoch": epoch},
-                         state["updates"])
+                         state.updates)
         score = metrics.get(self.train.early_stopping_metric)
         if score is None:
             raise ForgetMIError(f"early_stopping_metric {self.train.early_stopping_metric!r} is "
                                 f"not among the validation metrics: {', '.join(sorted(metrics))}")
         logger.info("epoch %d: validation %s = %.4f", epoch, self.train.early_stopping_metric, score)
-        if state["best"] is None or score > state["best"]:
-            state.update(best=float(score), best_epoch=epoch, bad_epochs=0)
+        if state.best is None or score > state.best:
+            state.best, state.best_epoch, state.bad_epochs = float(score), epoch, 0
             self._save_best("best")
             return False
-        state["bad_epochs"] += 1
+        state.bad_epochs += 1
         patience = self.train.early_stopping_patience
-        if patience and state["bad_epochs"] >= patience:
+        if patience and state.bad_epochs >= patience:
             logger.info("early stopping: no improvement for %d epoch(s)", patience)
             return True
         return False
 
-    def _keeps_last(self, state: dict) -> bool:
+    def _keeps_last(self, state: LoopState) -> bool:
         """Whether the model is the last epoch's weights rather than the best-validated ones."""
-        return self.evaluate is None or state["best"] is None or self.train.final_model == "last"
+        return self.evaluate is None or state.best is None or self.train.final_model == "last"
 
-    def _model_epoch(self, state: dict) -> int | None:
+    def _model_epoch(self, state: LoopState) -> int | None:
         """The epoch (0-based) whose weights were written as the model."""
         if self._keeps_last(state):
-            return state["epoch"] - 1 if state["epoch"] else None
-        return state["best_epoch"]
+            return state.epoch - 1 if state.epoch else None
+        return state.best_epoch
 
-    def _finish(self, state: dict) -> None:
+    def _finish(self, state: LoopState) -> None:
         """Write the final model: the best validated one when there was validation, unless
         ``train.final_model`` is ``last`` (then the weights the last epoch ended with)."""
-        state["done"] = True
+        state.done = True
         broadcast_buffers(self.accelerator, self.model)
         tag = "model"
         if self._keeps_last(state):
@@ -462,14 +468,14 @@ class Engine:
         agree = self._ranks_agree()
         if self.accelerator.is_main_process:
             write_json(self.output_dir / "timing.json",
-                       {"job": self.job, "train_seconds": round(state["train_seconds"], 3),
-                        "eval_seconds": round(state["eval_seconds"], 3),
-                        "updates": state["updates"], "epochs_run": state["epoch"],
+                       {"job": self.job, "train_seconds": round(state.train_seconds, 3),
+                        "eval_seconds": round(state.eval_seconds, 3),
+                        "updates": state.updates, "epochs_run": state.epoch,
                         "model_epoch": self._model_epoch(state),
                         "world_size": self.accelerator.num_processes,
                         "distributed_type": str(self.accelerator.distributed_type),
                         "zero_stage": zero_stage(self.accelerator),
                         "rows": {s.name: len(s.dataset) for s in self.streams},
-                        "skipped_updates": state.get("skipped_updates", 0),
+                        "skipped_updates": state.skipped_updates,
                         "ranks_agree": agree})
         self.tracker.finish()

@@ -1,4 +1,4 @@
-"""``forgetmi evaluate RUN_DIR``: score one trained, retrained or unlearned model.
+"""Scoring one trained, retrained or unlearned model (``forgetmi evaluate RUN_DIR``).
 
 For every partition (forget, retain, validation, test) and head (image, text, joint): the
 metrics of :func:`forgetmi.evaluation.metrics.full_metrics` with patient-level bootstrap
@@ -19,7 +19,6 @@ the image preprocessing and tokenizer it records
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -30,6 +29,7 @@ import numpy as np
 
 from forgetmi.errors import ForgetMIError
 from forgetmi.utils.atomic import write_json
+from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi.evaluation")
 
@@ -68,10 +68,9 @@ def _model_dir(run: Path) -> Path:
 
 def _job(run: Path) -> tuple[str | None, float | None, int | None]:
     """The engine's timing.json: job kind, wall seconds, and the processes they ran on."""
-    timing = run / "timing.json"
-    if not timing.is_file():
+    info = RunFolder(run).timing()
+    if info is None:
         return None, None, None
-    info = json.loads(timing.read_text())
     return info.get("job"), info.get("train_seconds"), info.get("world_size")
 
 
@@ -105,7 +104,7 @@ def _predictions(cfg, model_dir: Path, parts: tuple[str, ...], batch_size: int):
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
     from forgetmi.models.provenance import align_with_model
-    from forgetmi.train import build_datasets
+    from forgetmi.data.prepare import build_datasets
 
     accelerator = build_accelerator(None, 1)
     # Each model sees its own preprocessing and tokenizer (a retrained reference may differ).
@@ -258,32 +257,3 @@ def summary_line(result: dict) -> str:
 
 def _or_dash(value) -> str:
     return "—" if value is None else f"{value:.3f}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="forgetmi evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="finished run folders (each with model/), or "
-                                                "model folders (e.g. an imported checkpoint)")
-    parser.add_argument("--retrained", help="the retrained reference's run folder (for the gap "
-                                            "and the logit similarity)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--config", help="experiment YAML giving the data of model folders "
-                                         "(run folders use their own config.yaml)")
-    args, overrides = parser.parse_known_args(argv)
-    unknown = [o for o in overrides if not o.startswith("--") or "=" not in o]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides are --key=value)")
-    failed = []
-    for run in args.runs:  # one run that cannot be scored does not stop the others
-        try:
-            evaluate_run(run, args.retrained, args.bootstrap, args.batch_size,
-                         config=args.config, overrides=overrides)
-        except (ForgetMIError, ValueError) as err:
-            logger.error("%s", err)
-            failed.append(str(run))
-    if failed:
-        logger.error("%d of %d run(s) not evaluated: %s", len(failed), len(args.runs),
-                     ", ".join(failed))
-        return 2
-    return 0

@@ -10,7 +10,6 @@ cannot. Writes ``report.md``, ``report.csv``, ``report.json`` and PNG plots, eac
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -22,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from forgetmi.errors import DataError, ForgetMIError
+from forgetmi.errors import DataError
 from forgetmi.utils.atomic import write_csv, write_json, write_text
 
 log = logging.getLogger("forgetmi.report")
@@ -564,40 +563,3 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path,
     ]
     written += make_plots(summary, roc_curves(runs), out_dir)
     return written
-
-
-# --- command ------------------------------------------------------------------------------------
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="forgetmi report",
-        description="Aggregate evaluated runs (metrics.json) into tables and plots: mean ± std "
-                    "over seeds per forget size and model.")
-    parser.add_argument("results", nargs="+", metavar="RESULTS",
-                        help="metrics.json files, or folders searched recursively for them")
-    parser.add_argument("--out", default="report", help="output folder (default: report/)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``forgetmi report RESULTS... [--out DIR]``: 0 on success, 2 on bad input."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:  # usage errors and --help: return the code, as for bad input
-        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
-    if not logging.getLogger("forgetmi").handlers:  # called on its own, not from the CLI
-        from forgetmi.utils.logs import setup_logging
-        setup_logging(0)
-    try:
-        runs = load_runs(find_metrics_files(args.results))
-        summary = summarise(runs)
-        written = write_report(runs, args.out, summary)
-    except ForgetMIError as err:
-        log.error("%s", err)
-        return 2
-    log.info("%d runs\n\n%s", len(runs), render_tables(summary))
-    for entry in closest_to_retrained(runs):
-        log.info("%s", entry["sentence"].replace("**", ""))
-    for path in written:
-        log.info("wrote %s", path)
-    return 0

@@ -16,15 +16,13 @@ indistinguishable: ratios around 0, attack AUC 0.5.
 Shadows come in complementary pairs that split the pool into two halves of the target's forget
 size, so each pool patient is "in" for exactly half of the shadows and every row has N/2
 statistics per side. Shadows are independent jobs: :func:`prepare_shadows` writes their configs
-and data selections, :func:`run_shadow` runs one (in-process here; as array tasks on a cluster),
-and :func:`collect` checks that every shadow matched the target (forget rows, updates) and
-scores. ``forgetmi ulira`` does all three on one machine.
+and data selections, :func:`forgetmi.jobs.ulira.run_shadow` runs one (in-process, or as array
+tasks on a cluster), and :func:`collect` checks that every shadow matched the target (forget
+rows, updates) and scores. ``forgetmi ulira`` does all three on one machine.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +32,7 @@ import pandas as pd
 
 from forgetmi.errors import ForgetMIError
 from forgetmi.utils.atomic import write_csv, write_json
+from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi.evaluation")
 
@@ -52,8 +51,7 @@ class Shadow:
         return Path(self.unlearn.output_dir) / "model"
 
     def done(self) -> bool:
-        timing = Path(self.unlearn.output_dir) / "timing.json"
-        return timing.is_file() and json.loads(timing.read_text()).get("job") == "unlearn"
+        return RunFolder(self.unlearn.output_dir).finished("unlearn")
 
 
 def balanced_membership(patients: list, n_shadows: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,12 +71,13 @@ def balanced_membership(patients: list, n_shadows: int, rng: np.random.Generator
 def target_run(target_model: str | Path) -> dict:
     """What the audited unlearning run recorded (``timing.json`` beside its ``model/``): its
     optimizer updates, rows per stream and world size, which the shadows must reproduce."""
-    timing = Path(target_model).parent / "timing.json"
-    if not timing.is_file():
+    run = RunFolder(Path(target_model).parent)
+    timing = run.path / "timing.json"
+    record = run.timing()
+    if record is None:
         raise ForgetMIError(f"{timing} not found: the shadows repeat the audited run's number of "
                             "updates, so --target must be the model/ folder of a finished "
                             "unlearning run")
-    record = json.loads(timing.read_text())
     if record.get("job") != "unlearn" or "updates" not in record:
         raise ForgetMIError(f"{timing} is not an unlearning run's record "
                             f"(job {record.get('job')!r})")
@@ -194,25 +193,13 @@ def _as_split_csv(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns={"severity": "edema_severity"})
 
 
-def run_shadow(shadow: Shadow) -> None:
-    """Train the shadow's original and unlearn its forget patients (skipped when done)."""
-    from forgetmi.train import run_training
-    from forgetmi.unlearn import run_unlearning
-
-    if shadow.done():
-        logger.info("shadow %d already finished", shadow.index)
-        return
-    run_training(shadow.train, "train")
-    run_unlearning(shadow.unlearn)
-
-
 def _statistics(cfg, model_dir: Path, batch_size: int):
     from forgetmi.engine.distributed import build_accelerator
     from forgetmi.evaluation.mia import lira_statistic
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
     from forgetmi.models.provenance import align_with_model
-    from forgetmi.train import build_datasets
+    from forgetmi.data.prepare import build_datasets
 
     accelerator = build_accelerator(None, 1)
     data, datasets = build_datasets(align_with_model(cfg, model_dir), accelerator)
@@ -285,7 +272,7 @@ def check_like_target(cfg, shadows: list[Shadow], target_model: str | Path) -> d
 
     target = recorded(target_run(target_model),
                       lambda: len(load_partitions(cfg.data, cfg.seed).partitions.forget))
-    runs = [recorded(json.loads((Path(s.unlearn.output_dir) / "timing.json").read_text()),
+    runs = [recorded(RunFolder(s.unlearn.output_dir).timing(),
                      lambda s=s: len(formats.read_forget_set(s.folder / "forget.csv")))
             for s in shadows]
     for s, run in zip(shadows, runs):
@@ -296,84 +283,3 @@ def check_like_target(cfg, shadows: list[Shadow], target_model: str | Path) -> d
                                 f"miscalibrated (rerun the shadows like the target, in a "
                                 f"fresh --out folder)")
     return {"target_run": target, "shadow_runs": {k: [run[k] for run in runs] for k in target}}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``forgetmi ulira --config UNLEARN_RUN/config.yaml --train-config ORIGINAL_RUN/config.yaml
-    --target UNLEARN_RUN/model --shadows 8 --out DIR [--executor slurm ...] [--key=value ...]``.
-
-    Without ``--executor`` every shadow runs here, then the scoring. With it, the shadows are
-    one array (each task ``--only K``) and the scoring a task held until they all succeed.
-    """
-    from forgetmi.config import ExperimentConfig, load_config
-    from forgetmi.hpc.submit import add_hpc_arguments
-
-    parser = argparse.ArgumentParser(prog="forgetmi ulira", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True,
-                        help="the audited unlearning run's config.yaml (method and settings)")
-    parser.add_argument("--train-config", required=True,
-                        help="the original model's config.yaml (how the shadows are trained)")
-    parser.add_argument("--target", required=True, help="the audited unlearned model folder")
-    parser.add_argument("--shadows", type=int, default=8, help="even number of shadow pipelines")
-    parser.add_argument("--out", required=True, help="folder for the shadows and ulira.json")
-    parser.add_argument("--only", type=int, help="run one shadow (an array task) and stop")
-    parser.add_argument("--collect-only", action="store_true",
-                        help="score finished shadows without running any")
-    add_hpc_arguments(parser)
-    args, overrides = parser.parse_known_args(argv)
-    try:
-        cfg = load_config(ExperimentConfig, args.config, overrides)
-        train_cfg = load_config(ExperimentConfig, args.train_config)
-        shadows = prepare_shadows(cfg, train_cfg, args.shadows, args.out, args.target)
-        if args.executor:
-            return _submit(args, argv if argv is not None else [], shadows)
-        if not args.collect_only:
-            for shadow in shadows:
-                if args.only is None or shadow.index == args.only:
-                    run_shadow(shadow)
-        if args.only is None:
-            collect(cfg, shadows, args.target, args.out)
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        return 2
-    return 0
-
-
-def _submit(args, argv: list[str], shadows: list[Shadow]) -> int:
-    """The shadows as one array, the scoring after them (``afterok``)."""
-    from forgetmi.hpc.submit import hpc_from_args
-    from forgetmi.hpc.executor import submit_array
-    from forgetmi.hpc.tasks import Task
-
-    hpc = hpc_from_args(args)
-    # The tasks get this command line less the executor settings.
-    keep, skip = [], False
-    hpc_flags = {a.option_strings[0] for a in _hpc_actions()}
-    for item in argv:
-        if skip:
-            skip = False
-            continue
-        name = item.split("=", 1)[0]
-        if name in hpc_flags:
-            skip = "=" not in item
-            continue
-        keep.append(item)
-    todo = [s for s in shadows if not s.done()]
-    tasks = [Task(f"shadow-{s.index}", "ulira", [*keep, "--only", str(s.index)],
-                  str(s.folder), hpc.accelerate_config) for s in todo]
-    out = Path(args.out)
-    jobs = submit_array(hpc, tasks, out / "slurm", "ulira-shadows")
-    after = sorted({j.job_id.split("_")[0] for j in jobs}) if hpc.executor == "slurm" else None
-    single = replace(hpc, processes=1, gpus_per_task=0)
-    submit_array(single, [Task("ulira-collect", "ulira", [*keep, "--collect-only"], str(out))],
-                 out / "slurm", "ulira-collect", after=after or None)
-    logger.info("%d shadow(s) submitted (%d already finished), scoring after them",
-                len(tasks), len(shadows) - len(tasks))
-    return 0
-
-
-def _hpc_actions():
-    from forgetmi.hpc.submit import add_hpc_arguments
-    parser = argparse.ArgumentParser(add_help=False)
-    add_hpc_arguments(parser)
-    return [a for a in parser._actions if a.option_strings]

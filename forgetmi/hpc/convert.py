@@ -7,7 +7,6 @@ which release key became which forgetmi key and which were dropped, and why.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import logging
 from pathlib import Path
@@ -143,20 +142,3 @@ def convert_file(source: str | Path, target: str | Path) -> Path:
     logger.info("%s -> %s: %d key(s) renamed, %d dropped", source, path, len(mapped),
                 len(dropped))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    from forgetmi.errors import ForgetMIError
-
-    parser = argparse.ArgumentParser(prog="forgetmi convert-sweep",
-                                     description="rewrite the Forget-MI release's sweep file "
-                                                 "with forgetmi's key names, commented")
-    parser.add_argument("source", help="the release's sweep file (config.yaml)")
-    parser.add_argument("target", help="the forgetmi sweep file to write")
-    args = parser.parse_args(argv)
-    try:
-        convert_file(args.source, args.target)
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        return 2
-    return 0

@@ -16,6 +16,9 @@ import socket
 import sys
 from pathlib import Path
 
+from forgetmi.config import ConfigError
+from forgetmi.hpc.release import for_launch
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -35,8 +38,6 @@ def processes() -> int:
 
 
 def command(program: str, args: list[str]) -> list[str]:
-    from forgetmi.hpc.release import for_launch
-
     config = os.environ.get("FORGETMI_ACCELERATE_CONFIG", "configs/accelerate/ddp.yaml")
     # The release's program and parameter names (its sweep file, run unchanged by an agent).
     program, args = for_launch(program, list(args))
@@ -60,6 +61,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.execv(cmd[0], cmd)
     return 0  # not reached
+
+
+def release_main(argv: list[str] | None = None) -> int:
+    """``training/forgetmi_partial.py ARGS`` (the release's program path, which its sweep file
+    names): the unlearning job on every GPU of the node, its flags translated."""
+    import logging
+
+    from forgetmi.utils.logs import setup_logging
+
+    setup_logging()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return main(["training/forgetmi_partial.py", *argv])
+    except ConfigError as err:
+        logging.getLogger("forgetmi.hpc").error("%s", err)
+        return 2
 
 
 if __name__ == "__main__":

@@ -232,20 +232,3 @@ def _text(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(str(v) for v in value) + "]"
     return str(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``training/forgetmi_partial.py ARGS`` (the release's program path, which its sweep file
-    names): the unlearning job on every GPU of the node, through ``node_launch``."""
-    import sys
-
-    from forgetmi.hpc import node_launch
-    from forgetmi.utils.logs import setup_logging
-
-    setup_logging()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return node_launch.main(["training/forgetmi_partial.py", *argv])
-    except ConfigError as err:
-        logger.error("%s", err)
-        return 2

@@ -1,4 +1,4 @@
-"""``forgetmi status DIR``: the state of every task of a sweep or pipeline.
+"""The state of every task of a submitted sweep or pipeline (``forgetmi status DIR``).
 
 A task is *done* when its outputs say so (the run's ``timing.json`` or ``metrics.json``), whatever
 Slurm remembers; otherwise Slurm's accounting (``sacct``) gives pending / running / failed /
@@ -7,15 +7,14 @@ cancelled / timeout, and a failed task shows the path of its log.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
 import subprocess
-from collections import Counter
 from pathlib import Path
 
 from forgetmi.errors import ForgetMIError
+from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi.hpc")
 
@@ -45,16 +44,6 @@ def slurm_states(job_ids: list[str]) -> dict[str, str]:
     return states
 
 
-def _done(task: dict) -> bool:
-    folder = Path(task["output_dir"])
-    if task["kind"] == "evaluate":
-        return (folder / "metrics.json").is_file()
-    if task["kind"] == "report":
-        return (folder / "report.json").is_file()
-    timing = folder / "timing.json"
-    return timing.is_file() and json.loads(timing.read_text()).get("job") is not None
-
-
 def task_states(folder: str | Path) -> list[dict]:
     folder = Path(folder)
     manifests = [folder / name for name in ("sweep.json", "pipeline.json")
@@ -66,7 +55,7 @@ def task_states(folder: str | Path) -> list[dict]:
     states = slurm_states([t["job_id"] for t in tasks if t.get("job_id")])
     out = []
     for task in tasks:
-        if _done(task):
+        if RunFolder(task["output_dir"]).finished(task["kind"]):
             state = "done"
         elif task.get("job_id"):
             state = states.get(task["job_id"], "unknown")
@@ -76,27 +65,3 @@ def task_states(folder: str | Path) -> list[dict]:
             state = "not submitted"
         out.append({**task, "state": state})
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="forgetmi status", description=__doc__.splitlines()[0])
-    parser.add_argument("folder", help="a sweep's --out folder or a protocol's output_dir")
-    parser.add_argument("--json", action="store_true", help="print the states as JSON")
-    args = parser.parse_args(argv)
-    try:
-        tasks = task_states(args.folder)
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        return 2
-    if args.json:
-        import sys
-        sys.stdout.write(json.dumps(tasks, indent=2) + "\n")
-        return 0
-    for task in tasks:
-        extra = f"  log: {task['log']}" if task["state"] in ("failed", "timeout", "cancelled") \
-            and task.get("log") else ""
-        job = task.get("job_id") or "—"
-        logger.info("%-44s %-8s %-14s %s%s", task["name"], task["kind"], task["state"], job, extra)
-    counts = Counter(t["state"] for t in tasks)
-    logger.info("%d task(s): %s", len(tasks), ", ".join(f"{n} {s}" for s, n in counts.items()))
-    return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from forgetmi.config import ConfigError, as_overrides, read_yaml
 from forgetmi.hpc import release
+from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi.hpc")
 
@@ -98,14 +99,14 @@ def run_id(params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _finished(out: Path, metric: str | None):
+def _finished(out: Path, metric: str | None, kind: str):
     """Runs already in the sweep folder, with their metric, for the engine's history."""
     import sweeps
     runs = []
     for params_file in sorted(out.glob("runs/*/sweep_params.json")):
         params = json.loads(params_file.read_text())
         folder = params_file.parent
-        done = (folder / "timing.json").is_file()
+        done = RunFolder(folder).finished(kind)
         history = []
         if metric and (folder / "metrics.jsonl").is_file():
             for line in (folder / "metrics.jsonl").read_text().splitlines():
@@ -147,7 +148,7 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
         elif not count:
             raise ConfigError(f"{sweep.path}: a {method} sweep needs --count N (or run_cap)")
     metric = (sweep.config.get("metric") or {}).get("name")
-    history = _finished(out, metric) if method != "grid" else []
+    history = _finished(out, metric, sweep.kind) if method != "grid" else []
     proposals, seen, attempts = [], {run_id(h.config) for h in history}, 0
     # W&B's engine draws from the global generators: a proposal seed seeds them for this call
     # only, and the caller's state comes back after.

@@ -1,4 +1,7 @@
-"""The picklable callable every Slurm task runs, and the jobs it can run.
+"""The picklable callable every Slurm task runs.
+
+A task names its job by ``module:function`` (see :mod:`forgetmi.jobs`), imported only in the
+task's own process: this layer knows no job.
 
 Paths and argument lists travel, never models (each submission is pickled). On a requeue
 (pre-emption, time-out) submitit calls :meth:`Task.checkpoint`, which resubmits the same task:
@@ -18,30 +21,10 @@ logger = logging.getLogger("forgetmi.hpc")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_entry(kind: str, argv: list[str]) -> int:
-    """Run one job in this process: train | retrain | unlearn | evaluate | report | ulira-shadow."""
-    if kind in ("train", "retrain"):
-        from forgetmi.train import main
-        return main(argv, mode=kind)
-    if kind == "unlearn":
-        from forgetmi.unlearn import main
-        return main(argv)
-    if kind == "evaluate":
-        from forgetmi.evaluation.evaluate import main
-        return main(argv)
-    if kind == "report":
-        from forgetmi.evaluation.report import main
-        return main(argv)
-    if kind == "ulira":
-        from forgetmi.evaluation.ulira import main
-        return main(argv)
-    raise ValueError(f"unknown job kind {kind!r}")
-
-
 @dataclass
 class Task:
     name: str
-    kind: str
+    target: str                              # the job: "module:function" taking argv
     argv: list[str]
     output_dir: str
     accelerate_config: str | None = None     # configs/accelerate/*.yaml for multi-process tasks
@@ -81,17 +64,17 @@ class Task:
         restarts = int(env.get("SLURM_RESTART_COUNT", "0"))
         if restarts:
             logger.info("%s: restart %d, resuming from the latest checkpoint", self.name, restarts)
-        cmd = [sys.executable, "-m", "forgetmi.hpc.run", self.kind, *self.argv]
+        cmd = [sys.executable, "-m", "forgetmi.hpc.run", self.target, *self.argv]
         code = subprocess.run(cmd, env=env, cwd=self.cwd).returncode
         if code != 0:
             # A failed job must fail its Slurm task, so dependent arrays (afterok) never start.
-            raise RuntimeError(f"{self.name}: {self.kind} exited with code {code}; see this log")
+            raise RuntimeError(f"{self.name}: {self.target} exited with code {code}; see this log")
         return {"name": self.name, "output_dir": self.output_dir,
                 "rank": int(env.get("RANK", "0")), "restarts": restarts}
 
     def checkpoint(self, *args, **kwargs):
         import submitit
-        return submitit.helpers.DelayedSubmission(type(self)(self.name, self.kind, self.argv,
+        return submitit.helpers.DelayedSubmission(type(self)(self.name, self.target, self.argv,
                                                              self.output_dir,
                                                              self.accelerate_config, self.env,
                                                              self.cwd))

@@ -27,7 +27,7 @@ import torch
 from transformers import BertConfig
 
 from forgetmi.errors import ForgetMIError
-from forgetmi.models.config import ModelConfig
+from forgetmi.config import ModelConfig
 from forgetmi.models.joint import JointModel, load_state_strict
 from forgetmi.models.provenance import check_tokenizer_vocab
 

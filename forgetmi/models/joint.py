@@ -15,7 +15,7 @@ from transformers import BertConfig
 from transformers.utils import ModelOutput as _HFOutput
 
 from forgetmi.errors import ForgetMIError
-from forgetmi.models.config import ModelConfig
+from forgetmi.config import ModelConfig
 from forgetmi.models.fusion import GatedFusion
 from forgetmi.models.image import ImageEncoder
 from forgetmi.models.text import TextEncoder

@@ -1,7 +1,7 @@
 """What a model was trained with, and making a job's data settings agree with it.
 
 A model folder records where its weights come from (``origin``), the image preprocessing they
-learned on and their tokenizer (:class:`~forgetmi.models.config.ModelConfig`). Evaluating or
+learned on and their tokenizer (:class:`~forgetmi.config.ModelConfig`). Evaluating or
 unlearning a model must feed it exactly that, so :func:`align_with_model` reads the record and
 sets ``data.preprocessing`` and ``model.text_encoder`` from it; a config that contradicts the
 record is refused rather than silently scoring the model on inputs it never saw.
@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import BertConfig
 
 from forgetmi.errors import ForgetMIError
-from forgetmi.models.config import ModelConfig
+from forgetmi.config import ModelConfig
 
 logger = logging.getLogger("forgetmi.models")
 

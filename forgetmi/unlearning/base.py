@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from forgetmi.engine.loop import Objective, Stream
+from forgetmi.engine.objective import Objective, Stream
 from forgetmi.errors import ForgetMIError
 from forgetmi.losses.supervised import supervised_loss
 

@@ -7,7 +7,7 @@ is the frozen reference of all four losses.
 
 from __future__ import annotations
 
-from forgetmi.engine.loop import Stream
+from forgetmi.engine.objective import Stream
 from forgetmi.errors import ForgetMIError
 from forgetmi.losses.forgetmi import OBJECTIVES, PRESETS, LossWeights, forgetmi_loss
 from forgetmi.unlearning.base import EMBEDDINGS, Unlearner, forward, register

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from forgetmi.engine.loop import Stream
+from forgetmi.engine.objective import Stream
 from forgetmi.losses.forgetmi import mean_distance, multimodal_distance, unimodal_distance
 from forgetmi.unlearning.base import EMBEDDINGS, Unlearner, forward, register
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from forgetmi.engine.loop import Stream
+from forgetmi.engine.objective import Stream
 from forgetmi.errors import ForgetMIError
 from forgetmi.losses.distillation import heads_cross_entropy
 from forgetmi.unlearning.base import Unlearner, forward, register

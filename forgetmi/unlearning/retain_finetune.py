@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from forgetmi.engine.loop import Stream
+from forgetmi.engine.objective import Stream
 from forgetmi.errors import ForgetMIError
 from forgetmi.models.layers import last_layers, reinitialise, train_only_last
 from forgetmi.unlearning.base import Unlearner, forward, register

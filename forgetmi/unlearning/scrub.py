@@ -9,7 +9,7 @@ The teacher is frozen in eval mode; the KL is averaged over the three heads.
 
 from __future__ import annotations
 
-from forgetmi.engine.loop import Stream
+from forgetmi.engine.objective import Stream
 from forgetmi.losses.distillation import heads_kl
 from forgetmi.unlearning.base import Unlearner, forward, register
 

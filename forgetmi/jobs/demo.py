@@ -11,13 +11,16 @@ its forget rows, whether the retrained model is at chance, and where each method
 
 from __future__ import annotations
 
-import json
+import argparse
 import logging
 import time
 from pathlib import Path
 
 from forgetmi.config import DataConfig
+from forgetmi.errors import exit_on_error
+from forgetmi.utils.arguments import number_in
 from forgetmi.utils.atomic import write_json
+from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi.demo")
 
@@ -25,7 +28,7 @@ logger = logging.getLogger("forgetmi.demo")
 def _dataset(out: Path, n_patients: int, image_size: int, seed: int, workers: int,
              test_fraction: float, label_noise: float):
     """Reuse a stand-in dataset generated earlier with the same parameters, else generate one."""
-    from forgetmi.data.synthetic import DatasetPaths, generate_dataset, parameter_differences
+    from forgetmi.synthetic import DatasetPaths, generate_dataset, parameter_differences
     root = out / "data"
     if parameter_differences(root, n_patients, image_size, seed, test_fraction,
                              label_noise) == []:
@@ -84,7 +87,7 @@ def _score(run: Path, retrained: Path | None, n_boot: int) -> dict:
     from forgetmi.evaluation.evaluate import evaluate_run
 
     result = evaluate_run(run, retrained=retrained, n_boot=n_boot)
-    timing = json.loads((run / "timing.json").read_text())
+    timing = RunFolder(run).timing()
     figures = {f"{part}_joint_{metric}": round(result["metrics"][part]["joint"][metric]["value"], 4)
                for part in ("validation", "test", "forget") for metric in ("auc", "f1")}
     mia = result.get("mia") or {}
@@ -103,8 +106,8 @@ def _train_models(out: Path, data_root: Path, seed: int, image_size: int, epochs
     every baseline, evaluate each run against the retrained model and write the report."""
     from forgetmi.config import as_overrides, with_overrides
     from forgetmi.evaluation.report import load_runs, render_tables, summarise, write_report
-    from forgetmi.train import run_training
-    from forgetmi.unlearn import run_unlearning
+    from forgetmi.jobs.train import run_training
+    from forgetmi.jobs.unlearn import run_unlearning
 
     results = {}
     retrained = out / "retrained"
@@ -179,7 +182,8 @@ def run_demo(out: Path, n_patients: int = DEMO["patients"], image_size: int = DE
              label_noise: float = DEMO["label_noise"]) -> dict:
     from forgetmi.data.batches import BatchReader
     from forgetmi.data.dataset import EdemaDataset, build_loader
-    from forgetmi.data.noise import Perturbation, build_perturber
+    from forgetmi.config import Perturbation
+    from forgetmi.data.noise import build_perturber
     from forgetmi.data.prepare import ensure_caches, load_partitions
 
     out = Path(out)
@@ -299,3 +303,34 @@ def _rows(rows: dict) -> str:
     if "train" in rows:
         return f"{rows['train']} rows"
     return " + ".join(f"{rows[k]} {k[0]}" for k in ("forget", "retain") if k in rows)
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> int:
+    """``forgetmi demo [--out DIR] [...]``."""
+    p = argparse.ArgumentParser(prog="forgetmi demo", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="forgetmi-demo")
+    p.add_argument("--patients", type=int, default=None, help="default 300")
+    p.add_argument("--image-size", type=int, default=None, help="DICOM side (default 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--train-image-size", type=int, default=None,
+                   help="image side for training the demo models (default: --image-size)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of the original and retrained models (default 25); 0 skips "
+                        "training")
+    p.add_argument("--test-fraction", type=number_in(0.0, 0.5, closed=False), default=None,
+                   help="the TEST fold's share of rows (default 0.25)")
+    p.add_argument("--label-noise", type=number_in(0.0, 2.0, closed=True), default=None,
+                   help="spread of the label noise (default 0.5: a third of the rows)")
+    p.add_argument("--text-encoder", default="tiny",
+                   help="'tiny' (small random BERT, CPU-fast), a BERT folder, or 'minilm' for the "
+                        "packaged all-MiniLM-L6-v2")
+    args = p.parse_args(argv)
+    given = {"n_patients": args.patients, "image_size": args.image_size,
+             "train_image_size": args.train_image_size or args.image_size,
+             "epochs": args.epochs, "test_fraction": args.test_fraction,
+             "label_noise": args.label_noise}
+    run_demo(Path(args.out), seed=args.seed, workers=args.workers,
+             text_encoder=args.text_encoder, **{k: v for k, v in given.items() if v is not None})
+    return 0

@@ -25,8 +25,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forgetmi.config import (ConfigError, ExperimentConfig, as_overrides, load_config, read_yaml,
-                             to_dict)
+from forgetmi.config import (ConfigError, ExperimentConfig, as_overrides, from_dict, load_config,
+                             read_yaml, to_dict)
+from forgetmi.errors import exit_on_error
+from forgetmi.jobs import JOBS
+from forgetmi.jobs import run as run_kind
+from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi.protocol")
 
@@ -61,14 +65,10 @@ class Job:
     after: list[str] = field(default_factory=list)
 
     def done(self) -> bool:
-        import json
         if self.kind == "report":
             return False  # cheap, and must see every evaluation
-        if self.kind == "evaluate":
-            return (self.output_dir / "metrics.json").is_file()
-        timing = self.output_dir / "timing.json"
-        finished = timing.is_file() and json.loads(timing.read_text()).get("job") == self.kind
-        if finished:
+        finished = RunFolder(self.output_dir).finished(self.kind)
+        if finished and self.kind != "evaluate":
             self._check_settings()
         return finished
 
@@ -77,7 +77,7 @@ class Job:
         protocol whose settings have changed since is refused, never silently reported."""
         import yaml
 
-        saved = self.output_dir / "config.yaml"
+        saved = RunFolder(self.output_dir).config
         if not saved.is_file():
             return
         now = _flatten(to_dict(load_config(ExperimentConfig, self.argv[1], self.argv[2:])))
@@ -111,11 +111,6 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 def load_protocol(path: str | Path) -> Protocol:
     path = Path(path)
     values = read_yaml(path, "protocol file")
-    known = set(Protocol.__dataclass_fields__) - {"base_dir"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown protocol key(s) {', '.join(unknown)}; known: "
-                          f"{', '.join(sorted(known))}")
     if "experiment" not in values:
         raise ConfigError(f"{path}: 'experiment' (the base experiment YAML) is required")
     if isinstance(values.get("methods"), str):  # a presets file (configs/presets/*.yaml)
@@ -134,7 +129,8 @@ def load_protocol(path: str | Path) -> Protocol:
         raise ConfigError(f"{path}: unknown stand_in key(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(STAND_IN))}")
     values["forget_sets"] = {str(k): str(v) for k, v in values.get("forget_sets", {}).items()}
-    return Protocol(**values, base_dir=str(path.parent))
+    values["base_dir"] = str(path.parent)
+    return from_dict(Protocol, values, path, what="protocol")
 
 
 def _experiment_path(protocol: Protocol) -> Path:
@@ -146,8 +142,8 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
     """Generate the protocol's stand-in dataset into the experiment's ``data.root``, unless a
     dataset generated with the same settings is already there. Refuses to replace anything else:
     a folder holding other data, or a stand-in generated with other settings."""
-    from forgetmi.data.synthetic import generate_dataset, parameter_differences
-    from forgetmi.data.synthetic.cohort import LABEL_NOISE_SD, TEST_ROW_FRACTION
+    from forgetmi.synthetic import generate_dataset, parameter_differences
+    from forgetmi.synthetic.cohort import LABEL_NOISE_SD, TEST_ROW_FRACTION
 
     if not protocol.stand_in:
         return
@@ -226,21 +222,6 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
     return jobs
 
 
-def run_job(job: Job) -> int:
-    from forgetmi.evaluation.evaluate import main as evaluate_main
-    from forgetmi.evaluation.report import main as report_main
-    from forgetmi.train import main as train_main
-    from forgetmi.unlearn import main as unlearn_main
-
-    if job.kind in ("train", "retrain"):
-        return train_main(job.argv, mode=job.kind)
-    if job.kind == "unlearn":
-        return unlearn_main(job.argv)
-    if job.kind == "evaluate":
-        return evaluate_main(job.argv)
-    return report_main(job.argv)
-
-
 def run_local(jobs: list[Job]) -> int:
     """Run every job in dependency order in this process; stop at the first failure."""
     finished: set[str] = set()
@@ -252,7 +233,7 @@ def run_local(jobs: list[Job]) -> int:
             logger.info("%s: already done", job.name)
         else:
             logger.info("%s: running", job.name)
-            code = run_job(job)
+            code = run_kind(job.kind, job.argv)
             if code != 0:
                 logger.error("%s failed (exit %d); later jobs not run", job.name, code)
                 return code
@@ -260,35 +241,62 @@ def run_local(jobs: list[Job]) -> int:
     return 0
 
 
+def submit_protocol(protocol_file: str | Path, hpc, extra: list[str]) -> dict:
+    """The protocol's stages as dependent arrays: each held by Slurm until the one before has
+    succeeded (``afterok``); jobs already done are left out. Writes ``pipeline.json``."""
+    from forgetmi.hpc.executor import submit_array
+    from forgetmi.hpc.submit import array_ids, record_jobs, single_process
+    from forgetmi.hpc.tasks import Task
+    from forgetmi.utils.atomic import write_json
+
+    protocol = load_protocol(protocol_file)
+    jobs = expand(protocol, extra)
+    out = Path(protocol.output_dir)
+    entries, previous_ids = [], []
+    for stage in sorted({j.stage for j in jobs}):
+        todo = [j for j in jobs if j.stage == stage and not j.done()]
+        tasks = [Task(j.name, JOBS[j.kind].target, j.argv, str(j.output_dir),
+                      hpc.accelerate_config if j.stage < 2 else None)
+                 for j in todo]
+        stage_hpc = hpc if stage < 2 else single_process(hpc)
+        submitted = submit_array(stage_hpc, tasks, out / "slurm", f"{Path(protocol_file).stem}-"
+                                 f"stage{stage}", after=previous_ids or None)
+        stage_entries = [{"name": j.name, "kind": j.kind, "output_dir": str(j.output_dir),
+                          "stage": stage, "job_id": None, "log": None,
+                          "state": "done" if j.done() else None}
+                         for j in jobs if j.stage == stage]
+        record_jobs(stage_hpc, stage_entries, tasks, submitted)
+        entries += stage_entries
+        previous_ids = array_ids(hpc, submitted) or previous_ids
+    manifest = {"kind": "pipeline", "protocol": str(Path(protocol_file).resolve()),
+                "executor": hpc.executor, "tasks": entries}
+    write_json(out / "pipeline.json", manifest)
+    return manifest
+
+
+@exit_on_error
 def main(argv: list[str] | None = None) -> int:
     """``forgetmi protocol FILE [--dry-run] [--executor slurm|local|debug ...] [--key=value ...]``;
     without ``--executor`` the jobs run in this process, in order."""
-    from forgetmi.errors import ForgetMIError
+    from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
 
     parser = argparse.ArgumentParser(prog="forgetmi protocol", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="protocol YAML (configs/experiments/paper.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
-    from forgetmi.hpc.submit import add_hpc_arguments, protocol_submit_main
     add_hpc_arguments(parser)
     args, extra = parser.parse_known_args(argv)
-    if args.executor and not args.dry_run:  # dependent arrays (slurm) or child processes
-        return protocol_submit_main(args, extra)
-    try:
-        protocol = load_protocol(args.file)
-        jobs = expand(protocol, extra)
-        if not args.dry_run:
-            ensure_stand_in(protocol, extra)
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        return 2
+    protocol = load_protocol(args.file)
+    jobs = expand(protocol, extra)
     if args.dry_run:
         for job in jobs:
             after = (", ".join(job.after) if len(job.after) <= 3
                      else f"{len(job.after)} jobs") or "—"
             logger.info("%-48s %-8s after %s", job.name, job.kind, after)
         return 0
-    try:
-        return run_local(jobs)
-    except ForgetMIError as err:  # a finished run with other settings, say
-        logger.error("%s", err)
-        return 2
+    ensure_stand_in(protocol, extra)  # once, here, before any job or task starts
+    if args.executor:  # dependent arrays (slurm) or child processes
+        manifest = submit_protocol(args.file, hpc_from_args(args), extra)
+        logger.info("%d job(s) in %s; `forgetmi status` on the protocol's output folder shows "
+                    "them", len(manifest["tasks"]), manifest["protocol"])
+        return 0
+    return run_local(jobs)

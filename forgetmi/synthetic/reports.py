@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from forgetmi.data.synthetic.findings import StudyFindings
+from forgetmi.synthetic.findings import StudyFindings
 
 SEVERITY_PHRASES = {
     0: ["no pulmonary edema",

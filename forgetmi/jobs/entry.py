@@ -21,7 +21,7 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) 
     from forgetmi.errors import ForgetMIError
     from forgetmi.utils.logs import setup_logging
 
-    from forgetmi.config_help import JobParser
+    from forgetmi.jobs.help import JobParser
 
     # `--help` lists every config key, and for unlearning the methods and presets.
     parser = JobParser(prog=prog, description=description, job=prog.split()[-1])
@@ -48,26 +48,3 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) 
         code = 2
     finish(accelerator, code)
     return code
-
-
-def fit(cfg, accelerator, model, objective, evaluate=None, job: str | None = None) -> dict:
-    """Run ``objective`` on the joint ``model`` through the engine, saving it to
-    ``cfg.output_dir``: the last step shared by training, retraining and unlearning."""
-    from pathlib import Path
-
-    from forgetmi.config import to_dict
-    from forgetmi.engine.loop import Engine
-    from forgetmi.models.joint import save_weights
-    from forgetmi.utils.tracking import Tracker
-
-    out = Path(cfg.output_dir)
-
-    def save_model(state, path):
-        save_weights(model.config, model.bert_config, state, path)
-
-    tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process)
-    engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker,
-                    evaluate=evaluate, save_model=save_model, job=job)
-    state = engine.fit()
-    return {"accelerator": accelerator, "state": state, "output_dir": out,
-            "world_size": accelerator.num_processes}

@@ -23,17 +23,17 @@ from tqdm import tqdm
 from forgetmi.data import formats
 from forgetmi.data.formats import image_relpath
 from forgetmi.data.splits import make_forget_sets
-from forgetmi.data.synthetic import anatomy, layout
-from forgetmi.data.synthetic.cohort import (LABEL_NOISE_SD, TEST_ROW_FRACTION, Cohort,
+from forgetmi.synthetic import anatomy, layout
+from forgetmi.synthetic.cohort import (LABEL_NOISE_SD, TEST_ROW_FRACTION, Cohort,
                                             build_cohort)
-from forgetmi.data.synthetic.dicom import DicomInfo, write_dicom
-from forgetmi.data.synthetic.images import ImageSpec, render_image
-from forgetmi.data.synthetic.reports import compose_report
-from forgetmi.data.synthetic.synonyms import synonym_table
+from forgetmi.synthetic.dicom import DicomInfo, write_dicom
+from forgetmi.synthetic.images import ImageSpec, render_image
+from forgetmi.synthetic.reports import compose_report
+from forgetmi.synthetic.synonyms import synonym_table
 from forgetmi.errors import DataError
 from forgetmi.utils.atomic import atomic_path
 
-logger = logging.getLogger("forgetmi.data.synthetic")
+logger = logging.getLogger("forgetmi.synthetic")
 
 GENERATOR_VERSION = "1.0"
 DEFAULT_PATIENTS = 120
@@ -126,7 +126,7 @@ def _manifest(cohort: Cohort, root: Path, parameters: dict, percents,
     table = cohort.table
     widths = [shape[1] for shape in shapes]
     return {
-        "generator": "forgetmi.data.synthetic",
+        "generator": "forgetmi.synthetic",
         "generator_version": GENERATOR_VERSION,
         "parameters": {**parameters, "forget_percents": list(percents)},
         "background": anatomy.TEMPLATE_FILE if source == "template" else "procedural",

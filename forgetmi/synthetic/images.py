@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from forgetmi.data.synthetic import anatomy, artefacts, pathology
-from forgetmi.data.synthetic.findings import StudyFindings
+from forgetmi.synthetic import anatomy, artefacts, pathology
+from forgetmi.synthetic.findings import StudyFindings
 
 MAX_VALUE = 4095  # 12 bits stored
 FULL_SIZE = 3056  # rows of a typical MIMIC-CXR PA image (3056 x 2544)

@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from forgetmi.engine.checkpoint import sha256_file as file_sha256
-from forgetmi.errors import DataError, ForgetMIError
+from forgetmi.errors import DataError, ForgetMIError, exit_on_error
 from forgetmi.utils.atomic import write_csv, write_json, write_text
 
 logger = logging.getLogger("forgetmi.forget")
@@ -132,7 +132,7 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
     from forgetmi.data import formats
     from forgetmi.data.purge import purge_caches
     from forgetmi.evaluation.evaluate import evaluate_run
-    from forgetmi.unlearn import run_unlearning
+    from forgetmi.jobs.unlearn import run_unlearning
 
     start = time.perf_counter()
     workspace = Path(workspace)
@@ -266,6 +266,7 @@ def history(workspace: str | Path) -> list[dict]:
     return entries
 
 
+@exit_on_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="forgetmi forget", description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", required=True,
@@ -282,24 +283,17 @@ def main(argv: list[str] | None = None) -> int:
                              "forgotten rows is at most this")
     parser.add_argument("--bootstrap", type=int, default=200)
     args, overrides = parser.parse_known_args(argv)
-    try:
-        ids = read_request(args.patients, args.request)
-        record = forget(args.workspace, args.config, args.model, ids, overrides, args.retrained,
-                        args.max_member_probability, args.bootstrap)
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        return 2
+    ids = read_request(args.patients, args.request)
+    record = forget(args.workspace, args.config, args.model, ids, overrides, args.retrained,
+                    args.max_member_probability, args.bootstrap)
     return 0 if record["complete"] else 1
 
 
+@exit_on_error
 def history_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="forgetmi history",
                                      description="the requests of a forget workspace")
     parser.add_argument("workspace")
     args = parser.parse_args(argv)
-    try:
-        history(args.workspace)
-    except ForgetMIError as err:
-        logger.error("%s", err)
-        return 2
+    history(args.workspace)
     return 0

@@ -19,9 +19,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-from forgetmi.data.synthetic import raster
+from forgetmi.synthetic import raster
 
-logger = logging.getLogger("forgetmi.data.synthetic")
+logger = logging.getLogger("forgetmi.synthetic")
 
 TEMPLATE_FILE = "RG1_UNCI.dcm"
 TEMPLATE_SHAPE = (1955, 1841)

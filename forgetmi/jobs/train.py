@@ -10,43 +10,10 @@ import logging
 from pathlib import Path
 
 from forgetmi.config import ExperimentConfig, save_config
-from forgetmi.engine.loop import Objective, Stream
-from forgetmi.entry import fit
-from forgetmi.losses.supervised import supervised_loss
+from forgetmi.engine.fit import fit
+from forgetmi.engine.objective import SupervisedObjective
 
 logger = logging.getLogger("forgetmi.train")
-
-
-class SupervisedObjective(Objective):
-    """The original model's loss on one stream of labelled rows."""
-
-    name = "supervised"
-
-    def __init__(self, dataset, batch_size: int, ranking_weight: float, joint_weight: float):
-        self.dataset, self.batch_size = dataset, batch_size
-        self.ranking_weight, self.joint_weight = ranking_weight, joint_weight
-
-    def streams(self) -> list[Stream]:
-        return [Stream("train", self.dataset, self.batch_size, primary=True)]
-
-    def compute_loss(self, model, batch):
-        rows = batch["train"]
-        out = model(rows["image"], rows["input_ids"], rows["attention_mask"])
-        return supervised_loss(out, rows["label"], rows["study_id"], self.ranking_weight,
-                               self.joint_weight)
-
-
-def build_datasets(cfg: ExperimentConfig, accelerator):
-    """Audited partitions and their datasets; caches are built once, by the main process."""
-    from forgetmi.data.dataset import EdemaDataset
-    from forgetmi.data.prepare import ensure_caches, load_partitions
-
-    data = load_partitions(cfg.data, cfg.seed)
-    with accelerator.main_process_first():
-        ensure_caches(data, cfg.model.text_encoder)
-    datasets = {name: EdemaDataset(frame, data.image_cache, data.token_cache)
-                for name, frame in data.partitions.items() if len(frame)}
-    return data, datasets
 
 
 def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
@@ -55,6 +22,7 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     from accelerate.utils import set_seed
 
     from forgetmi.data.dataset import EdemaDataset
+    from forgetmi.data.prepare import build_datasets
     from forgetmi.engine.distributed import build_accelerator
     from forgetmi.evaluation.metrics import head_metrics
     from forgetmi.evaluation.predict import predict
@@ -93,7 +61,7 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
 def main(argv: list[str] | None = None, mode: str = "train") -> int:
     """Entry for ``launch/train.py`` and ``forgetmi train|retrain``: ``--config X --key=value``
     (``--mode=retrain`` selects retraining from the launcher)."""
-    from forgetmi.entry import run_job
+    from forgetmi.jobs.entry import run_job
 
     argv = list(argv) if argv is not None else None
     if argv is None:
@@ -106,5 +74,6 @@ def main(argv: list[str] | None = None, mode: str = "train") -> int:
                    __doc__.splitlines()[0])
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def retrain(argv: list[str] | None = None) -> int:
+    """``forgetmi retrain`` and ``launch/retrain.py``: the gold standard, on retain rows only."""
+    return main(argv, mode="retrain")

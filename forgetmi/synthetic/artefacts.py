@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from forgetmi.data.synthetic import raster
+from forgetmi.synthetic import raster
 
 # 5x7 bitmap glyphs for the marker words technologists use.
 _GLYPHS = {

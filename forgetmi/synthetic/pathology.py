@@ -19,8 +19,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import expit
 
-from forgetmi.data.synthetic import anatomy, raster
-from forgetmi.data.synthetic.findings import StudyFindings
+from forgetmi.synthetic import anatomy, raster
+from forgetmi.synthetic.findings import StudyFindings
 
 MM = 1.0 / 400.0  # the canonical canvas is about 40 cm tall: one millimetre as a height fraction
 

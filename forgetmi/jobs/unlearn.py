@@ -10,44 +10,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from forgetmi.config import ExperimentConfig, save_config
-from forgetmi.entry import fit
+from forgetmi.config import ExperimentConfig, resolve_run_path, save_config
+from forgetmi.engine.fit import fit
 from forgetmi.errors import ForgetMIError
 
 logger = logging.getLogger("forgetmi.unlearn")
-
-
-def noisy_forget_dataset(cfg: ExperimentConfig, data):
-    """The perturbed copy of the forget set (the clean one under the no-noise preset)."""
-    from dataclasses import replace
-
-    from forgetmi.data.dataset import EdemaDataset
-    from forgetmi.data.noise import build_perturber
-
-    # Noise follows the run's seed unless noise.seed pins it: seeds must not share one copy.
-    noise = cfg.noise.for_run(cfg.seed)
-    if cfg.unlearn.preset == "no-noise" and cfg.unlearn.weights is None:
-        noise = replace(noise, use_image=False, use_text=False)
-    logger.info("noisy forget set: noise seed %d%s", noise.seed,
-                "" if cfg.noise.seed is not None else " (the run's seed)")
-    perturber = build_perturber(noise, cfg.data.path("synonyms"))
-    return EdemaDataset(data.partitions.forget, data.image_cache, data.token_cache,
-                        perturb=perturber, reports=data.reports.set_index("study_id")["text"])
-
-
-def resolve_run_path(template: str, cfg: ExperimentConfig) -> str:
-    """Fill ``{seed}``, ``{size}`` (the forget set's percentage, e.g. 10 from
-    forget_set_10per.csv) and ``{forget_set}`` (its file stem) in a run path, so one sweep over
-    sizes and seeds names each run's own original model (online sweeps cannot template)."""
-    import re
-    name = Path(cfg.data.forget_set or "").stem
-    match = re.search(r"(\d+(?:\.\d+)?)\s*per", name)
-    values = {"seed": cfg.seed, "forget_set": name, "size": match.group(1) if match else name}
-    try:
-        return template.format(**values)
-    except (KeyError, IndexError, ValueError) as err:
-        raise ForgetMIError(f"unlearn.original {template!r}: unknown placeholder {err}; "
-                            "use {seed}, {size} or {forget_set}") from None
 
 
 def run_unlearning(cfg: ExperimentConfig) -> dict:
@@ -56,7 +23,7 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     from forgetmi.engine.distributed import build_accelerator
     from forgetmi.models import JointModel
     from forgetmi.models.provenance import align_with_model
-    from forgetmi.train import build_datasets
+    from forgetmi.data.prepare import build_datasets, noisy_forget_dataset
     from forgetmi.unlearning import build_objective, method_class
 
     if not cfg.unlearn.original:
@@ -90,10 +57,7 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry for ``launch/unlearn.py`` and ``forgetmi unlearn``: ``--config X --key=value``."""
-    from forgetmi.entry import run_job
+    """``forgetmi unlearn`` and ``launch/unlearn.py``: ``--config X --key=value``."""
+    from forgetmi.jobs.entry import run_job
     return run_job(run_unlearning, argv, "forgetmi unlearn", __doc__.splitlines()[0])
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

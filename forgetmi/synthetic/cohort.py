@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from forgetmi.data.synthetic.findings import LINE_KINDS, SIDES, ZONE_NAMES, Granuloma, StudyFindings
+from forgetmi.synthetic.findings import LINE_KINDS, SIDES, ZONE_NAMES, Granuloma, StudyFindings
 
 # Real data: rows per severity 0..3, and the TEST fold's share of rows.
 SEVERITY_COUNTS = (2883, 1511, 1709, 639)

@@ -14,10 +14,10 @@ Modules: ``cohort`` (patients, studies, labels, folds), ``findings`` (what a stu
 (the text), ``dicom`` (the file), ``generate`` (the folder), ``layout`` (its paths).
 """
 
-from forgetmi.data.synthetic.generate import (DEFAULT_PATIENTS, GENERATOR_VERSION, MIMIC_PATIENTS,
+from forgetmi.synthetic.generate import (DEFAULT_PATIENTS, GENERATOR_VERSION, MIMIC_PATIENTS,
                                               generate_dataset, parameter_differences)
-from forgetmi.data.synthetic.images import ImageSpec, example_spec, render_image
-from forgetmi.data.synthetic.layout import DatasetPaths
+from forgetmi.synthetic.images import ImageSpec, example_spec, render_image
+from forgetmi.synthetic.layout import DatasetPaths
 
 __all__ = ["DEFAULT_PATIENTS", "GENERATOR_VERSION", "MIMIC_PATIENTS", "DatasetPaths", "ImageSpec",
            "example_spec", "generate_dataset", "parameter_differences", "render_image"]

@@ -1,0 +1,114 @@
+"""``forgetmi sweep FILE --out DIR``: a W&B sweep expanded offline and run as one Slurm array.
+
+Each proposed run is a task of the array; with ``--retrained`` (or the release's
+``retrained_model_path``) a second array evaluates every run against its retrained model, then
+one task gathers the sweep's report into ``OUT/report``, each held by Slurm until the one
+before has succeeded (``afterok``). Runs already finished are left out, so resubmitting the
+sweep only runs what is missing; ``sweep.json`` records every task for ``forgetmi status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from forgetmi.config import resolve_run_path
+from forgetmi.errors import exit_on_error
+from forgetmi.hpc.executor import HpcConfig, submit_array
+from forgetmi.hpc.submit import (add_hpc_arguments, array_ids, hpc_from_args, merge_previous,
+                                 record_jobs, single_process)
+from forgetmi.hpc.tasks import Task
+from forgetmi.jobs import JOBS
+from forgetmi.utils.atomic import write_json
+from forgetmi.utils.run_folder import RunFolder
+
+logger = logging.getLogger("forgetmi.hpc")
+
+
+def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count: int | None,
+                 extra: list[str], retrained: str | None = None,
+                 proposal_seed: int | None = None) -> dict:
+    """Submit the sweep's runs as one array; with ``retrained`` (a run folder, may use
+    {seed}/{size}/{forget_set}) also an array evaluating every run against it, then a task
+    gathering the sweep's report into ``out/report`` — each held until the one before succeeds."""
+    from forgetmi.hpc.sweep import expand, load_sweep
+
+    out = Path(out)
+    sweep = load_sweep(sweep_file)
+    runs = expand(sweep, out, count, extra, proposal_seed)
+    tasks, entries = [], []
+    for run in runs:
+        write_json(run.output_dir / "sweep_params.json", run.params)
+        entry = {"name": run.run_id, "kind": sweep.kind, "output_dir": str(run.output_dir),
+                 "params": run.params, "job_id": None, "log": None}
+        if RunFolder(run.output_dir).finished(sweep.kind):
+            entry["state"] = "done"
+            logger.info("run %s already finished; not resubmitted", run.run_id)
+        else:
+            tasks.append(Task(run.run_id, JOBS[sweep.kind].target, run.argv, str(run.output_dir),
+                              hpc.accelerate_config))
+        entries.append(entry)
+    jobs = submit_array(hpc, tasks, out / "slurm", f"sweep-{sweep.path.stem}")
+    record_jobs(hpc, entries, tasks, jobs)
+    if retrained is not None or any(run.retrained for run in runs):
+        entries += _evaluate_and_report(sweep, runs, out, hpc, retrained, jobs)
+    manifest = {"kind": "sweep", "sweep": str(Path(sweep_file).resolve()),
+                "executor": hpc.executor, "tasks": merge_previous(out / "sweep.json", entries)}
+    write_json(out / "sweep.json", manifest)
+    return manifest
+
+
+def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str | None,
+                         jobs: list) -> list[dict]:
+    """``retrained`` (from --retrained) wins over each run's own reference (the release's
+    retrained_model_path); runs with neither are scored without the gap."""
+    single = single_process(hpc)
+    tasks, entries = [], []
+    for run in runs:
+        template = retrained if retrained is not None else run.retrained
+        reference = (resolve_run_path(template, run.config) if run.config and template
+                     else template)
+        name = f"evaluate/{run.run_id}"
+        entry = {"name": name, "kind": "evaluate", "output_dir": str(run.output_dir),
+                 "retrained": reference, "job_id": None, "log": None}
+        if RunFolder(run.output_dir).finished("evaluate"):
+            entry["state"] = "done"
+        else:
+            against = ["--retrained", reference] if reference else []
+            tasks.append(Task(name, JOBS["evaluate"].target, [str(run.output_dir), *against],
+                              str(run.output_dir)))
+        entries.append(entry)
+    evaluated = submit_array(single, tasks, out / "slurm", f"sweep-{sweep.path.stem}-evaluate",
+                             after=array_ids(hpc, jobs) or None)
+    record_jobs(single, entries, tasks, evaluated)
+    report = Task("report", JOBS["report"].target,
+                  [str(out / "runs"), "--out", str(out / "report")], str(out / "report"))
+    gathered = submit_array(single, [report], out / "slurm", f"sweep-{sweep.path.stem}-report",
+                            after=array_ids(hpc, evaluated) or None)
+    entry = {"name": "report", "kind": "report", "output_dir": str(out / "report"),
+             "job_id": None, "log": None}
+    record_jobs(single, [entry], [report], gathered)
+    return entries + [entry]
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> int:
+    """``forgetmi sweep FILE --out DIR --executor slurm|local|debug [...] [--key=value ...]``."""
+    parser = argparse.ArgumentParser(prog="forgetmi sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("file", help="W&B sweep YAML (configs/sweeps/*.yaml)")
+    parser.add_argument("--out", required=True, help="the sweep's folder (runs/, slurm/ logs)")
+    parser.add_argument("--count", type=int, help="runs to propose (random / bayes sweeps)")
+    parser.add_argument("--proposal-seed", type=int,
+                        help="seed of the random / bayes proposals: the same seed proposes the "
+                             "same runs")
+    parser.add_argument("--retrained", help="evaluate every run against this retrained run "
+                                            "(may use {seed}, {size}, {forget_set}) and gather "
+                                            "the sweep's report into OUT/report")
+    add_hpc_arguments(parser)
+    args, extra = parser.parse_known_args(argv)
+    manifest = submit_sweep(args.file, args.out, hpc_from_args(args), args.count, extra,
+                            args.retrained, args.proposal_seed)
+    logger.info("%d run(s); `forgetmi status %s` shows their state", len(manifest["tasks"]),
+                args.out)
+    return 0

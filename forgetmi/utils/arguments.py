@@ -1,0 +1,20 @@
+"""argparse types shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def number_in(low: float, high: float, closed: bool):
+    """An argparse type: a float in (low, high), or [low, high] when ``closed``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        inside = low <= value <= high if closed else low < value < high
+        if not inside:
+            bounds = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
+            raise argparse.ArgumentTypeError(f"expected a number in {bounds}, got {text!r}")
+        return value
+    return parse
