@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from transformers import BertConfig
 
-from forgetmi.models import JointModel, ModelConfig
+from forgetmi.config import ModelConfig
+from forgetmi.models import JointModel
 
 MINILM_VOCAB = 30522  # the packaged tokenizer's size: such a checkpoint needs no tokenizer folder
 

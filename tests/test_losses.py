@@ -47,7 +47,8 @@ def test_ranking_loss_hand_values():
 
 def test_optimizer_groups_give_bert_its_own_rate():
     from forgetmi.engine.optim import build_optimizer
-    from forgetmi.models import JointModel, ModelConfig
+    from forgetmi.config import ModelConfig
+    from forgetmi.models import JointModel
 
     model = JointModel(ModelConfig(text_encoder="tiny"))
     optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.01, text_lr=5e-5)

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from forgetmi.cli import main
+from forgetmi.config import ModelConfig
 from forgetmi.errors import ForgetMIError
-from forgetmi.models import JointModel, ModelConfig
+from forgetmi.models import JointModel
 from forgetmi.models.checkpoint import import_published_checkpoint
 from tests.published import published_folder
 

@@ -17,7 +17,8 @@ from forgetmi.cli import main
 from forgetmi.config import DataConfig, ExperimentConfig
 from forgetmi.data.images import decode_image, load_image, write_dicom
 from forgetmi.errors import ForgetMIError
-from forgetmi.models import JointModel, ModelConfig
+from forgetmi.config import ModelConfig
+from forgetmi.models import JointModel
 from forgetmi.models.checkpoint import import_published_checkpoint
 from forgetmi.models.provenance import align_with_model
 from tests.published import MINILM_VOCAB, published_folder, published_state, tokenizer_folder

@@ -68,8 +68,8 @@ TRAINING = {"weight_decay": 0.0, "scheduler": "constant", "final_model": "last"}
 def _demo_config(out: Path, name: str, data_root: Path, seed: int, image_size: int,
                  epochs: int, lr: float, text_encoder: str, training: dict | None = None,
                  **unlearn):
-    from forgetmi.config import (ExperimentConfig, TrackingConfig, TrainConfig, UnlearnConfig)
-    from forgetmi.models import ModelConfig
+    from forgetmi.config import (ExperimentConfig, ModelConfig, TrackingConfig, TrainConfig,
+                                 UnlearnConfig)
     return ExperimentConfig(
         seed=seed, output_dir=str(out / name),
         data=DataConfig(root=str(data_root), forget_set="forget_set_10per.csv",
