@@ -9,10 +9,12 @@ import pytest
 import yaml
 
 from forgetmi.config import ConfigError, ExperimentConfig, load_config
+from forgetmi.errors import ForgetMIError
 from forgetmi.hpc.launcher import accelerate_env
+from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
+from forgetmi.hpc.sweep import expand, load_sweep
 from forgetmi.jobs.status import main as status_main
 from forgetmi.jobs.sweep import main as sweep_main
-from forgetmi.hpc.sweep import expand, load_sweep
 from forgetmi.jobs.train import main as train_main
 from tests.originals import TINY
 
@@ -163,3 +165,42 @@ def test_online_sweep_command_and_agent_scripts(monkeypatch):
         text = path.read_text()
         assert "#SBATCH --requeue" in text and "forgetmi" in text
     assert "wandb agent --count 1" in (REPO / "slurm/wandb_agents.sbatch").read_text()
+
+
+def _hpc(argv):
+    import argparse
+    parser = argparse.ArgumentParser()
+    add_hpc_arguments(parser)
+    return hpc_from_args(parser.parse_args(argv))
+
+
+def test_hpc_settings_from_a_file_and_the_command_line(tmp_path):
+    settings = tmp_path / "cluster.yaml"
+    settings.write_text(yaml.safe_dump({
+        "partition": "gpu", "account": "lab", "time_min": 120, "gpus_per_task": 4,
+        "sbatch": {"exclusive": True}, "setup": ["module load cuda"]}))
+    hpc = _hpc(["--hpc-config", str(settings), "--time-min", "30", "--sbatch", "mail-type=END",
+                "--sbatch", "requeue=true"])
+    assert (hpc.partition, hpc.account, hpc.time_min) == ("gpu", "lab", 30)   # the flag wins
+    assert hpc.processes == 4 and hpc.accelerate_config == "configs/accelerate/ddp.yaml"
+    assert hpc.sbatch == {"exclusive": True, "mail-type": "END", "requeue": True}
+    assert hpc.setup == ["module load cuda"]
+    assert _hpc(["--gpus-per-task", "2"]).processes == 2
+    assert _hpc([]).executor == "slurm" and _hpc([]).sbatch == {}
+
+
+@pytest.mark.parametrize("content,message", [
+    ({"partitoin": "gpu"}, r"cluster.yaml: unknown HPC config key\(s\) partitoin"),
+    ({"time_min": "long"}, r"cluster.yaml: time_min: expected an integer, got 'long'"),
+    ({"executor": "kubernetes"}, r"executor must be one of slurm, local, debug"),
+    (["gpu"], r"cluster.yaml: expected a mapping"),
+])
+def test_bad_hpc_settings_name_the_file_and_key(tmp_path, content, message):
+    settings = tmp_path / "cluster.yaml"
+    settings.write_text(yaml.safe_dump(content))
+    with pytest.raises(ForgetMIError, match=message):
+        _hpc(["--hpc-config", str(settings)])
+    with pytest.raises(ForgetMIError, match="missing.yaml: HPC config not found"):
+        _hpc(["--hpc-config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(ForgetMIError, match="--sbatch 'exclusive': expected KEY=VALUE"):
+        _hpc(["--sbatch", "exclusive"])

@@ -26,7 +26,9 @@ logger = logging.getLogger("forgetmi.hpc")
 
 def add_hpc_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("where tasks run (also from --hpc-config YAML)")
-    g.add_argument("--hpc-config", help="YAML with HpcConfig fields (configs/hpc/*.yaml)")
+    g.add_argument("--hpc-config", help="YAML of these settings (executor, partition, "
+                                        "gpus_per_task, ...; sbatch: a mapping; setup: shell "
+                                        "lines run before each task); the options below win")
     g.add_argument("--executor", choices=EXECUTORS)
     g.add_argument("--partition")
     g.add_argument("--account")
