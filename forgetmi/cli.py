@@ -112,7 +112,9 @@ def cmd_job(args, extra) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forgetmi", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="forgetmi", description="machine unlearning for multimodal (chest X-ray + report) "
+                                     "models: Forget-MI, its baselines, evaluation and HPC tooling")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-q", "--quiet", action="store_true")
     # JobParser: the jobs' `--help` lists every config key (generated from forgetmi.config).
