@@ -40,7 +40,9 @@ def test_paper_protocol_expands_to_the_papers_grid():
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"colour": "blue"}, "unknown protocol key"),
+    ({"colour": "blue"}, r"p.yaml: unknown protocol key\(s\) colour"),
+    ({"base_dir": "/elsewhere"}, "'base_dir' is not a protocol key"),
+    ({"seeds": "zero"}, "p.yaml: seeds: expected an integer, got 'zero'"),
     ({"methods": {"x": {"preset": "equal"}}}, "must be a mapping with a 'method'"),
     ({"methods": "presets/missing.yaml"}, r"presets/missing.yaml: presets file not found"),
     ({"unlearn": {"epochs": "many"}}, "protocol job original/3/s0"),

@@ -111,6 +111,9 @@ def _flatten(values: dict, prefix: str = "") -> dict:
 def load_protocol(path: str | Path) -> Protocol:
     path = Path(path)
     values = read_yaml(path, "protocol file")
+    if "base_dir" in values:
+        raise ConfigError(f"{path}: 'base_dir' is not a protocol key: relative paths resolve from "
+                          "the protocol file's folder")
     if "experiment" not in values:
         raise ConfigError(f"{path}: 'experiment' (the base experiment YAML) is required")
     if isinstance(values.get("methods"), str):  # a presets file (configs/presets/*.yaml)
