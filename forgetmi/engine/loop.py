@@ -58,6 +58,11 @@ def _tally(sums: dict[str, float], counts: dict[str, int], terms: dict[str, floa
         counts[k] = counts.get(k, 0) + 1
 
 
+def _means(sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
+    """Each term's mean over the steps that computed it."""
+    return {k: v / counts[k] for k, v in sums.items()}
+
+
 @dataclass
 class _Window:
     """The loss terms since the last logged update (not checkpointed: a log line only)."""
@@ -66,7 +71,7 @@ class _Window:
     counts: dict[str, int] = field(default_factory=dict)
 
     def means(self) -> dict[str, float]:
-        return {k: v / self.counts[k] for k, v in self.sums.items()}
+        return _means(self.sums, self.counts)
 
     def clear(self) -> None:
         self.sums, self.counts = {}, {}
@@ -372,8 +377,7 @@ class Engine:
         the checkpointed state, so a resumed epoch counts whole) and tell the objective."""
         state.epoch, state.step = epoch + 1, 0
         if state.epoch_counts:
-            means = self._reduce_mean({k: v / state.epoch_counts[k]
-                                       for k, v in state.epoch_sums.items()})
+            means = self._reduce_mean(_means(state.epoch_sums, state.epoch_counts))
             self.tracker.log({f"epoch/{k}": v for k, v in means.items()} | {"epoch": epoch},
                              state.updates)
             self.objective.end_epoch(epoch, means)

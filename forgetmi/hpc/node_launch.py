@@ -16,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from forgetmi.config import ConfigError
+from forgetmi.errors import exit_on_error
 from forgetmi.hpc.release import for_launch
 
 
@@ -63,20 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0  # not reached
 
 
+@exit_on_error
 def release_main(argv: list[str] | None = None) -> int:
     """``training/forgetmi_partial.py ARGS`` (the release's program path, which its sweep file
     names): the unlearning job on every GPU of the node, its flags translated."""
-    import logging
-
     from forgetmi.utils.logs import setup_logging
 
     setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return main(["training/forgetmi_partial.py", *argv])
-    except ConfigError as err:
-        logging.getLogger("forgetmi.hpc").error("%s", err)
-        return 2
+    return main(["training/forgetmi_partial.py", *argv])
 
 
 if __name__ == "__main__":

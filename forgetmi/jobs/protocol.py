@@ -257,17 +257,17 @@ def submit_protocol(protocol_file: str | Path, hpc, extra: list[str]) -> dict:
     out = Path(protocol.output_dir)
     entries, previous_ids = [], []
     for stage in sorted({j.stage for j in jobs}):
-        todo = [j for j in jobs if j.stage == stage and not j.done()]
+        staged = [(j, j.done()) for j in jobs if j.stage == stage]   # each run's folder read once
         tasks = [Task(j.name, JOBS[j.kind].target, j.argv, str(j.output_dir),
                       hpc.accelerate_config if j.stage < 2 else None)
-                 for j in todo]
+                 for j, done in staged if not done]
         stage_hpc = hpc if stage < 2 else single_process(hpc)
         submitted = submit_array(stage_hpc, tasks, out / "slurm", f"{Path(protocol_file).stem}-"
                                  f"stage{stage}", after=previous_ids or None)
         stage_entries = [{"name": j.name, "kind": j.kind, "output_dir": str(j.output_dir),
                           "stage": stage, "job_id": None, "log": None,
-                          "state": "done" if j.done() else None}
-                         for j in jobs if j.stage == stage]
+                          "state": "done" if done else None}
+                         for j, done in staged]
         record_jobs(stage_hpc, stage_entries, tasks, submitted)
         entries += stage_entries
         previous_ids = array_ids(hpc, submitted) or previous_ids
