@@ -5,6 +5,7 @@ Real jobs on the cluster of slurm/local/ (the `slurm_cluster` fixture of tests/s
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -132,7 +133,12 @@ def all_reduce_rank() -> tuple[int, int, float]:
     import torch
     import torch.distributed as dist
 
-    env = submitit.helpers.TorchDistributedEnvironment().export()
+    # submitit draws the rendezvous port from 20000-60000, which overlaps Linux's ephemeral
+    # range (32768-60999): a client socket of the daemons can hold it (EADDRINUSE, and the other
+    # rank waits forever). Both ranks derive the same port below that range from the job id.
+    env = submitit.helpers.TorchDistributedEnvironment()
+    env.master_port = 20000 + int(os.environ["SLURM_JOB_ID"]) % 12000
+    env.export()
     dist.init_process_group("gloo")
     try:
         value = torch.tensor([float(env.rank + 1)])
