@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from forgetmi.errors import exit_on_error
+from forgetmi.errors import ForgetMIError, exit_on_error
 from forgetmi.jobs import JOBS
 from forgetmi.jobs.help import JobParser
 from forgetmi.utils.arguments import number_in
@@ -44,20 +44,58 @@ def cmd_make_demo_data(args, extra) -> int:
     return 0
 
 
+def cmd_check_holdout(args, extra) -> int:
+    from forgetmi.synthetic.draws import compare_draws, render
+    from forgetmi.utils.atomic import write_json
+
+    settings = {k: v for k, v in (("test_fraction", args.test_fraction),
+                                  ("label_noise", args.label_noise)) if v is not None}
+    table, summary = compare_draws(args.draws, args.patients, args.first_seed, **settings)
+    sys.stdout.write(render(table, summary) + "\n")
+    if args.json:
+        write_json(args.json, {"draws": table.to_dict("records"), "summary": summary,
+                               "patients": args.patients, **settings})
+    return 0
+
+
 def cmd_make_forget_set(args, extra) -> int:
-    from forgetmi.data.formats import read_split
-    from forgetmi.data.splits import make_forget_sets
+    from forgetmi.data.formats import read_forget_set, read_split
+    from forgetmi.data.splits import (draw_forget_sets, draw_holdout, make_forget_sets,
+                                      side_summary)
     from forgetmi.utils.atomic import write_csv
 
     split = read_split(args.split)
-    sets = make_forget_sets(split, args.percents, seed=args.seed)
     out = Path(args.out)
-    for percent, rows in sets.items():
-        frame = rows.rename(columns={"severity": "edema_severity"})
-        target = out / f"forget_set_{percent}per.csv"
-        write_csv(target, frame[["subject_id", "study_id", "dicom_id", "edema_severity", "fold"]])
-        logger.info("%s: %d rows (%.2f%% of %d), %d patients", target, len(rows),
-                    100 * len(rows) / len(split), len(split), rows["subject_id"].nunique())
+    columns = ["subject_id", "study_id", "dicom_id", "edema_severity", "fold"]
+    if args.forget and args.no_holdout:
+        raise ForgetMIError("--forget draws a holdout and --no-holdout draws none: give one")
+    if args.forget:
+        # A holdout for forget sets the user already has (e.g. the published ones).
+        forget = read_forget_set(args.forget)
+        forget = split[split["subject_id"].isin(forget["subject_id"])]
+        sets, holdout = {}, draw_holdout(split, forget, seed=args.seed)
+    elif args.no_holdout:
+        sets, holdout = make_forget_sets(split, args.percents, seed=args.seed), None
+    else:
+        draw = draw_forget_sets(split, args.percents, seed=args.seed)
+        sets, holdout = draw.forget_sets, draw.holdout
+    targets = [(out / f"forget_set_{percent}per.csv", rows) for percent, rows in sets.items()]
+    if holdout is not None:
+        targets.append((out / "holdout.csv", holdout))
+    for target, rows in targets:
+        write_csv(target, rows.rename(columns={"severity": "edema_severity"})[columns])
+        logger.info("%s: %d rows (%.2f%% of %d), %d patients, %.1f rows per patient", target,
+                    len(rows), 100 * len(rows) / len(split), len(split),
+                    rows["subject_id"].nunique(), side_summary(rows)["rows_per_patient"])
+    if holdout is not None:
+        logger.info("the holdout's %d rows (%d patients) are trained on by no model: set "
+                    "data.holdout to %s; the forget-vs-unseen attacks compare the forget rows "
+                    "with them", len(holdout), holdout["subject_id"].nunique(), out / "holdout.csv")
+        if args.forget:
+            logger.info("forget set %s: %.1f rows per patient; holdout: %.1f (drawn with the "
+                        "same weighting from the patients left; compare the two)", args.forget,
+                        side_summary(forget)["rows_per_patient"],
+                        side_summary(holdout)["rows_per_patient"])
     return 0
 
 
@@ -68,7 +106,9 @@ def cmd_audit(args, extra) -> int:
 
     split = read_split(args.split)
     forget = read_forget_set(args.forget)
-    parts = build_partitions(split, forget, args.val_fraction, args.seed, forget_path=args.forget)
+    holdout = read_forget_set(args.holdout) if args.holdout else None
+    parts = build_partitions(split, forget, args.val_fraction, args.seed, forget_path=args.forget,
+                             holdout=holdout, holdout_path=args.holdout)
     report = audit_partitions(parts, split)
     sys.stdout.write(report.to_text() + "\n")
     if args.report:
@@ -137,16 +177,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_make_demo_data)
 
-    p = sub.add_parser("make-forget-set", help="nested patient-level forget sets, disjoint from TEST")
+    p = sub.add_parser("check-holdout", help="over many stand-in draws (metadata only), is the "
+                                             "holdout drawn like the forget set?")
+    p.add_argument("--draws", type=int, default=10)
+    p.add_argument("--patients", type=int, default=500)
+    p.add_argument("--first-seed", type=int, default=0, help="generator seed of the first draw")
+    p.add_argument("--test-fraction", type=number_in(0.0, 0.5, closed=False), default=None)
+    p.add_argument("--label-noise", type=number_in(0.0, 2.0, closed=True), default=None)
+    p.add_argument("--json", help="also write the draws and the summary here")
+    p.set_defaults(func=cmd_check_holdout)
+
+    p = sub.add_parser("make-forget-set", help="nested patient-level forget sets and a holdout "
+                                               "drawn like them, disjoint from TEST")
     p.add_argument("--split", required=True)
     p.add_argument("--percents", type=float, nargs="+", default=[3, 6, 10])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for forget_set_<p>per.csv")
+    p.add_argument("--out", required=True,
+                   help="folder for forget_set_<p>per.csv and holdout.csv")
+    p.add_argument("--no-holdout", action="store_true",
+                   help="draw the forget sets alone (no holdout.csv: the attacks then compare "
+                        "forget rows with the TEST fold, drawn differently)")
+    p.add_argument("--forget", help="draw only a holdout for this existing forget-set CSV (the "
+                                    "largest of a nested family), from the patients outside it "
+                                    "and outside TEST")
     p.set_defaults(func=cmd_make_forget_set)
 
     p = sub.add_parser("audit", help="partition the split and prove there is no leakage")
     p.add_argument("--split", required=True)
     p.add_argument("--forget", required=True)
+    p.add_argument("--holdout", help="the holdout CSV (make-forget-set's holdout.csv), audited too")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="also write the report (.txt or .json)")

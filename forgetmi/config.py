@@ -117,6 +117,10 @@ class DataConfig:
     reports: str = "all_data.tsv"
     img_dir: str = "images"
     forget_set: str | None = "forget_set_10per.csv"
+    # Patients drawn like the forget set and trained on by no model: the unseen side of the
+    # forget-vs-unseen attacks (the stand-in writes holdout.csv; `forgetmi make-forget-set`
+    # draws one for a real split). None: the TEST fold stands in, drawn differently.
+    holdout: str | None = None
     exclude: str | None = None         # CSV (split format) of patients left out of every partition
     synonyms: str | None = "Synonyms.csv"
     image_ext: str = "auto"            # auto | .dcm | .jpg | .png | .npy

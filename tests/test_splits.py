@@ -130,3 +130,61 @@ def test_cli_make_forget_set_and_audit(reference_dir, tmp_path, capsys):
     test_rows = formats.read_split(reference_dir / SPLIT).query("fold == 'TEST'").head(2)
     test_rows.rename(columns={"severity": "edema_severity"}).to_csv(bad, index=False)
     assert main(["audit", "--split", str(reference_dir / SPLIT), "--forget", str(bad)]) == 2
+
+
+def test_holdout_drawn_like_the_forget_sets_on_the_real_split(reference_dir, split, tmp_path,
+                                                             capsys, caplog):
+    from forgetmi.data.splits import draw_forget_sets, side_summary
+
+    draw = draw_forget_sets(split, (3, 6, 10), seed=0)
+    forget, holdout = draw.forget_sets[10], draw.holdout
+    test_patients = set(split.loc[split["fold"] == "TEST", "subject_id"])
+    assert not set(holdout["subject_id"]) & (set(forget["subject_id"]) | test_patients)
+    assert set(draw.forget_sets[3]["subject_id"]) <= set(draw.forget_sets[6]["subject_id"]) \
+        <= set(forget["subject_id"])
+    assert abs(len(holdout) - len(forget)) <= 0.02 * len(split)
+    # drawn by size like the forget set: far more rows per patient than TEST's 3.4
+    assert side_summary(holdout)["rows_per_patient"] > 7
+    assert side_summary(forget)["rows_per_patient"] > 7
+    # partitions: holdout rows in no training partition; the audit checks it
+    parts = build_partitions(split, forget, holdout=holdout)
+    assert len(parts.holdout) == len(holdout)
+    assert not set(parts.holdout.index) & set(parts.original_train.index)
+    assert audit_partitions(parts, split).ok
+
+    # The CLI: forget sets and holdout together, or a holdout for the published forget sets.
+    assert main(["make-forget-set", "--split", str(reference_dir / SPLIT), "--out",
+                 str(tmp_path / "drawn")]) == 0
+    assert (tmp_path / "drawn" / "holdout.csv").is_file()
+    assert main(["make-forget-set", "--split", str(reference_dir / SPLIT), "--out",
+                 str(tmp_path / "for-published"), "--forget",
+                 str(reference_dir / "forget_set_10per.csv")]) == 0
+    written = formats.read_forget_set(tmp_path / "for-published" / "holdout.csv")
+    published = formats.read_forget_set(reference_dir / "forget_set_10per.csv")
+    assert not set(written["subject_id"]) & set(published["subject_id"])
+    assert sorted(p.name for p in (tmp_path / "for-published").iterdir()) == ["holdout.csv"]
+    capsys.readouterr()
+    assert main(["audit", "--split", str(reference_dir / SPLIT), "--forget",
+                 str(reference_dir / "forget_set_10per.csv"), "--holdout",
+                 str(tmp_path / "for-published" / "holdout.csv")]) == 0
+    assert "holdout patients absent from retain" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overlap", ["forget", "TEST"])
+def test_a_holdout_overlapping_forget_or_test_is_refused(reference_dir, split, tmp_path, caplog,
+                                                         overlap):
+    published = formats.read_forget_set(reference_dir / "forget_set_10per.csv")
+    rows = (split[split["subject_id"].isin(published["subject_id"].head(1))] if
+            overlap == "forget" else split.query("fold == 'TEST'").head(3))
+    bad = tmp_path / "holdout.csv"
+    rows.rename(columns={"severity": "edema_severity"}).to_csv(bad, index=False)
+    with pytest.raises(DataError) as err:
+        build_partitions(split, published, holdout=formats.read_forget_set(bad),
+                         holdout_path=bad)
+    message = str(err.value)
+    assert str(bad) in message and "\n" not in message
+    assert f"holdout patient is in the {'forget set' if overlap == 'forget' else 'TEST fold'}" \
+        in message and "forgetmi make-forget-set" in message
+    caplog.clear()
+    assert main(["audit", "--split", str(reference_dir / SPLIT), "--forget",
+                 str(reference_dir / "forget_set_10per.csv"), "--holdout", str(bad)]) == 2

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from scipy import ndimage
@@ -64,9 +65,15 @@ def _per_sample_loss(model, x, y) -> np.ndarray:
 def test_layout_and_formats(dataset, split, reports):
     assert sorted(p.name for p in dataset.root.iterdir()) == sorted(
         ["images", "all_data.tsv", "split.csv", "forget_set_3per.csv", "forget_set_6per.csv",
-         "forget_set_10per.csv", "Synonyms.csv", "manifest.json"])
+         "forget_set_10per.csv", "holdout.csv", "Synonyms.csv", "manifest.json"])
     assert DatasetPaths.from_root(dataset.root) == dataset
     assert sorted(dataset.forget_sets) == [3, 6, 10]
+    # The holdout: as many rows as the largest forget set allows, no patient of it or of TEST.
+    holdout = pd.read_csv(dataset.holdout)
+    forget = pd.read_csv(dataset.forget_sets[10])
+    assert 0 < len(holdout) <= round(0.10 * len(split))
+    assert not set(holdout["subject_id"]) & set(forget["subject_id"])
+    assert not set(holdout["subject_id"]) & set(split.loc[split["fold"] == "TEST", "subject_id"])
     header = dataset.split.read_text().splitlines()[0]
     assert header == "subject_id,study_id,dicom_id,edeme_severity,fold"
     assert dataset.forget_sets[3].read_text().splitlines()[0] == \
@@ -318,3 +325,18 @@ def test_membership_signal_in_both_modalities(dataset, split, reports):
     assert text_model.score(features[~is_member], labels[~is_member]) > 0.6
     majority = (img_labels[~img_member] == np.bincount(img_labels[img_member]).argmax()).mean()
     assert image_probe.score(pixels[~img_member], img_labels[~img_member]) > majority + 0.05
+
+
+def test_holdout_is_drawn_like_the_forget_set_over_draws(capsys):
+    """Over 20 generator draws (metadata only) the holdout's memorable share and rows per
+    patient centre on the forget set's; TEST's rows per patient do not (drawn uniformly)."""
+    from forgetmi.cli import main
+    from forgetmi.synthetic.draws import compare_draws
+
+    table, summary = compare_draws(20, 300, test_fraction=0.25, label_noise=0.5)
+    assert len(table) == 20
+    assert summary["forget_minus_holdout_memorable"]["covers_0"]
+    assert summary["forget_minus_holdout_rows_per_patient"]["covers_0"]
+    assert summary["forget_minus_test_rows_per_patient"]["low"] > 2  # the bias it replaces
+    assert main(["check-holdout", "--draws", "3", "--patients", "200"]) == 0
+    assert "forget_minus_holdout_memorable" in capsys.readouterr().out

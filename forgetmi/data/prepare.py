@@ -39,9 +39,14 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
     split = formats.read_split(split_path)
     forget_path = config.path("forget_set")
     forget = formats.read_forget_set(forget_path) if forget_path is not None else None
+    holdout_path = config.path("holdout")
+    holdout = formats.read_forget_set(holdout_path) if holdout_path is not None else None
     reports = formats.read_reports(config.path("reports"))
     kept = _without_excluded(split, config.path("exclude"), forget)
-    parts = build_partitions(kept, forget, config.val_fraction, seed, forget_path=forget_path)
+    if holdout is not None and config.path("exclude") is not None:
+        holdout = holdout[holdout["subject_id"].isin(kept["subject_id"])]
+    parts = build_partitions(kept, forget, config.val_fraction, seed, forget_path=forget_path,
+                             holdout=holdout, holdout_path=holdout_path)
     audit = audit_partitions(parts, kept)
     audit.raise_if_failed()
     missing = ~split["study_id"].isin(reports["study_id"])
@@ -50,9 +55,11 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
         raise DataError(f"study has no report in {config.path('reports')} "
                         f"({int(missing.sum())} row(s) without a report)", split_path, i + 2,
                         "study_id")
-    logger.info("data: %d rows, %d patients; forget %d rows / %d patients",
+    logger.info("data: %d rows, %d patients; forget %d rows / %d patients%s",
                 len(split), split["subject_id"].nunique(), len(parts.forget),
-                parts.forget["subject_id"].nunique())
+                parts.forget["subject_id"].nunique(),
+                f"; holdout {len(parts.holdout)} rows / {parts.holdout['subject_id'].nunique()} "
+                "patients (trained on by no model)" if len(parts.holdout) else "")
     return PreparedData(config=config, split=split, reports=reports, partitions=parts, audit=audit)
 
 

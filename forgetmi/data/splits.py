@@ -1,6 +1,8 @@
 """Forget-MI partitions, the leakage audit, and patient-level forget-set selection (SPEC §2).
 
 forget     = every split row of a forget patient (not only the rows the forget file lists)
+holdout    = every row of a holdout patient: drawn like the forget set, trained on by no model,
+             the unseen side of the forget-vs-unseen attacks
 test       = TEST rows of the other patients
 retain     = all other rows, minus
 validation = a patient-disjoint, label-stratified slice carved out of retain (never folded back)
@@ -17,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from forgetmi.errors import DataError, LeakageError
 
-PARTITION_NAMES = ("forget", "retain", "validation", "test")
+PARTITION_NAMES = ("forget", "retain", "validation", "test", "holdout")
 
 
 @dataclass
@@ -26,6 +28,11 @@ class Partitions:
     retain: pd.DataFrame
     validation: pd.DataFrame
     test: pd.DataFrame
+    holdout: pd.DataFrame | None = None  # None: no holdout configured (an empty frame)
+
+    def __post_init__(self):
+        if self.holdout is None:
+            self.holdout = self.test.iloc[0:0]
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         if name not in PARTITION_NAMES:
@@ -47,11 +54,15 @@ def _line_of(forget: pd.DataFrame, mask: pd.Series) -> int:
 
 def build_partitions(split: pd.DataFrame, forget: pd.DataFrame | None,
                      val_fraction: float = 0.1, seed: int = 0,
-                     forget_path: str | os.PathLike | None = None) -> Partitions:
-    """Partition the split by the forget set's patients.
+                     forget_path: str | os.PathLike | None = None,
+                     holdout: pd.DataFrame | None = None,
+                     holdout_path: str | os.PathLike | None = None) -> Partitions:
+    """Partition the split by the forget set's (and the holdout's) patients.
 
     ``forget`` may be None or empty only when explicitly forgetting nobody is intended
     (``forget=None``); an empty forget *file* is an error because it is always a mistake.
+    ``holdout`` (optional): patients no model trains on, checked disjoint from the forget set
+    and from TEST.
     """
     if forget is not None:
         if len(forget) == 0:
@@ -76,12 +87,48 @@ def build_partitions(split: pd.DataFrame, forget: pd.DataFrame | None,
         forget_patients = set(forget["subject_id"])
     else:
         forget_patients = set()
+    holdout_patients = _check_holdout(split, holdout, forget_patients, holdout_path)
     is_forget = split["subject_id"].isin(forget_patients)
+    is_holdout = split["subject_id"].isin(holdout_patients)
     is_test = (split["fold"] == "TEST") & ~is_forget
-    rest = split[~is_forget & ~is_test]
+    rest = split[~is_forget & ~is_test & ~is_holdout]
     retain, validation = carve_validation(rest, val_fraction, seed)
     return Partitions(forget=split[is_forget], retain=retain, validation=validation,
-                      test=split[is_test])
+                      test=split[is_test], holdout=split[is_holdout])
+
+
+HOLDOUT_FIX = ("draw forget sets and holdout together with `forgetmi make-forget-set`, or a "
+               "holdout for these forget sets with `forgetmi make-forget-set --forget FILE`")
+
+
+def _check_holdout(split: pd.DataFrame, holdout: pd.DataFrame | None, forget_patients: set,
+                   holdout_path: str | os.PathLike | None) -> set:
+    """The holdout's patients, after checking it is non-empty, known, and shares no patient
+    with the forget set or TEST (each a one-line error naming the file and the fix)."""
+    if holdout is None:
+        return set()
+    if len(holdout) == 0:
+        raise DataError("the holdout is empty; expected at least one patient (or set "
+                        "data.holdout to null)", holdout_path)
+    unknown = ~holdout["subject_id"].isin(split["subject_id"])
+    if unknown.any():
+        raise DataError(f"holdout patient absent from the split "
+                        f"({holdout.loc[unknown, 'subject_id'].nunique()} such patient(s))",
+                        holdout_path, _line_of(holdout, unknown), "subject_id")
+    in_forget = holdout["subject_id"].isin(forget_patients)
+    if in_forget.any():
+        raise DataError(f"holdout patient is in the forget set "
+                        f"({holdout.loc[in_forget, 'subject_id'].nunique()} such patient(s)); "
+                        f"the holdout must be disjoint from every forget set: {HOLDOUT_FIX}",
+                        holdout_path, _line_of(holdout, in_forget), "subject_id")
+    test_patients = set(split.loc[split["fold"] == "TEST", "subject_id"])
+    in_test = holdout["subject_id"].isin(test_patients)
+    if in_test.any():
+        raise DataError(f"holdout patient is in the TEST fold "
+                        f"({holdout.loc[in_test, 'subject_id'].nunique()} such patient(s)); "
+                        f"the holdout must be disjoint from TEST: {HOLDOUT_FIX}",
+                        holdout_path, _line_of(holdout, in_test), "subject_id")
+    return set(holdout["subject_id"])
 
 
 def carve_validation(rows: pd.DataFrame, fraction: float, seed: int):
@@ -99,45 +146,130 @@ def carve_validation(rows: pd.DataFrame, fraction: float, seed: int):
     return rows.iloc[np.sort(train_idx)], rows.iloc[np.sort(val_idx)]
 
 
+def _weighted_order(rows_per_patient: pd.Series, rng: np.random.Generator,
+                    size_bias: float) -> np.ndarray:
+    """Patients in the order of a weighted draw without replacement, weight ∝ rows ** bias
+    (Efraimidis-Spirakis keys)."""
+    weights = rows_per_patient.to_numpy(dtype=float) ** size_bias
+    keys = rng.random(len(weights)) ** (1.0 / weights)
+    return rows_per_patient.index.to_numpy()[np.argsort(-keys)]
+
+
+def _fill(pool: list, rows_per_patient: pd.Series, chosen: list, taken: int,
+          target: int) -> tuple[list, int]:
+    """Walk ``pool`` in order, adding each patient who fits under ``target`` rows to
+    ``chosen``; returns the patients passed over and the new row count."""
+    passed = []
+    for patient in pool:
+        size = int(rows_per_patient[patient])
+        if taken + size <= target:
+            chosen.append(patient)
+            taken += size
+        else:
+            passed.append(patient)
+    return passed, taken
+
+
+def _percents(percents) -> list:
+    percents = sorted(int(p) if float(p).is_integer() else float(p) for p in percents)
+    if not percents or percents[0] <= 0 or percents[-1] >= 100:
+        raise ValueError(f"percents must be in (0, 100), got {percents}")
+    return percents
+
+
+def _training_patients(split: pd.DataFrame, exclude: set = frozenset()) -> pd.Series:
+    training = split[(split["fold"] != "TEST") & ~split["subject_id"].isin(exclude)]
+    rows_per_patient = training.groupby("subject_id").size()
+    if rows_per_patient.empty:
+        raise DataError("the split has no non-TEST rows to draw a forget set from")
+    return rows_per_patient
+
+
+def _nested(split: pd.DataFrame, pool: list, rows_per_patient: pd.Series,
+            percents: list) -> dict:
+    chosen: list = []
+    taken = 0
+    result = {}
+    for p in percents:
+        target = int(round(p / 100 * len(split)))
+        pool, taken = _fill(pool, rows_per_patient, chosen, taken, target)
+        if taken == 0:
+            raise DataError(f"no patient fits a {p}% forget set ({target} rows)")
+        result[p] = split[split["subject_id"].isin(chosen)].copy()
+    return result
+
+
 def make_forget_sets(split: pd.DataFrame, percents=(3, 6, 10), seed: int = 0,
                      size_bias: float = 2.0) -> dict[int, pd.DataFrame]:
     """Nested patient-level forget sets of about ``p``% of all rows each, disjoint from TEST.
 
     Patients are drawn with probability proportional to (row count) ** ``size_bias``; the
     default of 2 reproduces the reference sets' bias towards patients with many studies
-    (about 12 rows per forget patient against about 4 on average). Each larger set extends the smaller one; each set's row count is as close to
-    its target as the patient sizes allow without exceeding it.
+    (about 12 rows per forget patient against about 4 on average). Each larger set extends
+    the smaller one; each set's row count is as close to its target as the patient sizes allow
+    without exceeding it. :func:`draw_forget_sets` also draws a holdout like them.
     """
-    percents = sorted(int(p) if float(p).is_integer() else float(p) for p in percents)
-    if not percents or percents[0] <= 0 or percents[-1] >= 100:
-        raise ValueError(f"percents must be in (0, 100), got {percents}")
-    rows_per_patient = split[split["fold"] != "TEST"].groupby("subject_id").size()
-    if rows_per_patient.empty:
-        raise DataError("the split has no non-TEST rows to draw a forget set from")
-    rng = np.random.default_rng(seed)
-    weights = rows_per_patient.to_numpy(dtype=float) ** size_bias
-    # Weighted sampling without replacement (Efraimidis-Spirakis keys).
-    keys = rng.random(len(weights)) ** (1.0 / weights)
-    order = rows_per_patient.index.to_numpy()[np.argsort(-keys)]
-    chosen: list[int] = []
-    taken = 0
-    pool = list(order)
-    result = {}
-    for p in percents:
-        target = int(round(p / 100 * len(split)))
-        remaining_pool = []
-        for patient in pool:
-            size = int(rows_per_patient[patient])
-            if taken + size <= target:
-                chosen.append(patient)
-                taken += size
-            else:
-                remaining_pool.append(patient)
-        pool = remaining_pool
-        if taken == 0:
-            raise DataError(f"no patient fits a {p}% forget set ({target} rows)")
-        result[p] = split[split["subject_id"].isin(chosen)].copy()
-    return result
+    percents = _percents(percents)
+    rows_per_patient = _training_patients(split)
+    order = _weighted_order(rows_per_patient, np.random.default_rng(seed), size_bias)
+    return _nested(split, list(order), rows_per_patient, percents)
+
+
+@dataclass
+class ForgetDraw:
+    """Nested forget sets and the holdout drawn with them (:func:`draw_forget_sets`)."""
+
+    forget_sets: dict
+    holdout: pd.DataFrame
+
+
+def draw_forget_sets(split: pd.DataFrame, percents=(3, 6, 10), seed: int = 0,
+                     size_bias: float = 2.0) -> ForgetDraw:
+    """Nested forget sets and a holdout drawn exactly like the largest of them.
+
+    One weighted draw orders the training patients (weight ∝ rows ** ``size_bias``, as
+    :func:`make_forget_sets`); a fair coin per patient sends each, in that order, to the
+    forget stream or the holdout stream; the forget sets fill from the first stream and the
+    holdout from the second by the same rule. The two
+    streams are alike in distribution and filled alike (the holdout through the same nested
+    levels), so the holdout's patients are drawn as the largest forget set's are: the same sizes, the same share of whatever makes a row memorable. Its cost: no model
+    trains on the holdout's rows (about as many as the largest forget set).
+    """
+    percents = _percents(percents)
+    rows_per_patient = _training_patients(split)
+    rng = np.random.default_rng([seed, 11])
+    order = _weighted_order(rows_per_patient, rng, size_bias)
+    to_holdout = rng.random(len(order)) < 0.5
+    forget_sets = _nested(split, list(order[~to_holdout]), rows_per_patient, percents)
+    # The very procedure of the forget sets (nested fills included), its largest level kept.
+    holdout = _nested(split, list(order[to_holdout]), rows_per_patient, percents)[percents[-1]]
+    return ForgetDraw(forget_sets, holdout)
+
+
+def draw_holdout(split: pd.DataFrame, forget: pd.DataFrame, seed: int = 0,
+                 size_bias: float = 2.0) -> pd.DataFrame:
+    """A holdout for given forget sets (e.g. the published ones): patients outside every
+    forget set and TEST, drawn with the forget sets' weighting to the largest set's row count.
+
+    With the forget set fixed this can only approximate :func:`draw_forget_sets`: the
+    largest patients may already be in the forget set, so compare the two sides' rows per
+    patient (:func:`side_summary`) before trusting the attack."""
+    rows_per_patient = _training_patients(split, set(forget["subject_id"]))
+    order = _weighted_order(rows_per_patient, np.random.default_rng([seed, 12]), size_bias)
+    chosen: list = []
+    _, taken = _fill(list(order), rows_per_patient, chosen, 0, len(forget))
+    if taken == 0:
+        raise DataError(f"no patient outside the forget set fits a holdout of {len(forget)} "
+                        "rows")
+    return split[split["subject_id"].isin(chosen)].copy()
+
+
+def side_summary(rows: pd.DataFrame) -> dict:
+    """Counts that say whether two sides were drawn alike (no identifiers)."""
+    per_patient = rows.groupby("subject_id").size()
+    return {"rows": int(len(rows)), "patients": int(len(per_patient)),
+            "rows_per_patient": round(float(per_patient.mean()), 2) if len(per_patient) else 0.0,
+            "severity": {int(k): int(v) for k, v in rows["severity"].value_counts().items()}}
 
 
 @dataclass
@@ -196,6 +328,10 @@ def audit_partitions(parts: Partitions, split: pd.DataFrame | None = None) -> Au
     disjoint("forget", "retain", "forget patients absent from retain")
     disjoint("forget", "validation", "forget patients absent from validation")
     disjoint("forget", "test", "forget patients absent from test")
+    disjoint("holdout", "forget", "holdout patients absent from forget")
+    disjoint("holdout", "retain", "holdout patients absent from retain")
+    disjoint("holdout", "validation", "holdout patients absent from validation")
+    disjoint("holdout", "test", "holdout patients absent from test")
     disjoint("retain", "validation", "retain and validation patient-disjoint")
     disjoint("retain", "test", "retain and test patient-disjoint")
     disjoint("validation", "test", "validation and test patient-disjoint")

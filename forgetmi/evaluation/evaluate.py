@@ -33,7 +33,7 @@ from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi.evaluation")
 
-PARTITIONS = ("forget", "retain", "validation", "test")
+PARTITIONS = ("forget", "retain", "validation", "test", "holdout")
 SCHEMA = 1
 
 
@@ -138,6 +138,12 @@ def _metrics(predictions: dict, n_boot: int, seed: int) -> dict:
     return out
 
 
+def unseen_partition(predictions: dict) -> str:
+    """The unseen side of the forget-vs-unseen attacks: the holdout (drawn like the forget set,
+    trained on by no model) when the data has one, else the TEST fold."""
+    return "holdout" if "holdout" in predictions else "test"
+
+
 def _attacks(predictions: dict, seed: int, batch_size: int,
              n_boot: int = 1000) -> dict | None:
     from forgetmi.evaluation.mia import (attack_features, population_attack, sample_losses,
@@ -146,31 +152,47 @@ def _attacks(predictions: dict, seed: int, batch_size: int,
     if not all(k in predictions for k in ("forget", "retain", "test")):
         return None
     forget, retain, test = predictions["forget"], predictions["retain"], predictions["test"]
+    unseen_name = unseen_partition(predictions)
+    unseen = predictions[unseen_name]
     result = svc_mia_report(sample_losses(retain), sample_losses(test), sample_losses(forget),
                             batch_size)
-    (member, names), (nonmember, _), (target, _) = (attack_features(p)
-                                                    for p in (retain, test, forget))
+    (member, names), (nonmember, _), (target, _), (unseen_features, _) = (
+        attack_features(p) for p in (retain, test, forget, unseen))
     population = population_attack(member, nonmember, target, member_groups=retain["group"],
                                    nonmember_groups=test["group"], target_groups=forget["group"],
                                    seed=seed, roc_points=200)
     population["features"] = names
     result["population"] = population
-    result["forget_vs_unseen"] = _forget_vs_unseen_loss(forget, test, seed, n_boot)
-    result["forget_vs_unseen_learned"] = _forget_vs_unseen(target, nonmember, forget["group"],
-                                                           test["group"], seed, n_boot)
+    result["forget_vs_unseen"] = _forget_vs_unseen_loss(forget, unseen, seed, n_boot,
+                                                        unseen_name)
+    if unseen_name != "test":  # the TEST fold, drawn otherwise, as a secondary comparison
+        result["forget_vs_test"] = _forget_vs_unseen_loss(forget, test, seed, n_boot, "test")
+    # The release measured its attacks and AUCs on the image head: its figures beside ours.
+    result["forget_vs_unseen_image"] = _forget_vs_unseen_loss(forget, unseen, seed, n_boot,
+                                                              unseen_name, head="image")
+    result["forget_vs_unseen_learned"] = _forget_vs_unseen(target, unseen_features,
+                                                           forget["group"], unseen["group"],
+                                                           seed, n_boot)
+    result["forget_vs_unseen_learned"]["unseen"] = unseen_name
     return json.loads(json.dumps(result, default=float))
 
 
-def _forget_vs_unseen_loss(forget: dict, test: dict, seed: int, n_boot: int) -> dict:
-    """The headline: the loss-threshold attack's AUC, forget rows vs every test row, on each
-    row's training loss (every head's cross-entropy, summed)."""
-    from forgetmi.evaluation.mia import forget_vs_unseen_loss, training_losses
+def _forget_vs_unseen_loss(forget: dict, unseen: dict, seed: int, n_boot: int,
+                           unseen_name: str, head: str | None = None) -> dict:
+    """The headline: the loss-threshold attack's AUC, forget rows vs every unseen row, on each
+    row's training loss (every head's cross-entropy, summed), or on one ``head``'s."""
+    from forgetmi.evaluation.mia import forget_vs_unseen_loss, sample_losses, training_losses
 
-    out = forget_vs_unseen_loss(training_losses(forget), training_losses(test),
-                                forget_groups=forget["group"], unseen_groups=test["group"],
-                                seed=seed, n_boot=n_boot,
-                                signal="training loss: the heads' cross-entropies summed "
-                                       "(lower = member)")
+    if head is None:
+        losses, signal = training_losses, ("training loss: the heads' cross-entropies summed "
+                                           "(lower = member)")
+    else:
+        losses, signal = (lambda p: sample_losses(p, head)), (f"{head} head's cross-entropy "
+                                                              "(lower = member)")
+    out = forget_vs_unseen_loss(losses(forget), losses(unseen),
+                                forget_groups=forget["group"], unseen_groups=unseen["group"],
+                                seed=seed, n_boot=n_boot, signal=signal)
+    out["unseen"] = unseen_name
     return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
 
 
@@ -200,28 +222,92 @@ def _gap(metrics: dict, reference: dict) -> dict:
             for part, heads in metrics.items() if part in reference}
 
 
+def _check_reference(run: Path, cfg, reference: Path, role: str):
+    """A retrained reference must be a finished retraining that never saw this run's forget
+    or holdout rows: the same forget set and holdout files. Returns its config."""
+    ref_cfg = _run_config(reference)  # a finished run, or a clear error
+    job = RunFolder(reference).timing() or {}
+    if job.get("job") != "retrain":
+        raise ForgetMIError(f"{reference}: {role} must be a finished retraining (its "
+                            f"timing.json records job {job.get('job')!r})")
+    for key in ("forget_set", "holdout"):
+        mine, theirs = cfg.data.path(key), ref_cfg.data.path(key)
+        if (mine and Path(mine).resolve()) != (theirs and Path(theirs).resolve()):
+            raise ForgetMIError(f"{reference}/config.yaml: data.{key} is {theirs}, but {run} "
+                                f"uses {mine}; a {role} must leave out the same rows")
+    return ref_cfg
+
+
+def _scored(predictions: dict) -> dict:
+    from forgetmi.evaluation.mia import training_losses
+    return {part: {"loss": training_losses(p), "label": p["label"],
+                   "logits": p["joint_logits"], "group": p["group"]}
+            for part, p in predictions.items()}
+
+
+def _calibration(run: Path, cfg, predictions: dict, references: list[Path], batch_size: int,
+                 n_boot: int) -> dict:
+    """The calibrated attack against the retrained ``references`` of other seeds."""
+    from forgetmi.evaluation.calibrated import calibrated_attack
+    from forgetmi.evaluation.mia import training_losses
+
+    unseen = unseen_partition(predictions)
+    peers = []
+    for ref in references:
+        ref_cfg = _check_reference(run, cfg, ref, "a calibration reference")
+        if ref.resolve() == run.resolve() or ref_cfg.seed == cfg.seed:
+            continue  # its own seed would calibrate a model by its twin
+        peers.append(ref)
+    if not peers:
+        return {"auc": None, "n_references": 0,
+                "reason": "no retrained reference of another seed (give --references)"}
+    sums = {"forget": 0.0, unseen: 0.0}
+    for ref in peers:
+        ref_pred = _predictions(cfg, _model_dir(ref), ("forget", unseen), batch_size)
+        for part in sums:
+            sums[part] = sums[part] + training_losses(ref_pred[part])
+    forget, other = predictions["forget"], predictions[unseen]
+    out = calibrated_attack(training_losses(forget), training_losses(other),
+                            sums["forget"] / len(peers), sums[unseen] / len(peers),
+                            forget_groups=forget["group"], unseen_groups=other["group"],
+                            n_references=len(peers), seed=cfg.seed, n_boot=n_boot)
+    out["unseen"] = unseen
+    return {k: _finite(v) if isinstance(v, float) else v for k, v in out.items()}
+
+
 def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: int = 1000,
                  batch_size: int = 64, mia_batch_size: int = 32, config: str | None = None,
-                 overrides: list[str] | None = None) -> dict:
+                 overrides: list[str] | None = None,
+                 references: list[str | Path] | None = None) -> dict:
     """Score the model in ``run`` and write ``run/metrics.json``; returns what was written.
 
     ``run`` is a run folder or a bare model folder; ``config`` (for a bare model folder) and
-    ``overrides`` set the data it is scored on."""
+    ``overrides`` set the data it is scored on. ``retrained``: the retrained model of the same
+    seed (gaps, paired differences, forget quality). ``references``: retrained models for the
+    calibrated attack (those of the run's own seed are left out)."""
+    from forgetmi.evaluation.calibrated import forget_quality, paired_differences
     from forgetmi.evaluation.metrics import full_metrics
     from forgetmi.evaluation.mia import logit_similarity
 
     run = Path(run)
     cfg = _run_config(run, config, overrides)
+    # Every check before the first write: a bad reference leaves no metrics.json behind.
+    if retrained is not None:
+        _check_reference(run, cfg, Path(retrained), "the retrained reference")
+    references = [Path(r) for r in references or []]
     result = {"schema": SCHEMA, "run": str(run), **describe(run, cfg)}
     predictions = _predictions(cfg, _model_dir(run), PARTITIONS, batch_size)
     logger.info("evaluating %s: %s", result["label"],
                 ", ".join(f"{k} {len(v['label'])} rows" for k, v in predictions.items()))
     result["metrics"] = _metrics(predictions, n_boot, cfg.seed)
     result["mia"] = _attacks(predictions, cfg.seed, mia_batch_size, n_boot)
-    result["gap"] = result["logit_similarity"] = None
+    if result["mia"] is not None and references:
+        result["mia"]["calibrated"] = _calibration(run, cfg, predictions, references,
+                                                   batch_size, n_boot)
+    result["gap"] = result["logit_similarity"] = result["paired"] = None
+    result["forget_quality"] = None
     if retrained is not None:
         retrained = Path(retrained)
-        _run_config(retrained)  # a finished run, or a clear error
         # The reference scores this run's partitions: the gap compares the same rows.
         reference = _predictions(cfg, _model_dir(retrained), PARTITIONS, batch_size)
         point = {part: {head: {k: {"value": _finite(v)} for k, v in
@@ -232,6 +318,13 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
         if "retain" in reference:
             result["logit_similarity"] = logit_similarity(predictions["retain"]["joint_logits"],
                                                           reference["retain"]["joint_logits"])
+        if "forget" in reference:
+            judged, ref = _scored(predictions), _scored(reference)
+            result["forget_quality"] = forget_quality(judged["forget"]["loss"],
+                                                      ref["forget"]["loss"])
+            result["paired"] = paired_differences(judged, ref,
+                                                  unseen=unseen_partition(predictions),
+                                                  seed=cfg.seed, n_boot=n_boot)
     write_json(run / "metrics.json", result)
     logger.info("%s", summary_line(result))
     return result
@@ -245,11 +338,13 @@ def summary_line(result: dict) -> str:
     svc = mia.get("svc_mia_per_sample")
     attack = (mia.get("population") or {}).get("auc")
     headline = mia.get("forget_vs_unseen") or {}
+    calibrated = (mia.get("calibrated") or {}).get("auc")
     forgotten = ("—" if headline.get("auc") is None else
                  f"{headline['auc']:.3f} [{_or_dash(headline.get('low'))}, "
                  f"{_or_dash(headline.get('high'))}]")
-    return (f"{result['label']}: forget-vs-unseen attack AUC {forgotten} (0.5 = forgotten as "
-            f"if never seen), forget AUC {value('forget', 'auc')} F1 {value('forget', 'f1')}, "
+    return (f"{result['label']}: forget-vs-{headline.get('unseen', 'unseen')} attack AUC "
+            f"{forgotten} (0.5 = forgotten as if never seen), calibrated "
+            f"{_or_dash(calibrated)}, forget AUC {value('forget', 'auc')} F1 {value('forget', 'f1')}, "
             f"test AUC {value('test', 'auc')} F1 {value('test', 'f1')}, MIA (SVC) "
             f"{'—' if svc is None else f'{svc:.3f}'}, population attack AUC "
             f"{'—' if attack is None else f'{attack:.3f}'}")

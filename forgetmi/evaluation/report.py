@@ -3,9 +3,11 @@
 Reads the ``metrics.json`` that ``forgetmi evaluate`` writes for every run, groups the runs by
 forget size and model label, and reports mean ± std over seeds: single-seed retrains are noisy
 (SPEC §6), so a method is only judged against the retrained model over several seeds. The
-headline column is the forget-vs-unseen loss-attack AUC (``mia.forget_vs_unseen``); per forget size
-the report names the model closest to the retrained one (:data:`CLOSENESS` says how), or why it
-cannot. Writes ``report.md``, ``report.csv``, ``report.json`` and PNG plots, each atomically.
+headline column is the forget-vs-unseen loss-attack AUC (``mia.forget_vs_unseen``, unseen = the
+holdout drawn like the forget set); per forget size the report decides each method against the
+retrained model with equivalence tests (:mod:`forgetmi.evaluation.verdicts`) and names the model
+closest to the retrained one among those inside the utility margin (:data:`CLOSENESS`), or says
+why it cannot. Writes ``report.md``, ``report.csv``, ``report.json`` and PNG plots, atomically.
 """
 
 from __future__ import annotations
@@ -49,15 +51,32 @@ FORGET_VS_UNSEEN = ("mia", "forget_vs_unseen")
 COLUMNS: tuple[Column, ...] = (
     Column("fvu_auc", "Forget-vs-unseen AUC", (*FORGET_VS_UNSEEN, "auc"), "score",
            "the headline: AUC of the loss attack telling the forget rows from every row of "
-           "unseen (test) patients (P(a forget row's loss is lower)). 0.5 = the model treats "
-           "its forget rows as if it had never seen them; clearly above 0.5 = it still "
-           "remembers them; below 0.5 = it now fits them worse than unseen rows. A single run "
-           "shows its patient-bootstrap 95% interval in brackets; the target is the retrained "
-           "model's value",
+           "the unseen patients — the holdout, drawn like the forget set and trained on by no "
+           "model (the TEST fold where the data has no holdout) — P(a forget row's training "
+           "loss is lower). 0.5 = the model treats its forget rows as if it had never seen "
+           "them; clearly above 0.5 = it still remembers them; below 0.5 = it now fits them "
+           "worse than unseen rows. A single run shows its patient-bootstrap 95% interval in "
+           "brackets; the target is the retrained model's value",
            interval=((*FORGET_VS_UNSEEN, "low"), (*FORGET_VS_UNSEEN, "high"))),
     Column("gap_fvu_auc", "ΔFvU AUC", None, "gap",
            "forget-vs-unseen AUC minus the retrained model's (same size and seed): near 0 is "
            "the target"),
+    Column("cal_auc", "Calibrated AUC", ("mia", "calibrated", "auc"), "score",
+           "the per-example attack: each row's training loss minus the mean loss of retrained "
+           "models of other seeds on that row (difficulty calibrated), forget rows vs the "
+           "unseen rows; 0.5 = forgotten"),
+    Column("cal_tpr_1pct", "Cal. TPR@1%FPR", ("mia", "calibrated", "tpr_at_1pct_fpr"), "score",
+           "the calibrated attack's true-positive rate at 1% false-positive rate (0.01 = "
+           "chance)"),
+    Column("ks_p", "Forget quality", ("forget_quality", "p_value"), "score",
+           "KS test p-value between this model's and the retrained model's training losses on "
+           "the forget rows (OpenUnlearning's forget_quality): high = indistinguishable"),
+    Column("fvt_auc", "FvTest AUC", ("mia", "forget_vs_test", "auc"), "score",
+           "the headline's attack against the TEST fold instead of the holdout (secondary: "
+           "TEST patients are drawn differently from forget patients)"),
+    Column("fvu_auc_image", "FvU AUC (image)", ("mia", "forget_vs_unseen_image", "auc"),
+           "score", "the headline's attack on the image head's loss alone (the release measured "
+           "its attacks on the image head)"),
     Column("mia", "MIA", ("mia", "svc_mia_per_sample"), "score",
            "the paper's SVC attack on per-sample losses: fraction of forget rows called member"),
     Column("mia_batch", "MIA rel./batch", ("mia", RELEASE_MIA), "score",
@@ -81,6 +100,11 @@ COLUMNS: tuple[Column, ...] = (
            "forget F1 minus the retrained model's (same size and seed): near 0 is the target"),
     Column("test_auc", "Test AUC", ("metrics", "test", "joint", "auc", "value"), "score",
            "joint head on the test set: mean of the one-vs-rest AUCs"),
+    Column("forget_auc_image", "Forget AUC (image)",
+           ("metrics", "forget", "image", "auc", "value"), "score",
+           "image head on the forget set (the release's head)"),
+    Column("test_auc_image", "Test AUC (image)", ("metrics", "test", "image", "auc", "value"),
+           "score", "image head on the test set (the release's head)"),
     Column("test_f1", "Test F1", ("metrics", "test", "joint", "f1", "value"), "score",
            "joint head on the test set: macro F1"),
     Column("gap_test_auc", "ΔTest AUC", ("gap", "test", "joint", "auc"), "gap",
@@ -99,11 +123,16 @@ COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 GAPS = {"gap_fvu_auc": "fvu_auc", "gap_forget_auc": "forget_auc", "gap_forget_f1": "forget_f1",
         "gap_test_auc": "test_auc"}  # gap column -> the value it subtracts the retrained's from
 CLOSENESS = (
-    "Closeness to the retrained model is judged per forget size: first by the mean over seeds "
-    "of |forget-vs-unseen AUC − that of the retrained model of the same seed| (the headline "
-    "gap, as shown to 0.001; equal values tie), then by the mean of |test AUC − the retrained "
-    "model's|. Every model but the retrained one competes, the original included: a method "
-    "that is not closer than the original has not moved towards the retrained model.")
+    "Closeness to the retrained model is judged per forget size among the models whose mean "
+    "|test AUC − the retrained model's| lies inside the utility margin (a model that lost its "
+    "utility is not ranked, however low its attack AUC): first by the mean over seeds of "
+    "|forget-vs-unseen AUC − that of the retrained model of the same seed| (the headline gap, "
+    "as shown to 0.001; equal values tie), then by the mean of |test AUC − the retrained "
+    "model's|. Every model but "
+    "the retrained one competes, the original included: a method that is not closer than the "
+    "original has not moved towards the retrained model. Closest is a ranking, not a verdict: "
+    "the verdicts above say what the differences support.")
+PAIRED = {"attack": ("fvu_auc", "gap_fvu_auc"), "test": ("test_auc", "gap_test_auc")}
 
 
 @dataclass
@@ -120,6 +149,9 @@ class RunRecord:
     values: dict[str, float] = field(default_factory=dict)  # column key -> value, NaN if undefined
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high)
     roc: tuple[np.ndarray, np.ndarray] | None = None         # population attack (fpr, tpr)
+    # figure -> (difference to the retrained model of the seed, its paired patient-bootstrap
+    # standard error), as evaluate --retrained recorded them
+    paired: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
 
 # --- finding and loading ------------------------------------------------------------------------
@@ -187,7 +219,21 @@ def load_run(path: str | Path) -> RunRecord:
                                 _lookup(doc, c.interval[1], path))
                         for c in COLUMNS if c.interval}
     record.roc = _read_roc(doc, path)
+    record.paired = _read_paired(doc, path)
     return record
+
+
+def _read_paired(doc: Mapping[str, Any], path: Path) -> dict[str, tuple[float, float | None]]:
+    paired = doc.get("paired")
+    if not paired:
+        return {}
+    out = {}
+    for figure, key in (("attack", "fvu_auc"), ("test", "test_auc")):
+        diff = _lookup(doc, ("paired", key, "diff"), path)
+        se = _lookup(doc, ("paired", key, "se"), path)
+        if math.isfinite(diff):
+            out[figure] = (diff, se if math.isfinite(se) else None)
+    return out
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -353,16 +399,25 @@ def summarise(runs: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def closest_to_retrained(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """Per forget size, the models ranked by closeness to the retrained model (see CLOSENESS),
-    with a sentence saying which is closest, or why that cannot be judged."""
+def by_size(runs: Sequence[RunRecord]) -> list[tuple[float | None, list[RunRecord]]]:
     sizes: dict[float | None, list[RunRecord]] = {}
     for run in runs:
         sizes.setdefault(run.forget_percent, []).append(run)
+    return [(p, sizes[p]) for p in sorted(sizes, key=lambda p: (p is None, p or 0.0))]
+
+
+def closest_to_retrained(runs: Sequence[RunRecord],
+                         margins: Mapping[float | None, Any] | None = None
+                         ) -> list[dict[str, Any]]:
+    """Per forget size, the models inside the utility margin ranked by closeness to the
+    retrained model (see CLOSENESS), with a sentence saying which is closest, or why that
+    cannot be judged. ``margins``: per size, a :class:`~forgetmi.evaluation.verdicts.Margins`
+    (None where unknown: then no model is left out for its utility, and the sentence says so)."""
+    margins = margins or {}
     out = []
-    for percent in sorted(sizes, key=lambda p: (p is None, p or 0.0)):
-        members = sizes[percent]
+    for percent, members in by_size(runs):
         size = size_name(percent)
+        margin = margins.get(percent)
         gaps: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for run in members:
             if run.model != "retrained" and math.isfinite(run.values["gap_fvu_auc"]):
@@ -377,8 +432,25 @@ def closest_to_retrained(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
         ranking.sort(key=lambda r: (round(r["mean_abs_gap_fvu_auc"], 3),
                                     math.inf if r["mean_abs_gap_test_auc"] is None
                                     else r["mean_abs_gap_test_auc"], r["label"].casefold()))
+        excluded = []
+        if margin is not None:
+            excluded = [r for r in ranking if r["mean_abs_gap_test_auc"] is None
+                        or r["mean_abs_gap_test_auc"] > margin.test]
+            ranking = [r for r in ranking if r not in excluded]
         entry = {"size": size, "forget_percent": percent, "closest": None, "model": None,
-                 "ranking": ranking, "reason": None}
+                 "ranking": ranking, "reason": None,
+                 "utility_margin": None if margin is None else margin.test,
+                 "outside_utility_margin": [{"label": r["label"],
+                                             "mean_abs_gap_test_auc": r["mean_abs_gap_test_auc"]}
+                                            for r in excluded]}
+        left_out = ("" if not excluded else
+                    "; not ranked, their test AUC outside the utility margin ±"
+                    f"{margin.test:.3f}: " + ", ".join(
+                        f"{r['label']} (mean |ΔTest AUC| "
+                        f"{'—' if r['mean_abs_gap_test_auc'] is None else format(r['mean_abs_gap_test_auc'], '.3f')})"
+                        for r in excluded))
+        if margin is None and ranking:
+            left_out = "; no utility margin at this size, so utility was not checked"
         if ranking:
             best = ranking[0]
             entry.update(closest=best["label"], model=best["model"])
@@ -389,13 +461,90 @@ def closest_to_retrained(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
                 f"mean |ΔTest AUC| {'—' if test is None else f'{test:.3f}'}, over "
                 f"{best['seeds']} seed(s))"
                 + "".join(f"; then {r['label']} ({r['mean_abs_gap_fvu_auc']:.3f})"
-                          for r in ranking[1:]) + ".")
+                          for r in ranking[1:]) + left_out + ".")
+        elif excluded:
+            entry["reason"] = "every model's test AUC lies outside the utility margin"
+            entry["sentence"] = f"Forget set {size}: no model is ranked{left_out}."
         else:
             entry["reason"] = _cannot_judge(members)
             entry["sentence"] = (f"Forget set {size}: cannot judge which model is closest to the "
                                  f"retrained one: {entry['reason']}.")
         out.append(entry)
     return out
+
+
+def _retrained_files(members: Sequence[RunRecord]) -> str:
+    files = [str(r.path) for r in members if r.model == "retrained"]
+    return ", ".join(files) if files else "(no retrained run)"
+
+
+def size_margins(members: Sequence[RunRecord], given=None, require: bool = False):
+    """The margins of one forget size: ``given`` (a Margins) if any, else from its retrained
+    runs' spread over seeds; ``(None, reason)`` when there are too few seeds (an error naming
+    the retrained runs' files when ``require``)."""
+    from forgetmi.evaluation.verdicts import MIN_MARGIN_SEEDS, margins_from_retrained
+
+    if given is not None:
+        return given, None
+    retrained = [r for r in members if r.model == "retrained"]
+    attack = [r.values["fvu_auc"] for r in retrained if math.isfinite(r.values["fvu_auc"])]
+    test = [r.values["test_auc"] for r in retrained if math.isfinite(r.values["test_auc"])]
+    if min(len(attack), len(test)) < MIN_MARGIN_SEEDS:
+        reason = (f"{min(len(attack), len(test))} retrained seed(s) at this size, and a margin "
+                  f"needs the spread of at least {MIN_MARGIN_SEEDS}: run more seeds, or give "
+                  "--margins attack=A,test=T (or the margins file another report wrote with "
+                  "--write-margins)")
+        if require:
+            raise DataError(f"too few seeds for a margin: {reason}",
+                            _retrained_files(members))
+        return None, reason
+    size = size_name(members[0].forget_percent)
+    return margins_from_retrained(attack, test, f"forget set {size}"), None
+
+
+def verdicts(runs: Sequence[RunRecord], given=None, require: bool = False) -> list[dict]:
+    """Per forget size: the margins and each model's equivalence verdict against retraining
+    (:mod:`forgetmi.evaluation.verdicts`), or why none can be given."""
+    from forgetmi.evaluation.verdicts import decide, verdict_sentence
+
+    out = []
+    for percent, members in by_size(runs):
+        size = size_name(percent)
+        margins, reason = size_margins(members, given, require)
+        entry = {"size": size, "forget_percent": percent, "margins": None, "reason": reason,
+                 "decisions": {}, "sentences": []}
+        if margins is None:
+            entry["sentences"] = [f"Forget set {size}: no verdict: {reason}."]
+            out.append(entry)
+            continue
+        entry["margins"] = margins.to_dict()
+        methods: dict[str, dict[str, tuple[list, list]]] = {}
+        for run in sorted(members, key=lambda r: (r.label.casefold(), r.seed)):
+            if run.model == "retrained":
+                continue
+            for figure, (_, gap) in PAIRED.items():
+                diff, se = run.paired.get(figure, (run.values[gap], None))
+                if math.isfinite(diff):
+                    diffs, ses = methods.setdefault(run.label, {}).setdefault(figure, ([], []))
+                    diffs.append(diff)
+                    ses.append(se)
+        if not methods:
+            entry["reason"] = _cannot_judge(members)
+            entry["sentences"] = [f"Forget set {size}: no verdict: {entry['reason']}."]
+            out.append(entry)
+            continue
+        entry["decisions"] = decide(methods, margins)
+        entry["model"] = {r.label: r.model for r in members}
+        entry["sentences"] = [verdict_sentence(label, decision, margins)
+                              for label, decision in entry["decisions"].items()]
+        out.append(entry)
+    return out
+
+
+def margins_by_size(judged: Sequence[dict]):
+    from forgetmi.evaluation.verdicts import Margins
+    return {v["forget_percent"]: Margins(**v["margins"]) if v["margins"] else None
+            for v in judged}
 
 
 def _cannot_judge(members: Sequence[RunRecord]) -> str:
@@ -459,8 +608,32 @@ def render_tables(summary: pd.DataFrame) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def render_markdown(summary: pd.DataFrame, runs: Sequence[RunRecord]) -> str:
-    """report.md: what the columns mean and how to read them, then the tables."""
+def render_verdicts(judged: Sequence[dict]) -> list[str]:
+    lines = ["## Verdicts against retraining", "",
+             "Each model is tested for equivalence with the retrained model of the same seed "
+             "(TOST at 5%, Holm-corrected across the models of a forget size; margins from how "
+             "far retrained models of different seeds land apart: z_0.975·√2·sd). "
+             "**equivalent**: the difference is shown to lie inside the margin; **differs**: "
+             "shown to lie beyond it; **inconclusive**: neither. A model is equivalent to "
+             "retraining only when it is on both the attack AUC and the test AUC. How the "
+             "difference's error is computed: `forgetmi/evaluation/verdicts.py`.", ""]
+    for entry in judged:
+        if entry["margins"]:
+            m = entry["margins"]
+            lines.append(f"### Forget set {entry['size']}: margins ±{m['attack']:.3f} attack "
+                         f"AUC, ±{m['test']:.3f} test AUC ({m['source']})")
+        else:
+            lines.append(f"### Forget set {entry['size']}")
+        lines.append("")
+        lines += [f"- {sentence}" for sentence in entry["sentences"]]
+        lines.append("")
+    return lines
+
+
+def render_markdown(summary: pd.DataFrame, runs: Sequence[RunRecord],
+                    judged: Sequence[dict] | None = None) -> str:
+    """report.md: what the columns mean and how to read them, the verdicts, then the tables."""
+    judged = verdicts(runs) if judged is None else judged
     seeds = sorted({r.seed for r in runs})
     intro = [
         "# Unlearning report",
@@ -484,9 +657,10 @@ def render_markdown(summary: pd.DataFrame, runs: Sequence[RunRecord]) -> str:
     ]
     intro += [f"- **{c.heading}**: {c.description}" for c in COLUMNS]
     closest = ["## Closest to the retrained model", "", CLOSENESS, ""]
-    closest += [f"- {entry['sentence']}" for entry in closest_to_retrained(runs)]
-    return ("\n".join(intro) + "\n\n" + "\n".join(closest) + "\n\n"
-            + render_tables(summary))
+    closest += [f"- {entry['sentence']}"
+                for entry in closest_to_retrained(runs, margins_by_size(judged))]
+    return ("\n".join(intro) + "\n\n" + "\n".join(render_verdicts(judged)) + "\n"
+            + "\n".join(closest) + "\n\n" + render_tables(summary))
 
 
 def csv_frame(summary: pd.DataFrame) -> pd.DataFrame:
@@ -500,8 +674,11 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None  # JSON has no NaN
 
 
-def json_report(summary: pd.DataFrame, runs: Sequence[RunRecord]) -> dict[str, Any]:
-    """report.json: the table with per-cell counts, the column legend, and the input runs."""
+def json_report(summary: pd.DataFrame, runs: Sequence[RunRecord],
+                judged: Sequence[dict] | None = None) -> dict[str, Any]:
+    """report.json: the table with per-cell counts, the column legend, the verdicts, and the
+    input runs."""
+    judged = verdicts(runs) if judged is None else judged
     blocks = []
     for size, block in summary.groupby("size", sort=False):
         rows = []
@@ -524,9 +701,11 @@ def json_report(summary: pd.DataFrame, runs: Sequence[RunRecord]) -> dict[str, A
                     for c in COLUMNS],
         "headline": "fvu_auc",
         "closeness_definition": CLOSENESS,
+        "verdicts": json.loads(json.dumps(judged, default=_finite_or_none)),
         "closest_to_retrained": [{k: _finite_or_none(v) if isinstance(v, float) else v
                                   for k, v in entry.items()}
-                                 for entry in closest_to_retrained(runs)],
+                                 for entry in closest_to_retrained(runs,
+                                                                   margins_by_size(judged))],
         "blocks": blocks,
         "runs": [{"path": str(r.path), "run": r.run, "model": r.model, "label": r.label,
                   "forget_percent": r.forget_percent, "seed": r.seed,
@@ -550,16 +729,18 @@ def roc_curves(runs: Sequence[RunRecord]):
 
 
 def write_report(runs: Sequence[RunRecord], out_dir: str | Path,
-                 summary: pd.DataFrame | None = None) -> list[Path]:
+                 summary: pd.DataFrame | None = None,
+                 judged: Sequence[dict] | None = None) -> list[Path]:
     """Write report.md/.csv/.json and the plots into ``out_dir``; return the written paths."""
     from forgetmi.evaluation.plots import make_plots
 
     out_dir = Path(out_dir)
     summary = summarise(runs) if summary is None else summary
+    judged = verdicts(runs) if judged is None else judged
     written = [
-        write_text(out_dir / "report.md", render_markdown(summary, runs)),
+        write_text(out_dir / "report.md", render_markdown(summary, runs, judged)),
         write_csv(out_dir / "report.csv", csv_frame(summary)),
-        write_json(out_dir / "report.json", json_report(summary, runs)),
+        write_json(out_dir / "report.json", json_report(summary, runs, judged)),
     ]
     written += make_plots(summary, roc_curves(runs), out_dir)
     return written

@@ -73,6 +73,7 @@ def _demo_config(out: Path, name: str, data_root: Path, seed: int, image_size: i
     return ExperimentConfig(
         seed=seed, output_dir=str(out / name),
         data=DataConfig(root=str(data_root), forget_set="forget_set_10per.csv",
+                        holdout="holdout.csv",
                         image_size=image_size),
         model=ModelConfig(text_encoder=None if text_encoder == "minilm" else text_encoder),
         train=TrainConfig(epochs=epochs, batch_size=16, lr=lr,
@@ -195,7 +196,7 @@ def run_demo(out: Path, n_patients: int = DEMO["patients"], image_size: int = DE
     audits = {}
     for percent in sorted(paths.forget_sets):
         config = DataConfig(root=str(paths.root), forget_set=paths.forget_sets[percent].name,
-                            image_size=image_size, workers=workers)
+                            holdout=paths.holdout.name, image_size=image_size, workers=workers)
         audits[percent] = load_partitions(config, seed)  # raises if any leak is found
     data = ensure_caches(audits[max(audits)])
     logger.info("\n%s", data.audit.to_text())

@@ -19,6 +19,10 @@ def main(argv: list[str] | None = None) -> int:
                                                 "model folders (e.g. an imported checkpoint)")
     parser.add_argument("--retrained", help="the retrained reference's run folder (for the gap "
                                             "and the logit similarity)")
+    parser.add_argument("--references", nargs="+", default=[],
+                        help="retrained runs (several seeds) that calibrate the per-example "
+                             "attack: each row's loss minus their mean loss on it; those of the "
+                             "judged run's own seed are left out")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--config", help="experiment YAML giving the data of model folders "
@@ -31,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:  # one run that cannot be scored does not stop the others
         try:
             evaluate_run(run, args.retrained, args.bootstrap, args.batch_size,
-                         config=args.config, overrides=overrides)
+                         config=args.config, overrides=overrides, references=args.references)
         except (ForgetMIError, ValueError) as err:
             logger.error("%s", err)
             failed.append(str(run))

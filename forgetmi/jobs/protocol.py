@@ -208,15 +208,21 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
                 add(name, "unlearn", 1,
                     {**common, **protocol.unlearn, **settings, "original": original / "model"},
                     root / run / size / f"s{seed}", after=[f"original/{size}/s{seed}"])
-            retrained = f"retrained/{size}/s{seed}"
+        # Every run of a size is scored against the retrained model of its seed, and its
+        # calibrated attack against the retrained models of the other seeds.
+        peers = {seed: f"retrained/{size}/s{seed}" for seed in protocol.seeds}
+        references = [str(root / name) for name in peers.values()]
+        for seed in protocol.seeds:
+            retrained = peers[seed]
             for job in [j for j in jobs if j.stage < 2 and j.name.endswith(f"/{size}/s{seed}")]:
                 name = f"evaluate/{job.name}"
                 reference = [] if job.name == retrained else [
                     "--retrained", str(root / "retrained" / size / f"s{seed}")]
+                calibration = ["--references", *references] if len(references) > 1 else []
                 jobs.append(Job(name, "evaluate", 2,
-                                [str(job.output_dir), *reference,
+                                [str(job.output_dir), *reference, *calibration,
                                  *as_overrides(protocol.evaluate)],
-                                job.output_dir, after=sorted({job.name, retrained})))
+                                job.output_dir, after=sorted({job.name, *peers.values()})))
                 evaluations.append(name)
     jobs.append(Job("report", "report", 3, [str(root), "--out", str(root / "report")],
                     root / "report", after=evaluations))

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from forgetmi.errors import exit_on_error
+from forgetmi.errors import DataError, exit_on_error
 from forgetmi.evaluation.report import (closest_to_retrained, find_metrics_files, load_runs,
-                                        render_tables, summarise, write_report)
+                                        margins_by_size, render_tables, summarise, verdicts,
+                                        write_report)
 
 log = logging.getLogger("forgetmi.report")
 
@@ -21,6 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("results", nargs="+", metavar="RESULTS",
                         help="metrics.json files, or folders searched recursively for them")
     parser.add_argument("--out", default="report", help="output folder (default: report/)")
+    parser.add_argument("--margins", default="auto",
+                        help="equivalence margins of the verdicts: 'auto' (from the retrained "
+                             "runs' spread over seeds where a size has at least 3, else no "
+                             "verdict), 'seeds' (the same, refusing too few seeds), "
+                             "'attack=A,test=T', or a file --write-margins wrote")
+    parser.add_argument("--write-margins", metavar="FILE",
+                        help="write the margins measured here (one forget size, or the "
+                             "largest) as YAML, for reports of fewer seeds (e.g. the demo's)")
     return parser
 
 
@@ -34,12 +43,36 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger("forgetmi").handlers:  # called on its own, not from the CLI
         from forgetmi.utils.logs import setup_logging
         setup_logging(0)
+    from forgetmi.evaluation.verdicts import parse_margins
+
     runs = load_runs(find_metrics_files(args.results))
+    given = None if args.margins in ("auto", "seeds") else parse_margins(args.margins)
+    judged = verdicts(runs, given, require=args.margins == "seeds")
+    if args.write_margins and not any(v["margins"] for v in judged):
+        raise DataError("no forget size has margins to write (too few retrained seeds); "
+                        "nothing written", args.write_margins)
     summary = summarise(runs)
-    written = write_report(runs, args.out, summary)
+    written = write_report(runs, args.out, summary, judged)
+    if args.write_margins:
+        written.append(_write_margins(judged, args.write_margins))
     log.info("%d runs\n\n%s", len(runs), render_tables(summary))
-    for entry in closest_to_retrained(runs):
+    for entry in judged:
+        for sentence in entry["sentences"]:
+            log.info("%s", sentence.replace("**", ""))
+    for entry in closest_to_retrained(runs, margins_by_size(judged)):
         log.info("%s", entry["sentence"].replace("**", ""))
     for path in written:
         log.info("wrote %s", path)
     return 0
+
+
+def _write_margins(judged: list[dict], path: str):
+    """The margins of the largest forget size that has them, as a margins file."""
+    import yaml
+
+    from forgetmi.utils.atomic import write_text
+
+    chosen = [v for v in judged if v["margins"]][-1]
+    doc = {**chosen["margins"], "forget_set": chosen["size"]}
+    return write_text(path, "# Equivalence margins measured by forgetmi report\n"
+                      + yaml.safe_dump(doc, sort_keys=False))

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from forgetmi.data import formats
 from forgetmi.data.formats import image_relpath
-from forgetmi.data.splits import make_forget_sets
+from forgetmi.data.splits import draw_forget_sets, side_summary
 from forgetmi.synthetic import anatomy, layout
 from forgetmi.synthetic.cohort import (LABEL_NOISE_SD, TEST_ROW_FRACTION, Cohort,
                                             build_cohort)
@@ -35,7 +35,7 @@ from forgetmi.utils.atomic import atomic_path
 
 logger = logging.getLogger("forgetmi.synthetic")
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: forget sets drawn with a holdout (holdout.csv)
 DEFAULT_PATIENTS = 120
 MIMIC_PATIENTS = 1663  # the size of the real edema subset
 FORGET_PERCENTS = (3, 6, 10)
@@ -110,19 +110,22 @@ def parameter_differences(root: str | os.PathLike, n_patients: int, image_size: 
                           label_noise: float = LABEL_NOISE_SD) -> list[str] | None:
     """How the stand-in dataset in ``root`` differs from these arguments: None when ``root``
     holds no generated dataset (no manifest), ``[]`` when it was generated with the same ones,
-    else one "name recorded != wanted" entry per differing argument."""
+    else one "name recorded != wanted" entry per differing argument (the generator's version
+    counts: an older version drew its forget sets without a holdout)."""
     manifest = Path(root) / layout.MANIFEST
     if not manifest.is_file():
         return None
     doc = json.loads(manifest.read_text())
-    recorded = doc.get("parameters", doc)
-    wanted = _parameters(n_patients, image_size, seed, test_fraction, label_noise)
+    recorded = {**doc.get("parameters", doc), "generator_version": doc.get("generator_version")}
+    wanted = {**_parameters(n_patients, image_size, seed, test_fraction, label_noise),
+              "generator_version": GENERATOR_VERSION}
     return [f"{k} {recorded.get(k)} != {v}" for k, v in sorted(wanted.items())
             if recorded.get(k) != v]
 
 
 def _manifest(cohort: Cohort, root: Path, parameters: dict, percents,
-              forget_sets: dict[int, pd.DataFrame], shapes, source: str) -> dict:
+              forget_sets: dict[int, pd.DataFrame], holdout: pd.DataFrame, shapes,
+              source: str) -> dict:
     table = cohort.table
     widths = [shape[1] for shape in shapes]
     return {
@@ -140,16 +143,18 @@ def _manifest(cohort: Cohort, root: Path, parameters: dict, percents,
             "label_noise_rate": round(cohort.label_noise_rate, 4),
             "forget_sets": {str(p): {"patients": int(f["subject_id"].nunique()), "rows": len(f)}
                             for p, f in forget_sets.items()},
+            "holdout": {k: v for k, v in side_summary(holdout).items() if k != "severity"},
         },
         "images": {"rows": parameters["image_size"], "columns_min": min(widths), "columns_max": max(widths),
                    "bits_stored": 12, "photometric": "MONOCHROME2",
                    "transfer_syntax": "explicit VR little endian"},
         "sha256": {name: _sha256(root / name) for name in
-                   (layout.SPLIT, layout.REPORTS, layout.SYNONYMS)},
+                   (layout.SPLIT, layout.REPORTS, layout.SYNONYMS, layout.HOLDOUT)},
     }
 
 
-def _validate(root: Path, n_rows: int, forget_sets: dict[int, pd.DataFrame]) -> None:
+def _validate(root: Path, n_rows: int, forget_sets: dict[int, pd.DataFrame],
+              holdout: pd.DataFrame) -> None:
     """Read everything back with the package's own readers before the folder is published."""
     split = formats.read_split(root / layout.SPLIT)
     reports = formats.read_reports(root / layout.REPORTS)
@@ -157,6 +162,8 @@ def _validate(root: Path, n_rows: int, forget_sets: dict[int, pd.DataFrame]) -> 
     for percent, rows in forget_sets.items():
         if len(formats.read_forget_set(root / layout.forget_set_name(percent))) != len(rows):
             raise AssertionError(f"forget set {percent}% did not read back whole")
+    if len(formats.read_forget_set(root / layout.HOLDOUT)) != len(holdout):
+        raise AssertionError("the holdout did not read back whole")
     if len(split) != n_rows or set(reports["study_id"]) != set(split["study_id"]):
         raise AssertionError("split and reports disagree with the generated cohort")
 
@@ -211,18 +218,21 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
         _write_reports(cohort, tmp / layout.REPORTS)
         split = table[["subject_id", "study_id", "dicom_id", "severity", "fold"]]
         split.rename(columns={"severity": "edeme_severity"}).to_csv(tmp / layout.SPLIT, index=False)
-        forget_sets = make_forget_sets(split, percents, seed=seed)
-        for percent, rows in forget_sets.items():
-            rows.rename(columns={"severity": "edema_severity"}).to_csv(
-                tmp / layout.forget_set_name(percent), index=False)
+        draw = draw_forget_sets(split, percents, seed=seed)
+        forget_sets = draw.forget_sets
+        for name, rows in [*((layout.forget_set_name(p), f) for p, f in forget_sets.items()),
+                           (layout.HOLDOUT, draw.holdout)]:
+            rows.rename(columns={"severity": "edema_severity"}).to_csv(tmp / name, index=False)
         synonym_table().to_csv(tmp / layout.SYNONYMS, index=False)
-        _validate(tmp, len(table), forget_sets)
+        _validate(tmp, len(table), forget_sets, draw.holdout)
         manifest = _manifest(cohort, tmp, _parameters(n_patients, image_size, seed,
                                                       test_fraction, label_noise),
-                             percents, forget_sets, shapes, source)
+                             percents, forget_sets, draw.holdout, shapes, source)
         (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
-    logger.info("stand-in dataset written to %s in %.1f s (label noise %.1f%%; forget sets %s)",
-                out, time.perf_counter() - start, 100 * cohort.label_noise_rate,
-                ", ".join(f"{p}%: {len(f)} rows" for p, f in forget_sets.items()))
+    logger.info("stand-in dataset written to %s in %.1f s (label noise %.1f%%; forget sets %s; "
+                "holdout %d rows)", out, time.perf_counter() - start,
+                100 * cohort.label_noise_rate,
+                ", ".join(f"{p}%: {len(f)} rows" for p, f in forget_sets.items()),
+                len(draw.holdout))
     return layout.DatasetPaths.from_root(out)

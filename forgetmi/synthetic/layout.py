@@ -14,6 +14,7 @@ REPORTS = "all_data.tsv"
 SPLIT = "split.csv"
 SYNONYMS = "Synonyms.csv"
 MANIFEST = "manifest.json"
+HOLDOUT = "holdout.csv"
 FORGET_PATTERN = re.compile(r"^forget_set_(\d+)per\.csv$")
 
 
@@ -32,6 +33,7 @@ class DatasetPaths:
     forget_sets: dict[int, Path] = field(default_factory=dict)
     synonyms: Path | None = None
     manifest: Path | None = None
+    holdout: Path | None = None
 
     @classmethod
     def from_root(cls, root: str | os.PathLike) -> "DatasetPaths":
@@ -50,4 +52,5 @@ class DatasetPaths:
         return cls(root=root, img_dir=root / IMAGES, reports=root / REPORTS, split=root / SPLIT,
                    forget_sets=dict(sorted(forget_sets.items())),
                    synonyms=root / SYNONYMS if (root / SYNONYMS).is_file() else None,
-                   manifest=root / MANIFEST if (root / MANIFEST).is_file() else None)
+                   manifest=root / MANIFEST if (root / MANIFEST).is_file() else None,
+                   holdout=root / HOLDOUT if (root / HOLDOUT).is_file() else None)
