@@ -118,23 +118,33 @@ def test_build_cache_and_keywords(demo_run, capsys):
 
 
 def test_demo_verdict_places_each_model_in_words():
-    from forgetmi.jobs.demo import verdict
+    """The demo's words come from the report's equivalence test: a model whose test AUC fell
+    outside the utility margin is never called a match, however low its attack AUC."""
+    from forgetmi.jobs.demo import demo_margins, verdict
 
-    def model(auc, low, high):
-        return {"forget_vs_unseen_auc": auc, "forget_vs_unseen_low": low,
-                "forget_vs_unseen_high": high}
+    margins = demo_margins()
+
+    def model(auc, low, high, attack_diff=None, test_diff=0.0, se=0.004):
+        m = {"forget_vs_unseen_auc": auc, "forget_vs_unseen_low": low,
+             "forget_vs_unseen_high": high}
+        m["paired"] = {"attack": [auc - 0.53 if attack_diff is None else attack_diff, se],
+                       "test": [test_diff, se / 2]}
+        return m
     models = {"original": model(0.74, 0.68, 0.79), "retrained": model(0.53, 0.46, 0.59),
               "eu-k": model(0.61, 0.55, 0.67), "forgetmi": model(0.72, 0.66, 0.75),
-              "good": model(0.55, 0.49, 0.60), "over": model(0.40, 0.35, 0.45),
-              "cf-k": model(0.75, 0.69, 0.79)}
+              "good": model(0.535, 0.47, 0.60), "over": model(0.40, 0.35, 0.45),
+              "cf-k": model(0.75, 0.69, 0.79),
+              "collapsed": model(0.53, 0.47, 0.59, test_diff=-0.156)}
     lines = verdict(models)
-    assert "do not overlap" in lines[2]
-    said = {line.split(":")[0]: line for line in lines[3:]}
+    assert "do not overlap" in lines[2] and "margins" in lines[3] and "one seed" in lines[3]
+    said = {line.split(":")[0]: line for line in lines[4:]}
     assert "between the original and the target" in said["eu-k"] and "62% of the way" in said["eu-k"]
     assert "still remembers them" in said["forgetmi"]
-    assert "at the target" in said["good"]
+    assert "equivalent to the retrained model" in said["good"]
     assert "below the target" in said["over"]
     assert "further from the retrained model than the original" in said["cf-k"]
+    assert "not a match" in said["collapsed"] and f"±{margins.test:.3f}" in said["collapsed"]
+    assert not any("at the target" in line for line in lines)
     models["retrained"] = model(0.66, 0.60, 0.71)   # overlapping intervals: no placement
     lines = verdict(models)
     assert "overlap" in lines[-1] and "benchmark" in lines[-1] and len(lines) == 3

@@ -33,9 +33,14 @@ def test_paper_protocol_expands_to_the_papers_grid():
     assert "--forget_set=forget_set_6per.csv" in unlearn.argv and "--seed=2" in unlearn.argv
     assert "--epochs=5" in names["unlearn/scrub/3/s0"].argv       # a method's own setting wins
     evaluation = names["evaluate/unlearn/scrub/3/s0"]
-    assert evaluation.after == ["retrained/3/s0", "unlearn/scrub/3/s0"]
+    # scored against its seed's retrained model, calibrated by those of every seed of its size
+    assert evaluation.after == ["retrained/3/s0", "retrained/3/s1", "retrained/3/s2",
+                                "unlearn/scrub/3/s0"]
     assert "--retrained" in evaluation.argv
+    references = evaluation.argv[evaluation.argv.index("--references") + 1:][:3]
+    assert [Path(r).parts[-2:] for r in references] == [("3", f"s{s}") for s in range(3)]
     assert "--retrained" not in names["evaluate/retrained/3/s0"].argv
+    assert "--references" in names["evaluate/retrained/3/s0"].argv
     assert len(names["report"].after) == 126
 
 

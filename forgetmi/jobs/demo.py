@@ -60,6 +60,12 @@ UNLEARNING = {
     "scrub": {"method": "scrub", "epochs": 1, "lr": 0.001}}
 
 
+# The equivalence margins of the demo's verdicts: one seed has no retrained spread of its own,
+# so it borrows the benchmark's, as `forgetmi report --write-margins` measured them over its
+# three retrained seeds (configs/presets/margins.yaml; a test keeps the two equal).
+MARGINS = {"attack": 0.05, "test": 0.02, "source": "placeholder"}
+
+
 # The original and retrained models train as the benchmark's (configs/experiments/
 # benchmark.yaml): to convergence at a constant rate, no weight decay, the last epoch kept.
 TRAINING = {"weight_decay": 0.0, "scheduler": "constant", "final_model": "last"}
@@ -93,7 +99,11 @@ def _score(run: Path, retrained: Path | None, n_boot: int) -> dict:
                for part in ("validation", "test", "forget") for metric in ("auc", "f1")}
     mia = result.get("mia") or {}
     headline = mia.get("forget_vs_unseen") or {}
+    paired = result.get("paired") or {}
     return {"train_seconds": timing["train_seconds"], "rows": timing["rows"], **figures,
+            "paired": {figure: [paired[key]["diff"], paired[key]["se"]]
+                       for figure, key in (("attack", "fvu_auc"), ("test", "test_auc"))
+                       if key in paired},
             "mia_svc": mia.get("svc_mia_per_sample"),
             "attack_auc": (mia.get("population") or {}).get("auc"),
             "forget_vs_unseen_auc": headline.get("auc"),
@@ -106,7 +116,8 @@ def _train_models(out: Path, data_root: Path, seed: int, image_size: int, epochs
     """Train the original and the retrained model, unlearn the original with Forget-MI and
     every baseline, evaluate each run against the retrained model and write the report."""
     from forgetmi.config import as_overrides, with_overrides
-    from forgetmi.evaluation.report import load_runs, render_tables, summarise, write_report
+    from forgetmi.evaluation.report import (load_runs, render_tables, summarise, verdicts,
+                                            write_report)
     from forgetmi.jobs.train import run_training
     from forgetmi.jobs.unlearn import run_unlearning
 
@@ -126,7 +137,8 @@ def _train_models(out: Path, data_root: Path, seed: int, image_size: int, epochs
         results[name] = _score(out / name, retrained, n_boot)
     runs = load_runs(out / name / "metrics.json" for name in results)
     summary = summarise(runs)
-    written = write_report(runs, out / "report", summary)
+    # One seed has no spread of its own to take margins from: the benchmark's are used.
+    written = write_report(runs, out / "report", summary, verdicts(runs, demo_margins()))
     return {"models": results, "report": [str(p) for p in written],
             "report_table": render_tables(summary), "verdict": verdict(results)}
 
@@ -136,9 +148,19 @@ def _interval(m: dict) -> str:
             f"{m['forget_vs_unseen_high']:.2f}]")
 
 
+def demo_margins():
+    """The equivalence margins the demo's verdicts use (:data:`MARGINS`)."""
+    from forgetmi.evaluation.verdicts import Margins
+    return Margins(**MARGINS)
+
+
 def verdict(models: dict) -> list[str]:
     """The forget-vs-unseen attack AUCs in plain words: does the original remember its forget
-    rows, is the retrained model at chance, and where does each unlearned model fall?"""
+    rows, is the retrained model at chance, and what the equivalence test says of each
+    unlearned model (:mod:`forgetmi.evaluation.verdicts`, the report's logic: a model whose
+    utility fell outside the margin is never called a match, whatever its attack AUC)."""
+    from forgetmi.evaluation.verdicts import decide
+
     keys = ("forget_vs_unseen_auc", "forget_vs_unseen_low", "forget_vs_unseen_high")
     if not all(models.get(k) and all(models[k].get(x) is not None for x in keys)
                for k in ("original", "retrained")):
@@ -146,7 +168,8 @@ def verdict(models: dict) -> list[str]:
     o, r = models["original"], models["retrained"]
     gap = o["forget_vs_unseen_auc"] - r["forget_vs_unseen_auc"]
     lines = [f"original (trained on the forget rows): attack AUC {_interval(o)}; 0.5 would mean "
-             "an attacker cannot tell its forget rows from rows of patients it never saw",
+             "an attacker cannot tell its forget rows from rows of patients it never saw (the "
+             "holdout, drawn like them)",
              f"retrained (never saw them; the target): {_interval(r)}"]
     if o["forget_vs_unseen_low"] > r["forget_vs_unseen_high"]:
         lines.append("the two intervals do not overlap: this run tells a model that remembers "
@@ -156,23 +179,44 @@ def verdict(models: dict) -> list[str]:
                      "from never having seen; run the benchmark (configs/experiments/"
                      "benchmark.yaml)")
         return lines
+    margins = demo_margins()
+    methods = {name: {figure: ([pair[0]], [pair[1]]) for figure, pair in m["paired"].items()}
+               for name, m in models.items()
+               if name not in ("original", "retrained") and len(m.get("paired") or {}) == 2}
+    decisions = decide(methods, margins) if methods else {}
+    lines.append(f"verdicts: equivalence tests against the retrained model (margins ±"
+                 f"{margins.attack:.3f} attack AUC, ±{margins.test:.3f} test AUC: "
+                 f"{margins.source}); one seed, so they speak of this seed's patients only, "
+                 "not of training variation: the benchmark's seeds do")
     for name, m in models.items():
         if name in ("original", "retrained") or m.get("forget_vs_unseen_auc") is None:
             continue
-        auc, low, high = (m[k] for k in keys)
+        auc, high = m["forget_vs_unseen_auc"], m["forget_vs_unseen_high"]
         closed = (o["forget_vs_unseen_auc"] - auc) / gap
-        if low <= r["forget_vs_unseen_auc"] <= high:
-            where = "at the target: as forgotten as the retrained model"
-        elif high < r["forget_vs_unseen_auc"]:
-            where = ("below the target: it now fits the forget rows worse than unseen ones, "
-                     "which an attacker can see too")
-        elif high >= o["forget_vs_unseen_auc"]:
-            where = "still remembers them about as the original does"
-        else:
-            where = "between the original and the target"
         moved = (f"{closed:.0%} of the way from the original to the retrained model"
                  if closed >= 0 else "further from the retrained model than the original")
-        lines.append(f"{name}: {_interval(m)}, {where} ({moved})")
+        decision = decisions.get(name)
+        if decision is None:
+            lines.append(f"{name}: {_interval(m)} ({moved}); no paired figures to test")
+            continue
+        attack, test = decision["figures"]["attack"], decision["figures"]["test"]
+        if decision["verdict"] == "equivalent":
+            where = "equivalent to the retrained model on attack and test AUC"
+        elif test["outcome"] == "differs":
+            where = (f"not a match: its test AUC moved {test['mean']:+.3f} (outside the "
+                     f"±{margins.test:.3f} utility margin)"
+                     + (", whatever its attack AUC" if attack["outcome"] != "differs" else ""))
+        elif attack["outcome"] == "differs" and attack["mean"] < 0:
+            where = ("below the target: it fits the forget rows worse than unseen ones, which "
+                     "an attacker can see too")
+        elif attack["outcome"] == "differs" and high >= o["forget_vs_unseen_auc"]:
+            where = "still remembers them about as the original does"
+        elif attack["outcome"] == "differs":
+            where = "differs from the retrained model: between the original and the target"
+        else:
+            where = "inconclusive: neither shown equivalent nor shown to differ"
+        lines.append(f"{name}: {_interval(m)}, {where} ({moved}; attack {attack['outcome']}, "
+                     f"test {test['outcome']})")
     return lines
 
 
