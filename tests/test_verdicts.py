@@ -221,3 +221,38 @@ def test_paired_differences_share_the_patients_drawn():
     moved = paired_differences(model(0.5), model(0.0), unseen="holdout", n_boot=200)
     assert moved["fvu_auc"]["diff"] > 0.1 and moved["fvu_auc"]["low"] > 0
     assert moved["unseen"] == "holdout"
+
+
+def test_benchmark_checks_signal_and_reproduction_through_the_report(tmp_path, caplog):
+    """benchmarks/benchmark_signal.py only calls `forgetmi report --check`: the signal checks
+    pass on runs that tell the original from the retrained model; a rerun that moves a mean by
+    more than twice the recorded spread fails the reproduction check."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "signal_script", Path(__file__).resolve().parents[1] / "benchmarks/benchmark_signal.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    paths = _sized_runs(tmp_path / "runs", np.random.default_rng(6))
+    recorded = tmp_path / "figures.json"
+    assert script.run([str(tmp_path / "runs"), "--record", str(recorded)]) == 0
+    figures = json.loads(recorded.read_text())
+    assert figures["10%"]["good"]["attack_auc"]["mean"] == pytest.approx(0.505)
+    assert script.run([str(tmp_path / "runs"), "--recorded", str(recorded)]) == 0
+    for path in paths:  # the 'good' model's attack AUC moves by 0.03 in every seed
+        doc = json.loads(path.read_text())
+        if doc["label"] == "good":
+            doc["mia"]["forget_vs_unseen"]["auc"] += 0.03
+            path.write_text(json.dumps(doc))
+    caplog.clear()
+    assert script.run([str(tmp_path / "runs"), "--recorded", str(recorded)]) == 1
+    assert "FAIL forget set 10%: good attack_auc reproduced" in caplog.text
+    # a run that cannot tell remembering from never seen fails its signal check
+    for path in paths:
+        doc = json.loads(path.read_text())
+        if doc["model"] == "original":
+            doc["mia"]["forget_vs_unseen"].update(auc=0.52, low=0.45, high=0.6)
+            path.write_text(json.dumps(doc))
+    assert script.run([str(tmp_path / "runs")]) == 1
+    assert "FAIL forget set 10%, seed 0: the original remembers" in caplog.text

@@ -43,8 +43,6 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
     holdout = formats.read_forget_set(holdout_path) if holdout_path is not None else None
     reports = formats.read_reports(config.path("reports"))
     kept = _without_excluded(split, config.path("exclude"), forget)
-    if holdout is not None and config.path("exclude") is not None:
-        holdout = holdout[holdout["subject_id"].isin(kept["subject_id"])]
     parts = build_partitions(kept, forget, config.val_fraction, seed, forget_path=forget_path,
                              holdout=holdout, holdout_path=holdout_path)
     audit = audit_partitions(parts, kept)

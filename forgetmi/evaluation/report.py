@@ -656,10 +656,20 @@ def render_markdown(summary: pd.DataFrame, runs: Sequence[RunRecord],
         "- **n**: number of seeds",
     ]
     intro += [f"- **{c.heading}**: {c.description}" for c in COLUMNS]
+    from forgetmi.evaluation.signal import render as render_checks, signal_checks
+
+    checks = signal_checks(runs)
+    signal = ["## Can this report tell a difference?", "",
+              "Before any verdict: per forget size and seed, the original model (trained on the "
+              "forget rows) must be told apart from the retrained model (never saw them), and "
+              "the retrained model's interval must hold 0.5.", ""]
+    signal += render_checks(checks) if checks else [
+        "- no original and retrained run of one size and seed to check"]
     closest = ["## Closest to the retrained model", "", CLOSENESS, ""]
     closest += [f"- {entry['sentence']}"
                 for entry in closest_to_retrained(runs, margins_by_size(judged))]
-    return ("\n".join(intro) + "\n\n" + "\n".join(render_verdicts(judged)) + "\n"
+    return ("\n".join(intro) + "\n\n" + "\n".join(signal) + "\n\n"
+            + "\n".join(render_verdicts(judged)) + "\n"
             + "\n".join(closest) + "\n\n" + render_tables(summary))
 
 
@@ -702,6 +712,7 @@ def json_report(summary: pd.DataFrame, runs: Sequence[RunRecord],
         "headline": "fvu_auc",
         "closeness_definition": CLOSENESS,
         "verdicts": json.loads(json.dumps(judged, default=_finite_or_none)),
+        "signal": _signal(runs),
         "closest_to_retrained": [{k: _finite_or_none(v) if isinstance(v, float) else v
                                   for k, v in entry.items()}
                                  for entry in closest_to_retrained(runs,
@@ -711,6 +722,11 @@ def json_report(summary: pd.DataFrame, runs: Sequence[RunRecord],
                   "forget_percent": r.forget_percent, "seed": r.seed,
                   "world_size": r.world_size} for r in runs],
     }
+
+
+def _signal(runs: Sequence[RunRecord]) -> list[dict]:
+    from forgetmi.evaluation.signal import signal_checks
+    return signal_checks(runs)
 
 
 def roc_curves(runs: Sequence[RunRecord]):

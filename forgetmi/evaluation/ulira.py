@@ -152,7 +152,9 @@ def prepare_shadows(cfg, train_cfg, n_shadows: int, out: str | Path,
     if unlearned != len(target_forget):
         raise ForgetMIError(f"the config's forget set has {len(target_forget)} rows but the "
                             f"audited run unlearned {unlearned}; give that run's config")
-    training = split[split["fold"] != "TEST"]
+    # The holdout is trained on by no model, shadows included: it never enters the pool.
+    holdout = set(data.partitions.holdout["subject_id"])
+    training = split[(split["fold"] != "TEST") & ~split["subject_id"].isin(holdout)]
     rows = training.groupby("subject_id").size()
     forget_patients = set(target_forget["subject_id"])
     rng = np.random.default_rng(cfg.seed)

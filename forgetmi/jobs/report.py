@@ -27,6 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "runs' spread over seeds where a size has at least 3, else no "
                              "verdict), 'seeds' (the same, refusing too few seeds), "
                              "'attack=A,test=T', or a file --write-margins wrote")
+    parser.add_argument("--record", metavar="FILE",
+                        help="write every model's attack and test AUC per seed (JSON), for a "
+                             "later --recorded check")
+    parser.add_argument("--recorded", metavar="FILE",
+                        help="check that these runs reproduce figures a --record wrote (each "
+                             "mean within twice the recorded std over seeds); exit 1 if not")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a signal check fails (the original is not told apart "
+                             "from the retrained model, or the retrained model's interval "
+                             "misses 0.5)")
     parser.add_argument("--write-margins", metavar="FILE",
                         help="write the margins measured here (one forget size, or the "
                              "largest) as YAML, for reports of fewer seeds (e.g. the demo's)")
@@ -43,9 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     if not logging.getLogger("forgetmi").handlers:  # called on its own, not from the CLI
         from forgetmi.utils.logs import setup_logging
         setup_logging(0)
+    import json
+
+    from forgetmi.evaluation.signal import figures, render, reproduction_checks, signal_checks
     from forgetmi.evaluation.verdicts import parse_margins
+    from forgetmi.utils.atomic import write_json
 
     runs = load_runs(find_metrics_files(args.results))
+    recorded = None
+    if args.recorded:  # read before anything is written
+        try:
+            recorded = json.loads(open(args.recorded, encoding="utf-8").read())
+        except (OSError, ValueError) as err:
+            raise DataError(f"cannot read recorded figures: {err}", args.recorded) from None
     given = None if args.margins in ("auto", "seeds") else parse_margins(args.margins)
     judged = verdicts(runs, given, require=args.margins == "seeds")
     if args.write_margins and not any(v["margins"] for v in judged):
@@ -61,8 +81,19 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s", sentence.replace("**", ""))
     for entry in closest_to_retrained(runs, margins_by_size(judged)):
         log.info("%s", entry["sentence"].replace("**", ""))
+    if args.record:
+        written.append(write_json(args.record, figures(runs)))
+    checks = signal_checks(runs)
+    if recorded is not None:
+        checks += reproduction_checks(runs, recorded, args.recorded)
+    for line in render(checks):
+        log.info("%s", line[2:])
     for path in written:
         log.info("wrote %s", path)
+    failed = [c for c in checks if not c["ok"]]
+    if failed and (args.check or recorded is not None):
+        log.error("%d of %d check(s) failed", len(failed), len(checks))
+        return 1
     return 0
 
 
