@@ -71,6 +71,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("ks_p", "Forget quality", ("forget_quality", "p_value"), "score",
            "KS test p-value between this model's and the retrained model's training losses on "
            "the forget rows (OpenUnlearning's forget_quality): high = indistinguishable"),
+    Column("learned_auc", "Learned FvU AUC", ("mia", "forget_vs_unseen_learned", "auc"),
+           "score", "a learned attack on several signals (cross-validated, patients kept "
+           "whole), forget rows vs the same unseen rows as the headline"),
     Column("fvt_auc", "FvTest AUC", ("mia", "forget_vs_test", "auc"), "score",
            "the headline's attack against the TEST fold instead of the holdout (secondary: "
            "TEST patients are drawn differently from forget patients)"),
