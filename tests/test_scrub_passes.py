@@ -3,6 +3,7 @@ pass over the forget set (every row exactly once), then a full pass over the ret
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -50,6 +51,25 @@ def test_each_max_epoch_ascends_once_on_every_forget_row(demo_data, original, tm
         assert all(drawn == {"forget"} for _, phase, drawn, _ in steps if phase == "max")
         assert {i for _, phase, _, used in steps if phase == "min" for i in used} == \
             rows["retain"], epoch
+    # the run records its phases (what a U-LiRA shadow of it must match)
+    timing = json.loads((tmp_path / "run" / "timing.json").read_text())
+    assert timing["phases"] == {"lead_steps": sum(s[1] == "max" for s in seen),
+                                "other_steps": sum(s[1] == "min" for s in seen)}
+
+
+def test_ulira_shadows_of_a_scrub_target_take_its_max_steps_only():
+    """A shadow's smaller retain set makes it run more epochs to reach the target's updates;
+    SCRUB opens each of its first max_epochs epochs with a max-pass, so the shadow is held to
+    the max epochs the target ran (1 here, not 2)."""
+    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.evaluation.ulira import _like_target_phases
+
+    cfg = load_config(ExperimentConfig, None, ["--method=scrub", "--scrub.max_epochs=2",
+                                               "--epochs=1"])
+    shadow = _like_target_phases(cfg.unlearn, cfg.train.epochs)
+    assert shadow.scrub.max_epochs == 1 and cfg.unlearn.scrub.max_epochs == 2
+    other = load_config(ExperimentConfig, None, ["--method=neggrad+", "--epochs=1"])
+    assert _like_target_phases(other.unlearn, 1) == other.unlearn
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

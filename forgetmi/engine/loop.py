@@ -281,6 +281,10 @@ class Engine:
             batch = {name: to_device(next(iterators[name]), acc.device) for name in drawn}
             self.objective.at_step(epoch, micro)
             loss, terms, clip, skipped = self._micro_step(state, epoch, micro, batch)
+            if micro < lead:
+                state.lead_steps += 1
+            else:
+                state.other_steps += 1
             bar.update(1)
             terms = {"loss": float(loss.detach()), **terms}
             _tally(window.sums, window.counts, terms)
@@ -481,5 +485,7 @@ class Engine:
                         "zero_stage": zero_stage(self.accelerator),
                         "rows": {s.name: len(s.dataset) for s in self.streams},
                         "skipped_updates": state.skipped_updates,
+                        "phases": {"lead_steps": state.lead_steps,
+                                   "other_steps": state.other_steps},
                         "ranks_agree": agree})
         self.tracker.finish()

@@ -31,6 +31,10 @@ class LoopState:
     epoch_sums: dict[str, float] = field(default_factory=dict)
     epoch_counts: dict[str, int] = field(default_factory=dict)
     skipped_updates: int = 0     # updates fp16's loss scaler skipped (gradient overflow)
+    # Micro-steps drawn from the lead stream (SCRUB's max-steps) and from the others: the
+    # phases a U-LiRA shadow must match, not only their total.
+    lead_steps: int = 0
+    other_steps: int = 0
 
     def to_dict(self) -> dict:
         """The JSON-serialisable form kept in the checkpoint (a copy)."""

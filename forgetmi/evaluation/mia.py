@@ -78,6 +78,17 @@ def lira_statistic(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return logits[rows, labels] - logsumexp(others, axis=1)
 
 
+def summed_lira_statistic(predictions: Mapping[str, np.ndarray]) -> np.ndarray:
+    """:func:`lira_statistic` summed over every present head: the logit-scaled counterpart of
+    :func:`training_losses` (the headline's signal), so U-LiRA reads every head as the headline
+    does, on a scale whose spread across shadows is close to Gaussian."""
+    heads = [h for h in HEADS if f"{h}_logits" in predictions]
+    if not heads:
+        raise ValueError(f"no head logits in predictions (keys: {sorted(predictions)})")
+    return np.sum([lira_statistic(predictions[f"{h}_logits"], predictions["label"])
+                   for h in heads], axis=0)
+
+
 def attack_features(predictions: Mapping[str, np.ndarray],
                     heads: tuple[str, ...] = HEADS) -> tuple[np.ndarray, list[str]]:
     """Per-row attack signals and their column names.

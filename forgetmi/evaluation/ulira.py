@@ -8,8 +8,8 @@ the target's number of forget rows, trains its original on every training row ex
 rows it does not forget, and unlearns with the audited method and settings for the target run's
 number of optimizer updates (read from its ``timing.json``). For every target forget row there
 are then shadows where the row was trained on and unlearned ("in") and shadows that never saw it
-("out"). A Gaussian fit of the row's statistic (the logit-scaled confidence of its label) on each
-side gives a likelihood-ratio test; applied to the audited model, a positive log-ratio means the
+("out"). A Gaussian fit of the row's statistic (the logit-scaled confidence of its label, summed
+over the heads as the headline sums their losses) on each side gives a likelihood-ratio test; applied to the audited model, a positive log-ratio means the
 row still looks like one that was trained on. Perfect unlearning makes the two sides
 indistinguishable: ratios around 0, attack AUC 0.5.
 
@@ -182,12 +182,25 @@ def prepare_shadows(cfg, train_cfg, n_shadows: int, out: str | Path,
         run = replace(cfg.train, resume=True, max_steps=updates, epochs=epochs)
         unlearning = replace(cfg, output_dir=str(folder / "unlearned"), data=data_cfg,
                              seed=original.seed, train=run,
-                             unlearn=replace(cfg.unlearn, original=str(folder / "original" / "model")))
+                             unlearn=_like_target_phases(replace(
+                                 cfg.unlearn, original=str(folder / "original" / "model")),
+                                 cfg.train.epochs))
         shadows.append(Shadow(s, folder, original, unlearning, members, frozenset(forgotten)))
     logger.info("%d shadows: candidate pool of %d patients (%d rows); each forgets %d rows "
                 "(as the target) in %d updates, and never sees the other half of the pool",
                 n_shadows, len(pool), 2 * len(target_forget), len(target_forget), updates)
     return shadows
+
+
+def _like_target_phases(unlearn, target_epochs: int):
+    """A shadow runs more epochs than the target when its retain set is smaller; SCRUB's
+    max-pass opens each of its first ``max_epochs`` epochs, so a shadow would add max-steps the
+    target never took. Its max epochs are the ones the target ran (check_like_target checks the
+    recorded phases)."""
+    if unlearn.method == "scrub":
+        scrub = replace(unlearn.scrub, max_epochs=min(unlearn.scrub.max_epochs, target_epochs))
+        return replace(unlearn, scrub=scrub)
+    return unlearn
 
 
 def _as_split_csv(frame: pd.DataFrame) -> pd.DataFrame:
@@ -197,7 +210,7 @@ def _as_split_csv(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _statistics(cfg, model_dir: Path, batch_size: int):
     from forgetmi.engine.distributed import build_accelerator
-    from forgetmi.evaluation.mia import lira_statistic
+    from forgetmi.evaluation.mia import summed_lira_statistic
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
     from forgetmi.models.provenance import align_with_model
@@ -207,7 +220,7 @@ def _statistics(cfg, model_dir: Path, batch_size: int):
     data, datasets = build_datasets(align_with_model(cfg, model_dir), accelerator)
     p = predict(accelerator, JointModel.from_pretrained(model_dir), datasets["forget"], batch_size)
     patients = data.split["subject_id"].loc[p["index"]].to_numpy()
-    return lira_statistic(p["joint_logits"], p["label"]), patients
+    return summed_lira_statistic(p), patients
 
 
 def collect(cfg, shadows: list[Shadow], target_model: str | Path, out: str | Path,
@@ -237,6 +250,11 @@ def collect(cfg, shadows: list[Shadow], target_model: str | Path, out: str | Pat
         ok = np.isfinite(result["score"])
         loo_scores.append(result["score"][ok])
         loo_labels.append(inside[ok, s])
+    # The summary's null reference: the share of rows a shadow that never saw them ("out")
+    # scores above 0, and of rows it trained on and unlearned ("in"), over shadows in turn.
+    null_out = [float((s_[~l_] > 0).mean()) for s_, l_ in zip(loo_scores, loo_labels)
+                if (~l_).any()]
+    null_in = [float((s_[l_] > 0).mean()) for s_, l_ in zip(loo_scores, loo_labels) if l_.any()]
     loo_scores, loo_labels = np.concatenate(loo_scores), np.concatenate(loo_labels)
     attack_auc = (float(roc_auc_score(loo_labels, loo_scores))
                   if 0 < loo_labels.sum() < len(loo_labels) else None)
@@ -252,7 +270,14 @@ def collect(cfg, shadows: list[Shadow], target_model: str | Path, out: str | Pat
               "patient_log_ratio": vulnerability_summary(per_patient.to_numpy()),
               "in_minus_out_statistic": float(np.nanmean(gap)),
               "shadow_attack_auc": attack_auc,
-              "shadow_attack_rows": int(len(loo_labels)), **matching}
+              "shadow_attack_rows": int(len(loo_labels)),
+              "null_reference": {
+                  "never_seen_frac_above_0": float(np.mean(null_out)) if null_out else None,
+                  "unlearned_frac_above_0": float(np.mean(null_in)) if null_in else None,
+                  "what": "the share of rows with log-ratio > 0 for a shadow (in turn) that "
+                          "never saw them, and for one that trained on and unlearned them: "
+                          "the target's log_ratio.frac_above_0 reads between the two"},
+              **matching}
     write_json(Path(out) / "ulira.json", result)
     logger.info("U-LiRA (%d shadows): target rows with log-ratio > 0 (look trained-on): %.0f%%; "
                 "shadow attack AUC %s", len(shadows), 100 * result["log_ratio"].get("frac_above_0", 0),
@@ -269,8 +294,11 @@ def check_like_target(cfg, shadows: list[Shadow], target_model: str | Path) -> d
     def recorded(timing: dict, forget_rows) -> dict:
         # Methods that draw only retain rows record no forget stream: count the forget set.
         rows = timing.get("rows", {})
+        phases = timing.get("phases") or {}
         return {"forget_rows": int(rows["forget"] if "forget" in rows else forget_rows()),
-                "updates": int(timing["updates"]), "world_size": int(timing.get("world_size", 1))}
+                "updates": int(timing["updates"]), "world_size": int(timing.get("world_size", 1)),
+                # max-steps (SCRUB's lead pass) and the rest; None from runs that predate them
+                "lead_steps": phases.get("lead_steps"), "other_steps": phases.get("other_steps")}
 
     target = recorded(target_run(target_model),
                       lambda: len(load_partitions(cfg.data, cfg.seed).partitions.forget))
@@ -278,7 +306,8 @@ def check_like_target(cfg, shadows: list[Shadow], target_model: str | Path) -> d
                      lambda s=s: len(formats.read_forget_set(s.folder / "forget.csv")))
             for s in shadows]
     for s, run in zip(shadows, runs):
-        differ = [f"{k} {run[k]} (target {target[k]})" for k in target if run[k] != target[k]]
+        differ = [f"{k} {run[k]} (target {target[k]})" for k in target if run[k] != target[k]
+                  and None not in (run[k], target[k])]
         if differ:
             raise ForgetMIError(f"shadow {s.index} was not unlearned like the audited model: "
                                 f"{', '.join(differ)}; its likelihood ratios would be "
