@@ -10,9 +10,12 @@ import yaml
 
 from forgetmi.config import ConfigError, ExperimentConfig, load_config
 from forgetmi.errors import ForgetMIError
+from forgetmi.hpc.executor import HpcConfig, submit_array
 from forgetmi.hpc.launcher import accelerate_env
+from forgetmi.hpc.local import cores, failures, raise_failures
 from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
 from forgetmi.hpc.sweep import expand, load_sweep
+from forgetmi.hpc.tasks import Task
 from forgetmi.jobs.status import main as status_main
 from forgetmi.jobs.sweep import main as sweep_main
 from forgetmi.jobs.train import main as train_main
@@ -121,11 +124,26 @@ def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_pa
                                                str(tmp_path / "original" / "s0" / "model")]},
                        "seed": {"value": 0}, "epochs": {"value": 1}}}))
     caplog.clear()
-    assert sweep_main([str(sweep), "--out", str(tmp_path / "failing"), "--executor", "local",
+    failing = tmp_path / "failing"
+    assert sweep_main([str(sweep), "--out", str(failing), "--executor", "local", "--jobs", "2",
                        f"--data.root={demo_data.root}", *COMMON]) == 2
-    assert "1 of 2 task(s) failed" in caplog.text
-    finished = list((tmp_path / "failing" / "runs").glob("*/timing.json"))
+    finished = list((failing / "runs").glob("*/timing.json"))
     assert len(finished) == 1 and json.loads(finished[0].read_text())["job"] == "unlearn"
+    # The manifest records both tasks and their logs; the error names the failed one and its log.
+    tasks = {t["state"]: t for t in json.loads((failing / "sweep.json").read_text())["tasks"]}
+    assert set(tasks) == {"done", "failed"}
+    assert Path(tasks["failed"]["params"]["original"]) == tmp_path / "missing"
+    assert f"1 of 2 task(s) failed: {tasks['failed']['name']} (log: {tasks['failed']['log']})" \
+        in caplog.text
+    failed_log, done_log = (Path(tasks[s]["log"]).read_text() for s in ("failed", "done"))
+    assert str(tmp_path / "missing") in failed_log and "forget rows (" not in failed_log
+    assert "forget rows (" in done_log and str(tmp_path / "missing") not in done_log
+    assert f"{tasks['done']['name']}: done" in caplog.text
+    caplog.clear()
+    assert status_main([str(failing)]) == 0
+    assert f"failed         —  log: {tasks['failed']['log']}" in caplog.text
+    assert "2 task(s): " in caplog.text and {"1 done", "1 failed"} == set(
+        caplog.text.split("2 task(s): ")[1].strip().split(", "))
     # Relative paths resolve where the sweep was submitted, not in the package's folder.
     monkeypatch.chdir(tmp_path)
     sweep.write_text(yaml.safe_dump({
@@ -204,3 +222,82 @@ def test_bad_hpc_settings_name_the_file_and_key(tmp_path, content, message):
         _hpc(["--hpc-config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ForgetMIError, match="--sbatch 'exclusive': expected KEY=VALUE"):
         _hpc(["--sbatch", "exclusive"])
+
+
+# -- running here, several at once -----------------------------------------------------------------
+
+def _pair(tmp_path: Path, seconds: float) -> list[Task]:
+    """Two tasks that each wait ``seconds`` for the other to start."""
+    return [Task(f"pair/{me}", "tests.local_tasks:rendezvous",
+                 [str(tmp_path / f"{me}.marker"), str(tmp_path / f"{other}.marker"), str(seconds)],
+                 str(tmp_path), cwd=str(REPO))
+            for me, other in (("a", "b"), ("b", "a"))]
+
+
+def test_local_tasks_run_side_by_side_each_with_its_log(tmp_path, monkeypatch):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    jobs = submit_array(HpcConfig(executor="local", jobs=2), _pair(tmp_path, 60), tmp_path / "slurm",
+                        "pair")
+    assert failures(jobs) == []                       # each met the other: they ran at once
+    logs = {job.name: job.log.read_text() for job in jobs}
+    assert [job.log for job in jobs] == [tmp_path / "slurm" / "pair_a.log",
+                                         tmp_path / "slurm" / "pair_b.log"]
+    assert "task a met b" in logs["pair/a"] and "task b" not in logs["pair/a"]
+    assert "task b met a" in logs["pair/b"] and "task a" not in logs["pair/b"]
+    # The cores are shared out as threads (one each at one task per core)...
+    assert f"OMP_NUM_THREADS={max(1, cores() // 2)}" in logs["pair/a"]
+
+
+def test_one_task_at_a_time_fails_the_pair_naming_the_task_and_its_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")      # ...unless the environment says otherwise
+    tasks = _pair(tmp_path, 1.5)
+    jobs = submit_array(HpcConfig(executor="local", jobs=1), tasks, tmp_path / "slurm", "pair")
+    a, b = jobs
+    assert a.error and "b never started" in a.log.read_text()
+    assert b.error is None and "task b met a" in b.log.read_text()   # the other still finished
+    assert "OMP_NUM_THREADS=3" in b.log.read_text()
+    with pytest.raises(ForgetMIError, match=r"^1 of 2 task\(s\) failed: pair/a \(log: "
+                                            rf"{tmp_path}/slurm/pair_a.log\); the others"):
+        raise_failures(failures(jobs), len(tasks))
+
+
+# -- what a sweep would do, and where it cannot run -----------------------------------------------
+
+def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, caplog):
+    caplog.set_level("INFO", logger="forgetmi")
+    sweep = REPO / "configs/sweeps/forgetmi-weights.yaml"
+    out = tmp_path / "sweep"
+    assert sweep_main([str(sweep), "--out", str(out), "--dry-run"]) == 0
+    assert not out.exists()
+    runs = expand(load_sweep(sweep), out)
+    for run in runs:
+        assert f"{run.run_id}  to run   {run.output_dir}" in caplog.text
+    assert "dry run: 45 unlearn run(s), 45 to run, 0 finished; nothing written" in caplog.text
+    # A finished run is said to be so, and still nothing is written.
+    done = runs[0].output_dir
+    done.mkdir(parents=True)
+    (done / "timing.json").write_text(json.dumps({"job": "unlearn"}))
+    caplog.clear()
+    assert sweep_main([str(sweep), "--out", str(out), "--dry-run", "--executor", "local"]) == 0
+    assert f"{runs[0].run_id}  finished {done}" in caplog.text
+    assert "44 to run, 1 finished" in caplog.text
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == \
+        [Path("runs"), Path("runs") / runs[0].run_id, Path("runs") / runs[0].run_id / "timing.json"]
+
+
+def test_without_slurm_a_submission_says_so_before_making_anything(tmp_path, monkeypatch, caplog):
+    bare = tmp_path / "bin"                          # a PATH without sbatch
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    out = tmp_path / "sweep"
+    sweep = str(REPO / "configs/sweeps/forgetmi-weights.yaml")
+    assert sweep_main([sweep, "--out", str(out)]) == 2          # slurm is the default executor
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith("Slurm not found (no sbatch on PATH)") and "--executor local" in line
+    assert not out.exists()
+    caplog.clear()
+    assert sweep_main([sweep, "--out", str(out), "--jobs", "2"]) == 2   # --jobs is for local
+    assert "--jobs 2: tasks side by side on this machine, with --executor local" in caplog.text
+    assert not out.exists()
+
