@@ -177,3 +177,19 @@ def test_dry_run_and_a_missing_slurm_make_nothing(tmp_path, monkeypatch, caplog)
     # Neither the stand-in data nor any run folder was made.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "experiment.yaml", "protocol.yaml"]
 
+
+def test_every_run_of_a_protocol_is_one_wandb_group(tmp_path):
+    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.utils.tracking import group_for
+    path = _stand_in_protocol(tmp_path)
+    runs = [j for j in expand(load_protocol(path)) if j.kind in ("train", "retrain", "unlearn")]
+    assert len(runs) == 3
+    for job in runs:
+        cfg = load_config(ExperimentConfig, job.argv[1], job.argv[2:])
+        assert cfg.tracking.group == group_for("protocol", tmp_path / "runs")
+    # The protocol's own settings (and the command line's) win.
+    values = yaml.safe_load(path.read_text())
+    values["unlearn"] = {"tracking.group": "mine"}
+    path.write_text(yaml.safe_dump(values))
+    unlearn = next(j for j in expand(load_protocol(path)) if j.kind == "unlearn")
+    assert load_config(ExperimentConfig, unlearn.argv[1], unlearn.argv[2:]).tracking.group == "mine"

@@ -8,18 +8,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forgetmi.config import ConfigError, ExperimentConfig, load_config
+from forgetmi.config import ConfigError, ExperimentConfig, TrackingConfig, load_config
 from forgetmi.errors import ForgetMIError
 from forgetmi.hpc.executor import HpcConfig, submit_array
 from forgetmi.hpc.launcher import accelerate_env
 from forgetmi.hpc.local import cores, failures, raise_failures
 from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
-from forgetmi.hpc.sweep import expand, load_sweep
+from forgetmi.hpc.sweep import expand, load_sweep, run_id
 from forgetmi.hpc.tasks import Task
 from forgetmi.jobs.status import main as status_main
 from forgetmi.jobs.sweep import main as sweep_main
 from forgetmi.jobs.train import main as train_main
+from forgetmi.utils.tracking import Tracker, group_for, run_id_for
 from tests.originals import TINY
+from tests.wandb_files import offline_runs
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = [*TINY, "--checkpoint_every=1000"]
@@ -301,3 +303,72 @@ def test_without_slurm_a_submission_says_so_before_making_anything(tmp_path, mon
     assert "--jobs 2: tasks side by side on this machine, with --executor local" in caplog.text
     assert not out.exists()
 
+
+# -- W&B -------------------------------------------------------------------------------------------
+
+def test_wandb_ids_are_readable_unique_and_stable(tmp_path):
+    run = tmp_path / "tune" / "s3" / "runs" / "0a1b2c3d4e"
+    first = run_id_for(run, "unlearn", 3)
+    assert first == run_id_for(tmp_path / "tune" / "s3" / "runs" / "." / "0a1b2c3d4e", "unlearn", 3)
+    assert first.startswith("unlearn-s3-runs-0a1b2c3d4e-")
+    others = {run_id_for(tmp_path / "tune" / "s4" / "runs" / "0a1b2c3d4e", "unlearn", 3),
+              run_id_for(run, "unlearn", 4), run_id_for(run, "train", 3), first}
+    assert len(others) == 4
+    deep = run_id_for(tmp_path / ("x" * 200) / ("y" * 200), "retrain", 12345)
+    assert len(deep) == 64 and deep.startswith("retrain-s12345-") and deep[-9] == "-"
+    for ident in (first, deep, group_for("sweep-a b:c", tmp_path / "o#?")):
+        assert not set(ident) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789-_")
+    assert group_for("sweep-tune", tmp_path / "a" / "s3") != group_for("sweep-tune",
+                                                                        tmp_path / "b" / "s3")
+
+
+def test_sweeps_on_two_seeds_are_two_wandb_runs_in_their_own_groups(demo_data, tmp_path,
+                                                                    monkeypatch):
+    """The tuning recipe: one sweep, --seed=3 and --seed=4, each with its own --out. The two
+    runs share a folder name (the same parameters) but not their W&B id or group."""
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    sweep = tmp_path / "tune.yaml"
+    sweep.write_text(yaml.safe_dump({"program": "launch/train.py", "method": "grid",
+                                     "parameters": {"lr": {"value": 1e-3},
+                                                    "epochs": {"value": 1}}}))
+    runs = {}
+    for seed in (3, 4):
+        out = tmp_path / "tune" / f"s{seed}"
+        assert sweep_main([str(sweep), "--out", str(out), "--executor", "local",
+                           f"--data.root={demo_data.root}", *COMMON, "--wandb=offline",
+                           f"--seed={seed}"]) == 0
+        (task,) = json.loads((out / "sweep.json").read_text())["tasks"]
+        (run,) = offline_runs(Path(task["output_dir"]))
+        assert run.id == run_id_for(task["output_dir"], "train", seed)
+        assert run.id.startswith(f"train-s{seed}-")
+        assert (run.group, run.job_type) == (group_for("sweep-tune", out), "train")
+        assert run.group.startswith(f"sweep-tune-tune-s{seed}-")
+        assert f"upload it with: wandb sync {run.folder}" in Path(task["log"]).read_text()
+        runs[seed] = (run, Path(task["output_dir"]).name)
+    assert runs[3][1] == runs[4][1] == run_id({"lr": 1e-3, "epochs": 1})   # same folder name
+    assert runs[3][0].id != runs[4][0].id and runs[3][0].group != runs[4][0].group
+
+
+def test_a_resumed_run_continues_its_wandb_run(demo_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    out = tmp_path / "retrained"
+    args = [f"--data.root={demo_data.root}", f"--output_dir={out}", *TINY, "--wandb=offline",
+            "--epochs=1", "--checkpoint_every=1", "--mode=retrain", "--seed=2"]
+    assert train_main([*args, "--stop_after=2"]) == 3                # stopped mid-epoch
+    assert json.loads((out / "checkpoints/latest/trainer_state.json").read_text())["updates"] == 1
+    assert train_main(args) == 0                                     # resumed there
+    first, second = offline_runs(out)
+    assert first.folder != second.folder                             # two starts...
+    assert first.id == second.id == run_id_for(out, "retrain", 2)   # ...of one W&B run
+    assert (second.job_type, second.group) == ("retrain", "")       # a standalone run: no group
+
+
+def test_under_a_wandb_sweep_agent_the_agent_names_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sw9")
+    monkeypatch.setenv("WANDB_RUN_ID", "agent123")
+    tracker = Tracker(tmp_path, TrackingConfig(wandb="offline", group="g"), {}, job="unlearn",
+                      seed=0)
+    tracker.finish()
+    (run,) = offline_runs(tmp_path)
+    assert (run.id, run.group, run.job_type) == ("agent123", "g", "unlearn")

@@ -31,6 +31,7 @@ from forgetmi.errors import exit_on_error
 from forgetmi.jobs import JOBS
 from forgetmi.jobs import run as run_kind
 from forgetmi.utils.run_folder import RunFolder
+from forgetmi.utils.tracking import group_for
 
 logger = logging.getLogger("forgetmi.protocol")
 
@@ -181,12 +182,14 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
     experiment = _experiment_path(protocol)
     root = Path(protocol.output_dir)
     extra = list(extra or [])
+    # Every run of the protocol is one W&B group, unless the protocol's settings say otherwise.
+    group = f"--tracking.group={group_for('protocol', root)}"
     sizes = protocol.forget_sets or {"default": None}
     jobs: list[Job] = []
     models, evaluations = [], []
 
     def add(name, kind, stage, overrides, output_dir, after=()):
-        argv = ["--config", str(experiment), *as_overrides(overrides), *extra,
+        argv = ["--config", str(experiment), group, *as_overrides(overrides), *extra,
                 f"--output_dir={output_dir}"]
         if kind in ("train", "retrain", "unlearn"):
             try:  # validate now, not hours later on a cluster

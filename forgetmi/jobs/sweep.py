@@ -6,7 +6,8 @@ one task gathers the sweep's report into ``OUT/report``, each held by Slurm unti
 before has succeeded (``afterok``). Runs already finished are left out, so resubmitting the
 sweep only runs what is missing; ``sweep.json`` records every task for ``forgetmi status``.
 ``--executor local --jobs N`` runs the tasks here, N at a time, each with its log in
-``OUT/slurm/``; ``--dry-run`` lists the runs and writes nothing.
+``OUT/slurm/``; ``--dry-run`` lists the runs and writes nothing. Every run of a sweep is one W&B
+group (``tracking.group``).
 """
 
 from __future__ import annotations
@@ -26,17 +27,22 @@ from forgetmi.hpc.tasks import Task
 from forgetmi.jobs import JOBS
 from forgetmi.utils.atomic import write_json
 from forgetmi.utils.run_folder import RunFolder
+from forgetmi.utils.tracking import group_for
 
 logger = logging.getLogger("forgetmi.hpc")
 
 
 def plan_sweep(sweep_file: str | Path, out: str | Path, count: int | None, extra: list[str],
                proposal_seed: int | None = None):
-    """The sweep and its runs, each run's config built (so checked); nothing is written."""
+    """The sweep and its runs, each run's config built (so checked) and told its W&B group;
+    nothing is written."""
     from forgetmi.hpc.sweep import expand, load_sweep
 
     sweep = load_sweep(sweep_file)
-    return sweep, expand(sweep, Path(out), count, extra, proposal_seed)
+    # Every run of this sweep is one W&B group, unless the file or the command line says.
+    group = ([f"--tracking.group={group_for(f'sweep-{sweep.path.stem}', out)}"]
+             if sweep.kind in ("train", "unlearn") else [])
+    return sweep, expand(sweep, Path(out), count, extra, proposal_seed, defaults=group)
 
 
 def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count: int | None,
