@@ -13,8 +13,9 @@ def rendezvous(argv: list[str]) -> int:
     """``MINE OTHER SECONDS``: create MINE, then wait up to SECONDS for OTHER. Both tasks of a
     pair succeed only if they run at the same time."""
     mine, other, seconds = Path(argv[0]), Path(argv[1]), float(argv[2])
-    print(f"task {mine.stem} started, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
-          flush=True)
+    threads = ", ".join(f"{name}={os.environ.get(name)}"
+                        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
+    print(f"task {mine.stem} started, {threads}", flush=True)
     mine.touch()
     deadline = time.monotonic() + seconds
     while not other.exists():

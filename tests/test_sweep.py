@@ -12,7 +12,7 @@ from forgetmi.config import ConfigError, ExperimentConfig, TrackingConfig, load_
 from forgetmi.errors import ForgetMIError
 from forgetmi.hpc.executor import HpcConfig, submit_array
 from forgetmi.hpc.launcher import accelerate_env
-from forgetmi.hpc.local import cores, failures, raise_failures
+from forgetmi.hpc.local import failures, raise_failures
 from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
 from forgetmi.hpc.sweep import expand, load_sweep, run_id
 from forgetmi.hpc.tasks import Task
@@ -247,18 +247,21 @@ def test_local_tasks_run_side_by_side_each_with_its_log(tmp_path, monkeypatch):
                                          tmp_path / "slurm" / "pair_b.log"]
     assert "task a met b" in logs["pair/a"] and "task b" not in logs["pair/a"]
     assert "task b met a" in logs["pair/b"] and "task a" not in logs["pair/b"]
-    # The cores are shared out as threads (one each at one task per core)...
-    assert f"OMP_NUM_THREADS={max(1, cores() // 2)}" in logs["pair/a"]
+    # Each task has one thread in every pool...
+    for log in logs.values():
+        assert "OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1" in log
 
 
 def test_one_task_at_a_time_fails_the_pair_naming_the_task_and_its_log(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")      # ...unless the environment says otherwise
+    for name in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
     tasks = _pair(tmp_path, 1.5)
     jobs = submit_array(HpcConfig(executor="local", jobs=1), tasks, tmp_path / "slurm", "pair")
     a, b = jobs
     assert a.error and "b never started" in a.log.read_text()
     assert b.error is None and "task b met a" in b.log.read_text()   # the other still finished
-    assert "OMP_NUM_THREADS=3" in b.log.read_text()
+    assert "OMP_NUM_THREADS=3, MKL_NUM_THREADS=3, OPENBLAS_NUM_THREADS=3" in b.log.read_text()
     with pytest.raises(ForgetMIError, match=r"^1 of 2 task\(s\) failed: pair/a \(log: "
                                             rf"{tmp_path}/slurm/pair_a.log\); the others"):
         raise_failures(failures(jobs), len(tasks))

@@ -1,10 +1,10 @@
 """Running an array's tasks on this machine, several at once (``--executor local --jobs N``).
 
 Each task is a child process, as on Slurm, with its output (stdout and stderr) in its own log
-file under the submission folder; at most ``jobs`` run at a time, and each gets an equal share
-of the cores as its thread count (one thread at the default, one task per core), unless the
-environment already sets it. A task that fails does not stop the others; the caller records
-every task's log and end in the manifest, then fails naming each failed task and its log.
+file under the submission folder; at most ``jobs`` run at a time (default: one per core), each
+with one thread unless ``OMP_NUM_THREADS`` says otherwise. A task that fails does not stop the
+others; the caller records every task's log and end in the manifest, then fails naming each
+failed task and its log.
 """
 
 from __future__ import annotations
@@ -48,11 +48,13 @@ def log_path(folder: Path, name: str) -> Path:
     return Path(folder) / (re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") + ".log")
 
 
-def thread_env(jobs: int) -> dict[str, str]:
-    """The thread settings of each of ``jobs`` tasks running at once: the cores shared out,
-    where the environment does not already say."""
-    threads = str(max(1, cores() // max(1, jobs)))
-    return {name: threads for name in THREAD_VARIABLES if name not in os.environ}
+def thread_env() -> dict[str, str]:
+    """Each task's thread pools: one thread (tasks, not threads, share out the cores), or the
+    ``OMP_NUM_THREADS`` this process was given. One number for every pool: a BLAS pool larger
+    than the OpenMP one spins waiting for threads the other tasks keep off the cores (measured:
+    eight times the CPU time of a one-thread task on a busy two-core machine)."""
+    threads = os.environ.get("OMP_NUM_THREADS", "1")
+    return {name: os.environ.get(name, threads) for name in THREAD_VARIABLES}
 
 
 def run_tasks(tasks: list[Task], folder: Path, jobs: int = 0) -> list[LocalJob]:
@@ -64,10 +66,9 @@ def run_tasks(tasks: list[Task], folder: Path, jobs: int = 0) -> list[LocalJob]:
     jobs = min(jobs or cores(), len(tasks)) or 1
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    env = thread_env(jobs)
-    logger.info("running %d task(s) here, %d at a time%s; logs in %s", len(tasks), jobs,
-                f", {env['OMP_NUM_THREADS']} thread(s) each" if "OMP_NUM_THREADS" in env else "",
-                folder)
+    env = thread_env()
+    logger.info("running %d task(s) here, %d at a time, %s thread(s) each; logs in %s",
+                len(tasks), jobs, env["OMP_NUM_THREADS"], folder)
 
     def run_one(task: Task) -> LocalJob:
         log = log_path(folder, task.name)
