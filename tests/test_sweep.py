@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from forgetmi.config import ConfigError, ExperimentConfig, TrackingConfig, load_config
+from forgetmi.config import ConfigError, ExperimentConfig, load_config
 from forgetmi.errors import ForgetMIError
 from forgetmi.hpc.executor import HpcConfig, submit_array
 from forgetmi.hpc.launcher import accelerate_env
@@ -19,7 +19,7 @@ from forgetmi.hpc.tasks import Task
 from forgetmi.jobs.status import main as status_main
 from forgetmi.jobs.sweep import main as sweep_main
 from forgetmi.jobs.train import main as train_main
-from forgetmi.utils.tracking import Tracker, group_for, run_id_for
+from forgetmi.utils.tracking import group_for, run_id_for
 from tests.originals import TINY
 from tests.wandb_files import offline_runs
 
@@ -367,11 +367,18 @@ def test_a_resumed_run_continues_its_wandb_run(demo_data, tmp_path, monkeypatch)
     assert (second.job_type, second.group) == ("retrain", "")       # a standalone run: no group
 
 
-def test_under_a_wandb_sweep_agent_the_agent_names_the_run(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_SWEEP_ID", "sw9")
-    monkeypatch.setenv("WANDB_RUN_ID", "agent123")
-    tracker = Tracker(tmp_path, TrackingConfig(wandb="offline", group="g"), {}, job="unlearn",
-                      seed=0)
-    tracker.finish()
+def test_under_a_wandb_sweep_agent_the_agent_names_the_run(tmp_path):
+    """In a process of its own, as an agent starts each run (wandb reads WANDB_RUN_ID once per
+    process)."""
+    import os
+    import subprocess
+    import sys
+    code = ("from forgetmi.config import TrackingConfig\n"
+            "from forgetmi.utils.tracking import Tracker\n"
+            f"Tracker({str(tmp_path)!r}, TrackingConfig(wandb='offline', group='g'), {{}}, "
+            "job='unlearn', seed=0).finish()\n")
+    env = {**os.environ, "WANDB_SWEEP_ID": "sw9", "WANDB_RUN_ID": "agent123",
+           "WANDB_MODE": "offline"}
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=300)
     (run,) = offline_runs(tmp_path)
     assert (run.id, run.group, run.job_type) == ("agent123", "g", "unlearn")
