@@ -50,9 +50,9 @@ def log_path(folder: Path, name: str) -> Path:
 
 def thread_env() -> dict[str, str]:
     """Each task's thread pools: one thread (tasks, not threads, share out the cores), or the
-    ``OMP_NUM_THREADS`` this process was given. One number for every pool: a BLAS pool larger
-    than the OpenMP one spins waiting for threads the other tasks keep off the cores (measured:
-    eight times the CPU time of a one-thread task on a busy two-core machine)."""
+    ``OMP_NUM_THREADS`` this process was given. One number for every pool: with OpenMP at one
+    thread and MKL/OpenBLAS at two, tasks on a busy two-core machine took eight times the CPU
+    time of one-thread tasks (the extra BLAS threads waiting, busily, for a core)."""
     threads = os.environ.get("OMP_NUM_THREADS", "1")
     return {name: os.environ.get(name, threads) for name in THREAD_VARIABLES}
 
@@ -75,8 +75,8 @@ def run_tasks(tasks: list[Task], folder: Path, jobs: int = 0) -> list[LocalJob]:
         logger.info("%s: started (log: %s)", task.name, log)
         try:
             dataclasses.replace(task, env={**env, **task.env}, log=str(log))()
-        except Exception as err:  # the log holds the task's own traceback
-            logger.error("%s failed (log: %s): %s", task.name, log, err)
+        except Exception as err:  # says the exit code and the log, which holds the traceback
+            logger.error("%s failed: %s", task.name, err)
             return LocalJob(task.name, log, str(err))
         logger.info("%s: done", task.name)
         return LocalJob(task.name, log)
