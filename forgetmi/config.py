@@ -269,8 +269,9 @@ class UnlearnConfig:
 class TrackingConfig:
     wandb: str = "offline"             # offline | online | disabled
     project: str = "forgetmi"
-    run_name: str | None = None        # None = derived from the output folder (deterministic)
+    run_name: str | None = None        # display name; None = job, seed and output folder
     entity: str | None = None
+    group: str | None = None           # W&B group: the sweep or protocol (set by them); None = none
 
 
 @dataclass

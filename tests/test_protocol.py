@@ -151,3 +151,50 @@ def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path):
     with pytest.raises(ConfigError, match=r"finished with other settings than this protocol's "
                                           r"\(train\.epochs 3 -> 2; train\.lr 0\.5 -> 0\.0001\)"):
         job.done()
+
+
+def _stand_in_protocol(tmp_path: Path) -> Path:
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump({"data": {"root": "data"}}))
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump({
+        "experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0],
+        "methods": {"n": {"method": "neggrad+"}},
+        "stand_in": {"patients": 30, "image_size": 32}}))
+    return path
+
+
+def test_dry_run_and_a_missing_slurm_make_nothing(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="forgetmi")
+    path = _stand_in_protocol(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert protocol_main([str(path), "--dry-run"]) == 0
+    assert "unlearn/n/default/s0" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiment.yaml", "protocol.yaml"]
+    bare = tmp_path / "bin"                          # a PATH without sbatch
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    caplog.clear()
+    assert protocol_main([str(path), "--executor", "slurm"]) == 2
+    assert "Slurm not found (no sbatch on PATH)" in caplog.text and "--executor local" in caplog.text
+    caplog.clear()
+    assert protocol_main([str(path), "--jobs", "2"]) == 2
+    assert "--jobs N runs tasks side by side with --executor local" in caplog.text
+    # Neither the stand-in data nor any run folder was made.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "experiment.yaml", "protocol.yaml"]
+
+
+def test_every_run_of_a_protocol_is_one_wandb_group(tmp_path):
+    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.utils.tracking import group_for
+    path = _stand_in_protocol(tmp_path)
+    runs = [j for j in expand(load_protocol(path)) if j.kind in ("train", "retrain", "unlearn")]
+    assert len(runs) == 3
+    for job in runs:
+        cfg = load_config(ExperimentConfig, job.argv[1], job.argv[2:])
+        assert cfg.tracking.group == group_for("protocol", tmp_path / "runs")
+    # The protocol's own settings (and the command line's) win.
+    values = yaml.safe_load(path.read_text())
+    values["unlearn"] = {"tracking.group": "mine"}
+    path.write_text(yaml.safe_dump(values))
+    unlearn = next(j for j in expand(load_protocol(path)) if j.kind == "unlearn")
+    assert load_config(ExperimentConfig, unlearn.argv[1], unlearn.argv[2:]).tracking.group == "mine"

@@ -10,13 +10,18 @@ import yaml
 
 from forgetmi.config import ConfigError, ExperimentConfig, load_config
 from forgetmi.errors import ForgetMIError
+from forgetmi.hpc.executor import HpcConfig, submit_array
 from forgetmi.hpc.launcher import accelerate_env
+from forgetmi.hpc.local import failures, raise_failures
 from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
-from forgetmi.hpc.sweep import expand, load_sweep
+from forgetmi.hpc.sweep import expand, load_sweep, run_id
+from forgetmi.hpc.tasks import Task
 from forgetmi.jobs.status import main as status_main
 from forgetmi.jobs.sweep import main as sweep_main
 from forgetmi.jobs.train import main as train_main
+from forgetmi.utils.tracking import group_for, run_id_for
 from tests.originals import TINY
+from tests.wandb_files import offline_runs
 
 REPO = Path(__file__).resolve().parents[1]
 COMMON = [*TINY, "--checkpoint_every=1000"]
@@ -121,11 +126,26 @@ def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_pa
                                                str(tmp_path / "original" / "s0" / "model")]},
                        "seed": {"value": 0}, "epochs": {"value": 1}}}))
     caplog.clear()
-    assert sweep_main([str(sweep), "--out", str(tmp_path / "failing"), "--executor", "local",
+    failing = tmp_path / "failing"
+    assert sweep_main([str(sweep), "--out", str(failing), "--executor", "local", "--jobs", "2",
                        f"--data.root={demo_data.root}", *COMMON]) == 2
-    assert "1 of 2 task(s) failed" in caplog.text
-    finished = list((tmp_path / "failing" / "runs").glob("*/timing.json"))
+    finished = list((failing / "runs").glob("*/timing.json"))
     assert len(finished) == 1 and json.loads(finished[0].read_text())["job"] == "unlearn"
+    # The manifest records both tasks and their logs; the error names the failed one and its log.
+    tasks = {t["state"]: t for t in json.loads((failing / "sweep.json").read_text())["tasks"]}
+    assert set(tasks) == {"done", "failed"}
+    assert Path(tasks["failed"]["params"]["original"]) == tmp_path / "missing"
+    assert f"1 of 2 task(s) failed: {tasks['failed']['name']} (log: {tasks['failed']['log']})" \
+        in caplog.text
+    failed_log, done_log = (Path(tasks[s]["log"]).read_text() for s in ("failed", "done"))
+    assert str(tmp_path / "missing") in failed_log and "forget rows (" not in failed_log
+    assert "forget rows (" in done_log and str(tmp_path / "missing") not in done_log
+    assert f"{tasks['done']['name']}: done" in caplog.text
+    caplog.clear()
+    assert status_main([str(failing)]) == 0
+    assert f"failed         —  log: {tasks['failed']['log']}" in caplog.text
+    assert "2 task(s): " in caplog.text and {"1 done", "1 failed"} == set(
+        caplog.text.split("2 task(s): ")[1].strip().split(", "))
     # Relative paths resolve where the sweep was submitted, not in the package's folder.
     monkeypatch.chdir(tmp_path)
     sweep.write_text(yaml.safe_dump({
@@ -204,3 +224,161 @@ def test_bad_hpc_settings_name_the_file_and_key(tmp_path, content, message):
         _hpc(["--hpc-config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ForgetMIError, match="--sbatch 'exclusive': expected KEY=VALUE"):
         _hpc(["--sbatch", "exclusive"])
+
+
+# -- running here, several at once -----------------------------------------------------------------
+
+def _pair(tmp_path: Path, seconds: float) -> list[Task]:
+    """Two tasks that each wait ``seconds`` for the other to start."""
+    return [Task(f"pair/{me}", "tests.local_tasks:rendezvous",
+                 [str(tmp_path / f"{me}.marker"), str(tmp_path / f"{other}.marker"), str(seconds)],
+                 str(tmp_path), cwd=str(REPO))
+            for me, other in (("a", "b"), ("b", "a"))]
+
+
+def test_local_tasks_run_side_by_side_each_with_its_log(tmp_path, monkeypatch):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    jobs = submit_array(HpcConfig(executor="local", jobs=2), _pair(tmp_path, 60), tmp_path / "slurm",
+                        "pair")
+    assert failures(jobs) == []                       # each met the other: they ran at once
+    logs = {job.name: job.log.read_text() for job in jobs}
+    assert [job.log for job in jobs] == [tmp_path / "slurm" / "pair_a.log",
+                                         tmp_path / "slurm" / "pair_b.log"]
+    assert "task a met b" in logs["pair/a"] and "task b" not in logs["pair/a"]
+    assert "task b met a" in logs["pair/b"] and "task a" not in logs["pair/b"]
+    # Each task has one thread in every pool...
+    for log in logs.values():
+        assert "OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1" in log
+
+
+def test_one_task_at_a_time_fails_the_pair_naming_the_task_and_its_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")      # ...unless the environment says otherwise
+    for name in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    tasks = _pair(tmp_path, 1.5)
+    jobs = submit_array(HpcConfig(executor="local", jobs=1), tasks, tmp_path / "slurm", "pair")
+    a, b = jobs
+    assert a.error and "b never started" in a.log.read_text()
+    assert b.error is None and "task b met a" in b.log.read_text()   # the other still finished
+    assert "OMP_NUM_THREADS=3, MKL_NUM_THREADS=3, OPENBLAS_NUM_THREADS=3" in b.log.read_text()
+    with pytest.raises(ForgetMIError, match=r"^1 of 2 task\(s\) failed: pair/a \(log: "
+                                            rf"{tmp_path}/slurm/pair_a.log\); the others"):
+        raise_failures(failures(jobs), len(tasks))
+
+
+# -- what a sweep would do, and where it cannot run -----------------------------------------------
+
+def test_dry_run_lists_the_runs_and_writes_nothing(tmp_path, caplog):
+    caplog.set_level("INFO", logger="forgetmi")
+    sweep = REPO / "configs/sweeps/forgetmi-weights.yaml"
+    out = tmp_path / "sweep"
+    assert sweep_main([str(sweep), "--out", str(out), "--dry-run"]) == 0
+    assert not out.exists()
+    runs = expand(load_sweep(sweep), out)
+    for run in runs:
+        assert f"{run.run_id}  to run   {run.output_dir}" in caplog.text
+    assert "dry run: 45 unlearn run(s), 45 to run, 0 finished; nothing written" in caplog.text
+    # A finished run is said to be so, and still nothing is written.
+    done = runs[0].output_dir
+    done.mkdir(parents=True)
+    (done / "timing.json").write_text(json.dumps({"job": "unlearn"}))
+    caplog.clear()
+    assert sweep_main([str(sweep), "--out", str(out), "--dry-run", "--executor", "local"]) == 0
+    assert f"{runs[0].run_id}  finished {done}" in caplog.text
+    assert "44 to run, 1 finished" in caplog.text
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == \
+        [Path("runs"), Path("runs") / runs[0].run_id, Path("runs") / runs[0].run_id / "timing.json"]
+
+
+def test_without_slurm_a_submission_says_so_before_making_anything(tmp_path, monkeypatch, caplog):
+    bare = tmp_path / "bin"                          # a PATH without sbatch
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    out = tmp_path / "sweep"
+    sweep = str(REPO / "configs/sweeps/forgetmi-weights.yaml")
+    assert sweep_main([sweep, "--out", str(out)]) == 2          # slurm is the default executor
+    (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line.startswith("Slurm not found (no sbatch on PATH)") and "--executor local" in line
+    assert not out.exists()
+    caplog.clear()
+    assert sweep_main([sweep, "--out", str(out), "--jobs", "2"]) == 2   # --jobs is for local
+    assert "--jobs 2: tasks side by side on this machine, with --executor local" in caplog.text
+    assert not out.exists()
+
+
+# -- W&B -------------------------------------------------------------------------------------------
+
+def test_wandb_ids_are_readable_unique_and_stable(tmp_path):
+    run = tmp_path / "tune" / "s3" / "runs" / "0a1b2c3d4e"
+    first = run_id_for(run, "unlearn", 3)
+    assert first == run_id_for(tmp_path / "tune" / "s3" / "runs" / "." / "0a1b2c3d4e", "unlearn", 3)
+    assert first.startswith("unlearn-s3-runs-0a1b2c3d4e-")
+    others = {run_id_for(tmp_path / "tune" / "s4" / "runs" / "0a1b2c3d4e", "unlearn", 3),
+              run_id_for(run, "unlearn", 4), run_id_for(run, "train", 3), first}
+    assert len(others) == 4
+    deep = run_id_for(tmp_path / ("x" * 200) / ("y" * 200), "retrain", 12345)
+    assert len(deep) == 64 and deep.startswith("retrain-s12345-") and deep[-9] == "-"
+    for ident in (first, deep, group_for("sweep-a b:c", tmp_path / "o#?")):
+        assert not set(ident) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789-_")
+    assert group_for("sweep-tune", tmp_path / "a" / "s3") != group_for("sweep-tune",
+                                                                        tmp_path / "b" / "s3")
+
+
+def test_sweeps_on_two_seeds_are_two_wandb_runs_in_their_own_groups(demo_data, tmp_path,
+                                                                    monkeypatch):
+    """The tuning recipe: one sweep, --seed=3 and --seed=4, each with its own --out. The two
+    runs share a folder name (the same parameters) but not their W&B id or group."""
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    sweep = tmp_path / "tune.yaml"
+    sweep.write_text(yaml.safe_dump({"program": "launch/train.py", "method": "grid",
+                                     "parameters": {"lr": {"value": 1e-3},
+                                                    "epochs": {"value": 1}}}))
+    runs = {}
+    for seed in (3, 4):
+        out = tmp_path / "tune" / f"s{seed}"
+        assert sweep_main([str(sweep), "--out", str(out), "--executor", "local",
+                           f"--data.root={demo_data.root}", *COMMON, "--wandb=offline",
+                           f"--seed={seed}"]) == 0
+        (task,) = json.loads((out / "sweep.json").read_text())["tasks"]
+        (run,) = offline_runs(Path(task["output_dir"]))
+        assert run.id == run_id_for(task["output_dir"], "train", seed)
+        assert run.id.startswith(f"train-s{seed}-")
+        assert (run.group, run.job_type) == (group_for("sweep-tune", out), "train")
+        assert run.group.startswith(f"sweep-tune-tune-s{seed}-")
+        assert f"upload it with: wandb sync {run.folder}" in Path(task["log"]).read_text()
+        runs[seed] = (run, Path(task["output_dir"]).name)
+    assert runs[3][1] == runs[4][1] == run_id({"lr": 1e-3, "epochs": 1})   # same folder name
+    assert runs[3][0].id != runs[4][0].id and runs[3][0].group != runs[4][0].group
+
+
+def test_a_resumed_run_continues_its_wandb_run(demo_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    out = tmp_path / "retrained"
+    args = [f"--data.root={demo_data.root}", f"--output_dir={out}", *TINY, "--wandb=offline",
+            "--epochs=1", "--checkpoint_every=1", "--mode=retrain", "--seed=2"]
+    assert train_main([*args, "--stop_after=2"]) == 3                # stopped mid-epoch
+    assert json.loads((out / "checkpoints/latest/trainer_state.json").read_text())["updates"] == 1
+    assert train_main(args) == 0                                     # resumed there
+    first, second = offline_runs(out)
+    assert first.folder != second.folder                             # two starts...
+    assert first.id == second.id == run_id_for(out, "retrain", 2)   # ...of one W&B run
+    assert (second.job_type, second.group) == ("retrain", "")       # a standalone run: no group
+
+
+def test_under_a_wandb_sweep_agent_the_agent_names_the_run(tmp_path):
+    """In a process of its own, as an agent starts each run (wandb reads WANDB_RUN_ID once per
+    process)."""
+    import os
+    import subprocess
+    import sys
+    code = ("from forgetmi.config import TrackingConfig\n"
+            "from forgetmi.utils.tracking import Tracker\n"
+            f"Tracker({str(tmp_path)!r}, TrackingConfig(wandb='offline', group='g'), {{}}, "
+            "job='unlearn', seed=0).finish()\n")
+    env = {**os.environ, "WANDB_SWEEP_ID": "sw9", "WANDB_RUN_ID": "agent123",
+           "WANDB_MODE": "offline"}
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=300)
+    (run,) = offline_runs(tmp_path)
+    assert (run.id, run.group, run.job_type) == ("agent123", "g", "unlearn")

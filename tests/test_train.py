@@ -108,8 +108,9 @@ def test_accumulation_and_offline_wandb(demo_data, tmp_path):
     assert timing["updates"] == -(-micro_steps // 2)  # one update per two micro-batches
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
-    from forgetmi.utils.tracking import run_name_for
-    assert runs[0].name.endswith(run_name_for(out))  # a deterministic id: resumes continue it
+    from forgetmi.utils.tracking import run_id_for
+    # a deterministic id: resumes continue it
+    assert runs[0].name.endswith(run_id_for(out, "train", 0))
 
 
 def test_final_model_is_the_best_validated_epoch_or_the_last(demo_data, trained, tmp_path):

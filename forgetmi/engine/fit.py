@@ -22,9 +22,16 @@ def fit(cfg, accelerator, model, objective, evaluate=None, job: str | None = Non
     def save_model(state, path):
         save_weights(model.config, model.bert_config, state, path)
 
-    tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process)
+    tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process,
+                      job=job, seed=cfg.seed)
     engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker,
                     evaluate=evaluate, save_model=save_model, job=job)
-    state = engine.fit()
+    try:
+        state = engine.fit()
+    except BaseException:
+        # A crashed or stopped run's wandb record is closed as failed, and says how to upload it.
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()  # the engine finishes it too; a run found already done is closed here
     return {"accelerator": accelerator, "state": state, "output_dir": out,
             "world_size": accelerator.num_processes}

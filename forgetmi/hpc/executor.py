@@ -3,18 +3,22 @@
 ``slurm``: one ``sbatch --array`` per call, concurrency capped by ``slurm_array_parallelism``;
 each array task is a multi-process job (``tasks_per_node`` = processes, one per GPU) whose
 ranks reach Accelerate/DeepSpeed through :class:`forgetmi.hpc.tasks.Task`. Dependencies
-between arrays are Slurm's (``afterok``): nothing polls. ``local`` runs the tasks one after the
-other in child processes; ``debug`` runs them in this process through submitit's debug
-executor (for stepping through with a debugger).
+between arrays are Slurm's (``afterok``): nothing polls. ``local`` runs an array's tasks in
+child processes here, up to ``jobs`` at once, each with its own log (:mod:`forgetmi.hpc.local`),
+and returns when all have ended, so the next array starts after it as on Slurm; ``debug`` runs
+them one after the other in this process through submitit's debug executor (for stepping
+through with a debugger).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from forgetmi.errors import ForgetMIError
+from forgetmi.hpc.local import run_tasks
 from forgetmi.hpc.tasks import Task
 
 logger = logging.getLogger("forgetmi.hpc")
@@ -37,6 +41,7 @@ class HpcConfig:
     processes: int = 1                  # ranks per task; = gpus_per_task when GPUs are used
     cpus_per_process: int = 1
     max_parallel: int = 0               # slurm_array_parallelism; 0 = no cap
+    jobs: int = 0                       # local executor: tasks at once; 0 = one per core
     accelerate_config: str | None = None  # configs/accelerate/*.yaml for tasks with > 1 process
     sbatch: dict = field(default_factory=dict)   # extra sbatch options, e.g. {"exclusive": True}
     setup: list[str] = field(default_factory=list)  # shell lines before each task (module load)
@@ -45,10 +50,20 @@ class HpcConfig:
         if self.executor not in EXECUTORS:
             raise ForgetMIError(f"executor must be one of {', '.join(EXECUTORS)}, got "
                                 f"{self.executor!r}")
+        if self.jobs < 0:
+            raise ForgetMIError(f"jobs must be 0 (one task per core) or more, got {self.jobs}")
         if self.gpus_per_task and self.processes == 1:
             self.processes = self.gpus_per_task
         if self.processes > 1 and not self.accelerate_config:
             self.accelerate_config = "configs/accelerate/ddp.yaml"
+
+
+def require_executor(hpc: HpcConfig) -> None:
+    """Refuse to submit to Slurm where there is none, before anything is written."""
+    if hpc.executor == "slurm" and shutil.which("sbatch") is None:
+        raise ForgetMIError("Slurm not found (no sbatch on PATH): run the tasks on this machine "
+                            "with --executor local (--jobs N at once), or submit from a Slurm "
+                            "login node")
 
 
 def build_executor(hpc: HpcConfig, folder: Path, name: str, after: list[str] | None = None):
@@ -75,9 +90,9 @@ def build_executor(hpc: HpcConfig, folder: Path, name: str, after: list[str] | N
 
 
 def _run_all(tasks: list[Task], calls: list) -> list:
-    """Run every task here, as an array runs all its tasks: one that fails (a diverged sweep
-    trial, say) does not stop the others. Then fail, naming each failed task, so nothing that
-    depends on this array runs."""
+    """Run every task in this process (``debug``), as an array runs all its tasks: one that
+    fails (a diverged sweep trial, say) does not stop the others. Then fail, naming each failed
+    task, so nothing that depends on this array runs."""
     results, failed = [], []
     for task, call in calls:
         logger.info("running %s", task.name)
@@ -95,12 +110,14 @@ def _run_all(tasks: list[Task], calls: list) -> list:
 def submit_array(hpc: HpcConfig, tasks: list[Task], folder: Path, name: str,
                  after: list[str] | None = None) -> list:
     """Submit ``tasks`` as one array (``afterok`` on the job ids in ``after``); returns the
-    submitit jobs (for ``local``, the tasks' results)."""
+    submitit jobs (for ``local``, once every task has ended, a
+    :class:`~forgetmi.hpc.local.LocalJob` per task: the caller records them, then fails with
+    :func:`~forgetmi.hpc.local.raise_failures`)."""
     if not tasks:
         return []
     folder = Path(folder)
     if hpc.executor == "local":
-        return _run_all(tasks, [(task, task) for task in tasks])
+        return run_tasks(tasks, folder, hpc.jobs)
     executor = build_executor(hpc, folder, name, after)
     with executor.batch():
         jobs = [executor.submit(task) for task in tasks]

@@ -2,7 +2,8 @@
 
 A task is *done* when its outputs say so (the run's ``timing.json`` or ``metrics.json``), whatever
 Slurm remembers; otherwise Slurm's accounting (``sacct``) gives pending / running / failed /
-cancelled / timeout, and a failed task shows the path of its log.
+cancelled / timeout (a task run here, what the manifest recorded), and a failed task shows the
+path of its log.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def task_states(folder: str | Path) -> list[dict]:
             state = states.get(task["job_id"], "unknown")
             if state == "completed":
                 state = "failed"  # Slurm says it ended well, but the run left no result
+        elif task.get("state") == "failed":
+            state = "failed"      # it ran here (--executor local) and failed: see its log
         else:
             state = "not submitted"
         out.append({**task, "state": state})

@@ -17,6 +17,7 @@ from pathlib import Path
 from forgetmi.config import from_dict, read_yaml
 from forgetmi.errors import ForgetMIError
 from forgetmi.hpc.executor import EXECUTORS, HpcConfig
+from forgetmi.hpc.local import LocalJob
 from forgetmi.hpc.tasks import Task
 
 logger = logging.getLogger("forgetmi.hpc")
@@ -39,7 +40,11 @@ def add_hpc_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--gpus-per-task", type=int, help="GPUs (and processes) of one array task")
     g.add_argument("--processes", type=int, help="ranks of one array task (CPU runs)")
     g.add_argument("--cpus-per-process", type=int)
-    g.add_argument("--max-parallel", type=int, help="array tasks running at once")
+    g.add_argument("--max-parallel", type=int, help="array tasks running at once (Slurm)")
+    g.add_argument("--jobs", type=int, metavar="N",
+                   help="--executor local: tasks running at once, each a process with its "
+                        "log in the submission's slurm/ folder (default: one per core, one "
+                        "thread each)")
     g.add_argument("--accelerate-config", help="configs/accelerate/*.yaml for multi-rank tasks")
     g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sbatch option, repeatable (e.g. --sbatch exclusive=true)")
@@ -59,6 +64,9 @@ def hpc_from_args(args) -> HpcConfig:
         key, value = item.split("=", 1)
         sbatch[key] = True if value.lower() == "true" else value
     values["sbatch"] = sbatch
+    if getattr(args, "jobs", None) is not None and values.get("executor", "slurm") != "local":
+        raise ForgetMIError(f"--jobs {args.jobs}: tasks side by side on this machine, with "
+                            "--executor local (Slurm's cap is --max-parallel)")
     return from_dict(HpcConfig, values, args.hpc_config, what="HPC config")
 
 
@@ -76,8 +84,8 @@ def array_ids(hpc: HpcConfig, jobs: list) -> list[str]:
 
 
 def record_jobs(hpc: HpcConfig, entries: list[dict], tasks: list[Task], jobs: list) -> None:
-    """Fill each submitted task's manifest entry: its Slurm job and log, or done when it ran
-    here."""
+    """Fill each submitted task's manifest entry: its Slurm job and log; when it ran here, its
+    log and whether it is done or failed."""
     by_name = {e["name"]: e for e in entries}
     for task, job in zip(tasks, jobs):
         entry = by_name[task.name]
@@ -85,6 +93,9 @@ def record_jobs(hpc: HpcConfig, entries: list[dict], tasks: list[Task], jobs: li
             entry["job_id"] = job.job_id
             entry["log"] = str(job.paths.stdout).replace("%t", "0")
             entry["state"] = "submitted"
+        elif isinstance(job, LocalJob):
+            entry["log"] = str(job.log)
+            entry["state"] = "failed" if job.error else "done"
         else:
             entry["state"] = "done"
 
@@ -97,5 +108,7 @@ def merge_previous(manifest: Path, entries: list[dict]) -> list[dict]:
     merged = []
     for entry in entries:
         old = previous.get(entry["name"])
-        merged.append(old | {"state": "done"} if entry.get("state") == "done" and old else entry)
+        # Left alone: done before this submission, with nothing of this one to record.
+        skipped = entry.get("state") == "done" and not entry.get("log") and old
+        merged.append(old | {"state": "done"} if skipped else entry)
     return merged

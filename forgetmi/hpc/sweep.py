@@ -121,11 +121,13 @@ def _finished(out: Path, metric: str | None, kind: str):
 
 
 def expand(sweep: Sweep, out: str | Path, count: int | None = None,
-           extra: list[str] | None = None, proposal_seed: int | None = None) -> list[SweepRun]:
+           extra: list[str] | None = None, proposal_seed: int | None = None,
+           defaults: list[str] | None = None) -> list[SweepRun]:
     """The sweep's runs: every grid point, or ``count`` distinct random/bayes proposals beyond
     those already in ``out``. ``proposal_seed`` makes the proposals reproducible: the same seed
     proposes the same runs (one sweep run once per training seed, say). Each run's config is
-    built now, so a bad parameter fails before anything is submitted."""
+    built now, so a bad parameter fails before anything is submitted. ``defaults`` start every
+    run's arguments (the sweep's W&B group): the file's and ``extra`` win over them."""
     import random
 
     import numpy as np
@@ -193,7 +195,7 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
         ignored.update(dropped)
         rid = run_id(translated)
         folder = out / "runs" / rid
-        argv = [*sweep.fixed, *run_arguments(translated), *(extra or []),
+        argv = [*(defaults or []), *sweep.fixed, *run_arguments(translated), *(extra or []),
                 f"--output_dir={folder}"]
         config = None
         if sweep.kind in ("train", "unlearn"):

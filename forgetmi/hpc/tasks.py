@@ -31,6 +31,7 @@ class Task:
     env: dict[str, str] = field(default_factory=dict)
     # Where the task was made: relative paths in argv resolve here, as where the command was typed.
     cwd: str = field(default_factory=os.getcwd)
+    log: str | None = None                   # the job's stdout + stderr (None: this process's)
 
     def __call__(self) -> dict:
         """Run the job in a child process (one per Slurm task, i.e. per rank).
@@ -65,16 +66,21 @@ class Task:
         if restarts:
             logger.info("%s: restart %d, resuming from the latest checkpoint", self.name, restarts)
         cmd = [sys.executable, "-m", "forgetmi.hpc.run", self.target, *self.argv]
-        code = subprocess.run(cmd, env=env, cwd=self.cwd).returncode
+        if self.log:
+            with open(self.log, "w", encoding="utf-8") as out:
+                code = subprocess.run(cmd, env=env, cwd=self.cwd, stdout=out,
+                                      stderr=subprocess.STDOUT).returncode
+        else:
+            code = subprocess.run(cmd, env=env, cwd=self.cwd).returncode
         if code != 0:
             # A failed job must fail its Slurm task, so dependent arrays (afterok) never start.
-            raise RuntimeError(f"{self.name}: {self.target} exited with code {code}; see this log")
+            raise RuntimeError(f"{self.name}: {self.target} exited with code {code}; see "
+                               f"{self.log or 'this log'}")
         return {"name": self.name, "output_dir": self.output_dir,
                 "rank": int(env.get("RANK", "0")), "restarts": restarts}
 
     def checkpoint(self, *args, **kwargs):
+        import dataclasses
+
         import submitit
-        return submitit.helpers.DelayedSubmission(type(self)(self.name, self.target, self.argv,
-                                                             self.output_dir,
-                                                             self.accelerate_config, self.env,
-                                                             self.cwd))
+        return submitit.helpers.DelayedSubmission(dataclasses.replace(self))

@@ -31,6 +31,7 @@ from forgetmi.errors import exit_on_error
 from forgetmi.jobs import JOBS
 from forgetmi.jobs import run as run_kind
 from forgetmi.utils.run_folder import RunFolder
+from forgetmi.utils.tracking import group_for
 
 logger = logging.getLogger("forgetmi.protocol")
 
@@ -181,12 +182,14 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
     experiment = _experiment_path(protocol)
     root = Path(protocol.output_dir)
     extra = list(extra or [])
+    # Every run of the protocol is one W&B group, unless the protocol's settings say otherwise.
+    group = f"--tracking.group={group_for('protocol', root)}"
     sizes = protocol.forget_sets or {"default": None}
     jobs: list[Job] = []
     models, evaluations = [], []
 
     def add(name, kind, stage, overrides, output_dir, after=()):
-        argv = ["--config", str(experiment), *as_overrides(overrides), *extra,
+        argv = ["--config", str(experiment), group, *as_overrides(overrides), *extra,
                 f"--output_dir={output_dir}"]
         if kind in ("train", "retrain", "unlearn"):
             try:  # validate now, not hours later on a cluster
@@ -252,16 +255,20 @@ def run_local(jobs: list[Job]) -> int:
 
 def submit_protocol(protocol_file: str | Path, hpc, extra: list[str]) -> dict:
     """The protocol's stages as dependent arrays: each held by Slurm until the one before has
-    succeeded (``afterok``); jobs already done are left out. Writes ``pipeline.json``."""
-    from forgetmi.hpc.executor import submit_array
+    succeeded (``afterok``); jobs already done are left out. Writes ``pipeline.json``. Run here
+    (``local``), a stage starts when the one before has ended, and one with a failed task stops
+    the protocol there, after the manifest records every task's log."""
+    from forgetmi.hpc.executor import require_executor, submit_array
+    from forgetmi.hpc.local import failures, raise_failures
     from forgetmi.hpc.submit import array_ids, record_jobs, single_process
     from forgetmi.hpc.tasks import Task
     from forgetmi.utils.atomic import write_json
 
+    require_executor(hpc)
     protocol = load_protocol(protocol_file)
     jobs = expand(protocol, extra)
     out = Path(protocol.output_dir)
-    entries, previous_ids = [], []
+    entries, previous_ids, failed, total = [], [], [], 0
     for stage in sorted({j.stage for j in jobs}):
         staged = [(j, j.done()) for j in jobs if j.stage == stage]   # each run's folder read once
         tasks = [Task(j.name, JOBS[j.kind].target, j.argv, str(j.output_dir),
@@ -277,16 +284,22 @@ def submit_protocol(protocol_file: str | Path, hpc, extra: list[str]) -> dict:
         record_jobs(stage_hpc, stage_entries, tasks, submitted)
         entries += stage_entries
         previous_ids = array_ids(hpc, submitted) or previous_ids
+        failed, total = failures(submitted), len(tasks)
+        if failed:  # as afterok would: the stages after a failed task do not start
+            break
     manifest = {"kind": "pipeline", "protocol": str(Path(protocol_file).resolve()),
                 "executor": hpc.executor, "tasks": entries}
     write_json(out / "pipeline.json", manifest)
+    raise_failures(failed, total)
     return manifest
 
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> int:
-    """``forgetmi protocol FILE [--dry-run] [--executor slurm|local|debug ...] [--key=value ...]``;
-    without ``--executor`` the jobs run in this process, in order."""
+    """``forgetmi protocol FILE [--dry-run] [--executor slurm|local|debug [--jobs N] ...]
+    [--key=value ...]``; without ``--executor`` the jobs run in this process, in order."""
+    from forgetmi.errors import ForgetMIError
+    from forgetmi.hpc.executor import require_executor
     from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
 
     parser = argparse.ArgumentParser(prog="forgetmi protocol", description=__doc__.splitlines()[0])
@@ -302,9 +315,15 @@ def main(argv: list[str] | None = None) -> int:
                      else f"{len(job.after)} jobs") or "—"
             logger.info("%-48s %-8s after %s", job.name, job.kind, after)
         return 0
+    if args.jobs is not None and not args.executor:
+        raise ForgetMIError("--jobs N runs tasks side by side with --executor local; add it "
+                            "(without --executor the jobs run one by one in this process)")
+    hpc = hpc_from_args(args) if args.executor else None
+    if hpc is not None:
+        require_executor(hpc)  # before the stand-in data or any run folder is made
     ensure_stand_in(protocol, extra)  # once, here, before any job or task starts
-    if args.executor:  # dependent arrays (slurm) or child processes
-        manifest = submit_protocol(args.file, hpc_from_args(args), extra)
+    if hpc is not None:  # dependent arrays (slurm) or child processes
+        manifest = submit_protocol(args.file, hpc, extra)
         logger.info("%d job(s) in %s; `forgetmi status` on the protocol's output folder shows "
                     "them", len(manifest["tasks"]), manifest["protocol"])
         return 0

@@ -1,7 +1,15 @@
-"""Metrics out of the run: JSON lines beside the checkpoints, and wandb (rank 0 only)."""
+"""Metrics out of the run: JSON lines beside the checkpoints, and wandb (rank 0 only).
+
+A run's wandb id is readable and unique: the job, the seed and the folder's last names, then a
+short hash of the resolved output folder. Two sweeps that differ only in their ``--out`` and
+``--seed`` (the tuning recipe) get two ids, so ``wandb sync`` keeps them apart, and a resumed run
+(same folder, job and seed) gets the same id and continues its wandb run. ``group`` is the sweep
+or protocol a run belongs to (``tracking.group``), ``job_type`` the job that runs.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -11,13 +19,49 @@ from pathlib import Path
 
 logger = logging.getLogger("forgetmi")
 
+# W&B refuses some characters in ids (":;,#?/'") and URLs quote others: ids keep to these,
+# and to 64 characters (short enough for every W&B limit on ids and names).
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+MAX_ID = 64
+MAX_NAME = 128    # groups and display names
 
-def run_name_for(output_dir: str | os.PathLike) -> str:
-    """A deterministic run name (and wandb id) from the output folder, so a resumed run
-    continues the same wandb run."""
+
+def _slug(*parts) -> str:
+    return _UNSAFE.sub("-", "-".join(str(p) for p in parts if p not in (None, ""))).strip("-")
+
+
+def _hashed(head: str, path: Path, limit: int) -> str:
+    """``head``, the folder's last two names, then a hash of the resolved folder, in at most
+    ``limit`` characters: the names are cut from their start (the most specific are kept),
+    never the head or the hash."""
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    names = _slug(*path.parts[-2:])
+    room = max(0, limit - len(head) - len(digest) - 2)
+    return _slug(head, names[len(names) - room:] if room else "", digest)
+
+
+def run_name_for(output_dir: str | os.PathLike, job: str | None = None,
+                 seed: int | None = None) -> str:
+    """A run's display name: job, seed and the folder's last two names (not unique)."""
     path = Path(output_dir).resolve()
-    name = "-".join(path.parts[-2:])
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")[:120] or "forgetmi"
+    name = _slug(job, None if seed is None else f"s{seed}", *path.parts[-2:])
+    return name[-MAX_NAME:].strip("-") or "forgetmi"
+
+
+def run_id_for(output_dir: str | os.PathLike, job: str | None = None,
+               seed: int | None = None) -> str:
+    """The wandb id of the run that ``job`` (train | retrain | unlearn) with ``seed`` makes in
+    ``output_dir``: the same for the same three, so a resumed run continues its wandb run and a
+    later job (an evaluation) can attach to it; different for any other folder."""
+    head = _slug(job, None if seed is None else f"s{seed}")
+    return _hashed(head, Path(output_dir).resolve(), MAX_ID)
+
+
+def group_for(kind: str, folder: str | os.PathLike) -> str:
+    """The wandb group of every run a sweep or protocol starts: ``kind`` (``sweep-NAME``,
+    ``protocol``), the folder's last two names and its hash (two sweeps whose folders end
+    alike stay two groups)."""
+    return _hashed(_slug(kind)[:MAX_NAME // 2], Path(folder).resolve(), MAX_NAME)
 
 
 def _clean(value):
@@ -31,7 +75,8 @@ def _clean(value):
 class Tracker:
     """Writes ``metrics.jsonl`` and mirrors it to wandb; a no-op on non-main ranks."""
 
-    def __init__(self, output_dir: Path, tracking, config: dict, enabled: bool = True):
+    def __init__(self, output_dir: Path, tracking, config: dict, enabled: bool = True,
+                 job: str | None = None, seed: int | None = None):
         self.enabled = enabled
         self.path = Path(output_dir) / "metrics.jsonl"
         self.wandb_run = None
@@ -43,13 +88,14 @@ class Tracker:
             raise ValueError(f"tracking.wandb must be offline, online or disabled, got {tracking.wandb!r}")
         if tracking.wandb != "disabled":
             import wandb
-            name = tracking.run_name or run_name_for(output_dir)
             # Under a W&B sweep agent the run's id comes from the agent (WANDB_RUN_ID), which
             # ties it to the sweep; otherwise a deterministic id lets a resumed run continue.
-            ident = {} if os.environ.get("WANDB_SWEEP_ID") else {"name": name, "id": name,
-                                                                   "resume": "allow"}
+            ident = {} if os.environ.get("WANDB_SWEEP_ID") else {
+                "name": tracking.run_name or run_name_for(output_dir, job, seed),
+                "id": run_id_for(output_dir, job, seed), "resume": "allow"}
             self.wandb_run = wandb.init(project=tracking.project, entity=tracking.entity,
                                         mode=tracking.wandb, dir=str(output_dir), config=config,
+                                        group=tracking.group, job_type=job,
                                         settings=wandb.Settings(silent=True, console="off"),
                                         **ident)
 
@@ -62,11 +108,12 @@ class Tracker:
         if self.wandb_run is not None:
             self.wandb_run.log({k: v for k, v in record.items() if v is not None}, step=int(step))
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the wandb run (``exit_code`` != 0 marks it failed) and say how to upload it."""
         if self.wandb_run is None:
             return
         run_dir = Path(self.wandb_run.dir).parent
-        self.wandb_run.finish()
+        self.wandb_run.finish(exit_code=exit_code)
         self.wandb_run = None
         if self.mode == "offline":
             logger.info("wandb run saved offline; upload it with: wandb sync %s", run_dir)
