@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from forgetmi.errors import DataError
+from forgetmi.evaluation.signal import size_name
 from forgetmi.utils.atomic import write_csv, write_json, write_text
 
 log = logging.getLogger("forgetmi.report")
@@ -361,10 +362,6 @@ def add_relative_columns(runs: Sequence[RunRecord]) -> None:
 
 
 # --- aggregation --------------------------------------------------------------------------------
-
-def size_name(percent: float | None) -> str:
-    return "all" if percent is None else f"{percent:g}%"
-
 
 def _row_order(percent: float | None, model: str, label: str) -> tuple:
     block = (1, 0.0) if percent is None else (0, percent)  # sizes ascending, "all" last

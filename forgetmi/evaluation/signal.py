@@ -18,6 +18,11 @@ from typing import Any, Sequence
 from forgetmi.errors import DataError
 
 
+def size_name(percent: float | None) -> str:
+    """A forget size as the report names it ("10%", or "all" without one)."""
+    return "all" if percent is None else f"{percent:g}%"
+
+
 def _by(runs, model: str) -> dict[tuple[float | None, int], Any]:
     return {(r.forget_percent, r.seed): r for r in runs if r.model == model}
 
@@ -25,8 +30,6 @@ def _by(runs, model: str) -> dict[tuple[float | None, int], Any]:
 def signal_checks(runs: Sequence) -> list[dict]:
     """Per forget size and seed: the original's and the retrained model's headline intervals
     apart (the original's above), and the retrained model's interval holding 0.5."""
-    from forgetmi.evaluation.report import size_name
-
     original, retrained = _by(runs, "original"), _by(runs, "retrained")
     checks = []
     for key in sorted(set(original) & set(retrained), key=lambda k: (k[0] or 0.0, k[1])):
@@ -47,8 +50,6 @@ def signal_checks(runs: Sequence) -> list[dict]:
 
 def figures(runs: Sequence) -> dict:
     """Every model's headline attack AUC and test AUC per seed, with mean and std, by size."""
-    from forgetmi.evaluation.report import size_name
-
     out: dict = {}
     for run in runs:
         block = out.setdefault(size_name(run.forget_percent), {}).setdefault(run.label, {})
