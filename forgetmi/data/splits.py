@@ -110,24 +110,16 @@ def _check_holdout(split: pd.DataFrame, holdout: pd.DataFrame | None, forget_pat
     if len(holdout) == 0:
         raise DataError("the holdout is empty; expected at least one patient (or set "
                         "data.holdout to null)", holdout_path)
-    unknown = ~holdout["subject_id"].isin(split["subject_id"])
-    if unknown.any():
-        raise DataError(f"holdout patient absent from the split "
-                        f"({holdout.loc[unknown, 'subject_id'].nunique()} such patient(s))",
-                        holdout_path, _line_of(holdout, unknown), "subject_id")
-    in_forget = holdout["subject_id"].isin(forget_patients)
-    if in_forget.any():
-        raise DataError(f"holdout patient is in the forget set "
-                        f"({holdout.loc[in_forget, 'subject_id'].nunique()} such patient(s)); "
-                        f"the holdout must be disjoint from every forget set: {HOLDOUT_FIX}",
-                        holdout_path, _line_of(holdout, in_forget), "subject_id")
     test_patients = set(split.loc[split["fold"] == "TEST", "subject_id"])
-    in_test = holdout["subject_id"].isin(test_patients)
-    if in_test.any():
-        raise DataError(f"holdout patient is in the TEST fold "
-                        f"({holdout.loc[in_test, 'subject_id'].nunique()} such patient(s)); "
-                        f"the holdout must be disjoint from TEST: {HOLDOUT_FIX}",
-                        holdout_path, _line_of(holdout, in_test), "subject_id")
+    for bad, what, disjoint in (
+            (~holdout["subject_id"].isin(split["subject_id"]), "absent from the split", None),
+            (holdout["subject_id"].isin(forget_patients), "in the forget set", "every forget set"),
+            (holdout["subject_id"].isin(test_patients), "in the TEST fold", "TEST")):
+        if bad.any():
+            fix = f"; the holdout must be disjoint from {disjoint}: {HOLDOUT_FIX}" if disjoint else ""
+            raise DataError(f"holdout patient is {what} "
+                            f"({holdout.loc[bad, 'subject_id'].nunique()} such patient(s)){fix}",
+                            holdout_path, _line_of(holdout, bad), "subject_id")
     return set(holdout["subject_id"])
 
 
