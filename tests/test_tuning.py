@@ -128,3 +128,15 @@ def test_the_choice_is_the_closest_eligible_trial(tmp_path, capsys):
     assert "over budget" in printed.out and "seeds missing" in printed.out
     assert "failed or not evaluated on seed 4 | lr=6" in printed.out
     assert not list(tmp_path.glob(".presets.yaml*"))                 # written atomically
+
+
+def test_the_demo_borrows_the_benchmarks_measured_margins():
+    """configs/presets/margins.yaml is what `forgetmi report --write-margins` measured on the
+    benchmark; the demo (one seed, no spread of its own) decides with the same numbers."""
+    from forgetmi.evaluation.verdicts import parse_margins
+    from forgetmi.jobs.demo import demo_margins
+
+    measured = parse_margins(str(REPO / "configs" / "presets" / "margins.yaml"))
+    used = demo_margins()
+    assert (used.attack, used.test) == (measured.attack, measured.test)
+    assert "3 seeds" in measured.source and "3 seeds" in used.source

@@ -106,4 +106,4 @@ def _write_margins(judged: list[dict], path: str):
     chosen = [v for v in judged if v["margins"]][-1]
     doc = {**chosen["margins"], "forget_set": chosen["size"]}
     return write_text(path, "# Equivalence margins measured by forgetmi report\n"
-                      + yaml.safe_dump(doc, sort_keys=False))
+                      + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100))
