@@ -48,6 +48,8 @@ def cmd_check_holdout(args, extra) -> int:
     from forgetmi.synthetic.draws import compare_draws, render
     from forgetmi.utils.atomic import write_json
 
+    if args.retrained:
+        return _retrained_coverage(args)
     settings = {k: v for k, v in (("test_fraction", args.test_fraction),
                                   ("label_noise", args.label_noise)) if v is not None}
     table, summary = compare_draws(args.draws, args.patients, args.first_seed, **settings)
@@ -55,6 +57,29 @@ def cmd_check_holdout(args, extra) -> int:
     if args.json:
         write_json(args.json, {"draws": table.to_dict("records"), "summary": summary,
                                "patients": args.patients, **settings})
+    return 0
+
+
+def _retrained_coverage(args) -> int:
+    """The headline interval's coverage of 0.5 on retrained models' forget and holdout rows."""
+    from forgetmi.evaluation.evaluate import _predictions, _run_config
+    from forgetmi.evaluation.mia import training_losses
+    from forgetmi.evaluation.signal import interval_coverage
+
+    covered = []
+    for run in map(Path, args.retrained):
+        cfg = _run_config(run)
+        if cfg.data.holdout is None:
+            raise ForgetMIError(f"{run}/config.yaml: no data.holdout; the check compares "
+                                "forget rows with holdout rows")
+        p = _predictions(cfg, run / "model", ("forget", "holdout"), 64)
+        result = interval_coverage(training_losses(p["forget"]), training_losses(p["holdout"]),
+                                   p["forget"]["group"], p["holdout"]["group"],
+                                   splits=args.splits, seed=cfg.seed)
+        covered.append(result["coverage"] * result["splits"])
+        sys.stdout.write(f"{run}: 95% interval holds 0.5 in {result['coverage']:.1%} of "
+                         f"{result['splits']} reassignments of its {result['patients']} unseen "
+                         f"patients (mean AUC {result['mean_auc']:.3f})\n")
     return 0
 
 
@@ -185,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=number_in(0.0, 0.5, closed=False), default=None)
     p.add_argument("--label-noise", type=number_in(0.0, 2.0, closed=True), default=None)
     p.add_argument("--json", help="also write the draws and the summary here")
+    p.add_argument("--retrained", nargs="+", metavar="RUN",
+                   help="instead: finished retrained runs with a holdout; how often the "
+                        "headline's 95%% interval holds 0.5 when their forget and holdout "
+                        "patients (none trained on) are reassigned to two sides at random")
+    p.add_argument("--splits", type=int, default=200, help="reassignments per run (--retrained)")
     p.set_defaults(func=cmd_check_holdout)
 
     p = sub.add_parser("make-forget-set", help="nested patient-level forget sets and a holdout "
