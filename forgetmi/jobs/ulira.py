@@ -14,6 +14,8 @@ from pathlib import Path
 from forgetmi.config import ExperimentConfig, load_config
 from forgetmi.errors import exit_on_error
 from forgetmi.evaluation.ulira import Shadow, collect, prepare_shadows
+
+VERDICT_SHADOWS = 32  # 16 statistics a side per row; fewer leave each row's Gaussian fits noisy
 from forgetmi.hpc.executor import submit_array
 from forgetmi.hpc.submit import add_hpc_arguments, array_ids, hpc_from_args, single_process
 from forgetmi.hpc.tasks import Task
@@ -36,7 +38,7 @@ def run_shadow(shadow: Shadow) -> None:
 @exit_on_error
 def main(argv: list[str] | None = None) -> int:
     """``forgetmi ulira --config UNLEARN_RUN/config.yaml --train-config ORIGINAL_RUN/config.yaml
-    --target UNLEARN_RUN/model --shadows 8 --out DIR [--executor slurm ...] [--key=value ...]``.
+    --target UNLEARN_RUN/model [--shadows 32] --out DIR [--executor slurm ...] [--key=value ...]``.
 
     Without ``--executor`` every shadow runs here, then the scoring. With it, the shadows are
     one array (each task ``--only K``) and the scoring a task held until they all succeed.
@@ -47,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-config", required=True,
                         help="the original model's config.yaml (how the shadows are trained)")
     parser.add_argument("--target", required=True, help="the audited unlearned model folder")
-    parser.add_argument("--shadows", type=int, default=8, help="even number of shadow pipelines")
+    parser.add_argument("--shadows", type=int, default=32,
+                        help="even number of shadow pipelines (32: what a per-example verdict "
+                             "needs; fewer are for a first look)")
     parser.add_argument("--out", required=True, help="folder for the shadows and ulira.json")
     parser.add_argument("--only", type=int, help="run one shadow (an array task) and stop")
     parser.add_argument("--collect-only", action="store_true",
@@ -56,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     cfg = load_config(ExperimentConfig, args.config, overrides)
     train_cfg = load_config(ExperimentConfig, args.train_config)
+    if args.shadows < VERDICT_SHADOWS:
+        logger.warning("%d shadows: each row's fit has %d statistics a side, too few for a "
+                       "per-example verdict (use at least %d)", args.shadows, args.shadows // 2,
+                       VERDICT_SHADOWS)
     shadows = prepare_shadows(cfg, train_cfg, args.shadows, args.out, args.target)
     if args.executor:
         return _submit(args, argv if argv is not None else [], shadows)
