@@ -15,6 +15,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from forgetmi.data import formats
+from forgetmi.errors import ForgetMIError
 from forgetmi.evaluation.evaluate import evaluate_run
 from forgetmi.jobs.evaluate import main as evaluate_main
 from forgetmi.evaluation.metrics import softmax
@@ -50,6 +51,11 @@ def halves(tmp_path_factory):
         runs[model] = root / model
         assert train_main([f"--data.root={paths.root}", f"--forget_set={files[other]}",
                            f"--output_dir={runs[model]}", "--mode=retrain", *ARGS]) == 0
+    # C: a retrained reference for A (the same rows left out, another seed), briefly trained
+    runs["C"] = root / "C"
+    assert train_main([f"--data.root={paths.root}", f"--forget_set={files['H2']}",
+                       f"--output_dir={runs['C']}", "--mode=retrain", *ARGS, "--epochs=4",
+                       "--seed=1"]) == 0
     return paths, files, runs
 
 
@@ -82,7 +88,11 @@ def test_attack_finds_members_and_nothing_else(halves, model, unseen):
 
 def test_evaluate_writes_metrics_that_match_an_independent_computation(halves, tmp_path):
     paths, files, runs = halves
-    result = evaluate_run(runs["A"], retrained=runs["B"], n_boot=200)
+    # B trained on H2, A's forget rows: it is no retrained reference for A, and nothing is written
+    with pytest.raises(ForgetMIError, match="data.forget_set"):
+        evaluate_run(runs["A"], retrained=runs["B"], n_boot=50)
+    assert not (runs["A"] / "metrics.json").exists()
+    result = evaluate_run(runs["A"], retrained=runs["C"], n_boot=200)
     written = json.loads((runs["A"] / "metrics.json").read_text())
     assert written["schema"] == 1 and written["model"] == "retrained" and written["seed"] == 0
     assert written["seconds_kind"] == "training" and written["seconds"] > 0
@@ -97,8 +107,8 @@ def test_evaluate_writes_metrics_that_match_an_independent_computation(halves, t
         assert joint["auc"]["low"] <= joint["auc"]["value"] <= joint["auc"]["high"]
         severity = (softmax(logits.astype(np.float64)) * np.arange(4)).sum(1)
         assert joint["severity_mse"]["value"] == pytest.approx(((severity - labels) ** 2).mean())
-    # the gap is A − B on the same rows
-    q = _predictions(paths, files["H2"], runs["B"])
+    # the gap is A − C on the same rows
+    q = _predictions(paths, files["H2"], runs["C"])
     b_acc = float((q["test"]["joint_logits"].argmax(1) == q["test"]["label"]).mean())
     assert written["gap"]["test"]["joint"]["accuracy"] == pytest.approx(
         written["metrics"]["test"]["joint"]["accuracy"]["value"] - b_acc)
@@ -204,5 +214,5 @@ def test_forget_vs_unseen_on_real_models(halves):
     assert loss_remembered["low"] > 0.5 and loss_chance["low"] < 0.5 < loss_chance["high"], \
         (loss_remembered, loss_chance)
     assert loss_remembered["auc"] - loss_chance["auc"] > 0.1, (loss_remembered, loss_chance)
-    assert (loss_remembered["high"] - loss_remembered["low"]
-            < remembered["high"] - remembered["low"]), (loss_remembered, remembered)
+    # (Its interval is narrower on average, not always: on the benchmark's 30 runs the learned
+    # attack's was 0.93-2.23 times as wide; one pair of models decides nothing about that.)

@@ -146,10 +146,11 @@ command:
 """
 
 
-def release_file(folder: Path, data: Path, original: Path, method="grid", rates="1e-4") -> Path:
+def release_file(folder: Path, data: Path, original: Path, method="grid", rates="1e-4",
+                 retrained: Path | None = None) -> Path:
     path = folder / "config.yaml"
     path.write_text(RELEASE.format(method=method, data=data, original=original,
-                                   retrained=original, rates=rates))
+                                   retrained=retrained or original, rates=rates))
     return path
 
 
@@ -161,8 +162,18 @@ def original(demo_data, tmp_path_factory):
     return out
 
 
-def test_release_sweep_runs_unchanged(demo_data, original, tmp_path, caplog):
-    config = release_file(tmp_path, demo_data.root, original)
+@pytest.fixture(scope="module")
+def retrained(demo_data, tmp_path_factory):
+    """The release's retrained_model_path: a retraining without the forget rows (evaluate
+    refuses any other reference)."""
+    out = tmp_path_factory.mktemp("release") / "retrained"
+    assert train_main([f"--data.root={demo_data.root}", f"--output_dir={out}", *TINY,
+                       "--batch_size=8", "--epochs=1", "--lr=1e-3", "--mode=retrain"]) == 0
+    return out
+
+
+def test_release_sweep_runs_unchanged(demo_data, original, retrained, tmp_path, caplog):
+    config = release_file(tmp_path, demo_data.root, original, retrained=retrained)
     out = tmp_path / "out"
     caplog.set_level(logging.INFO, logger="forgetmi")
     assert cli_main(["sweep", str(config), "--out", str(out), "--executor", "debug",
@@ -170,7 +181,7 @@ def test_release_sweep_runs_unchanged(demo_data, original, tmp_path, caplog):
     manifest = json.loads((out / "sweep.json").read_text())
     assert [t["kind"] for t in manifest["tasks"]] == ["unlearn", "evaluate", "report"]
     assert all(t["state"] == "done" for t in manifest["tasks"])
-    assert manifest["tasks"][1]["retrained"] == str(original)    # retrained_model_path
+    assert manifest["tasks"][1]["retrained"] == str(retrained)   # retrained_model_path
     cfg = yaml.safe_load((Path(manifest["tasks"][0]["output_dir"]) / "config.yaml").read_text())
     assert cfg["unlearn"]["original"] == f"{original}/model"
     assert cfg["unlearn"]["weights"] == [1, 1, 2, 2]              # beta, alpha, theta, gamma

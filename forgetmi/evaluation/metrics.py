@@ -203,10 +203,11 @@ def weighted_full_metrics(labels: np.ndarray, logits: np.ndarray,
     predicted = probs.argmax(axis=1)
     mass = weights.sum(axis=1)
     out = {"auc": _ovr_aucs(labels, probs, weights)}
-    upper_tail = np.cumsum(probs[:, ::-1], axis=1)[:, ::-1]  # [:, k] = P(class >= k)
     for name, k in ORDINAL_SPLITS.items():
-        out[name] = (weighted_auc(upper_tail[:, k], labels >= k, weights) if k < n_classes
-                     else np.full(len(weights), np.nan))
+        # P(class >= k) summed directly: a running sum rounds differently, and near-ties
+        # between rows then order (and score) differently from the definition's sum
+        out[name] = (weighted_auc(probs[:, k:].sum(axis=1), labels >= k, weights)
+                     if k < n_classes else np.full(len(weights), np.nan))
     pairs = _pairwise_aucs(labels, probs, weights)
     out["auc_pairwise"] = _nanmean_rows(list(pairs.values()), len(weights))
     out.update(pairs)
