@@ -156,8 +156,9 @@ def _attacks(predictions: dict, seed: int, batch_size: int,
     unseen = predictions[unseen_name]
     result = svc_mia_report(sample_losses(retain), sample_losses(test), sample_losses(forget),
                             batch_size)
-    (member, names), (nonmember, _), (target, _), (unseen_features, _) = (
-        attack_features(p) for p in (retain, test, forget, unseen))
+    (member, names), (nonmember, _), (target, _) = (attack_features(p)
+                                                    for p in (retain, test, forget))
+    unseen_features = nonmember if unseen is test else attack_features(unseen)[0]
     population = population_attack(member, nonmember, target, member_groups=retain["group"],
                                    nonmember_groups=test["group"], target_groups=forget["group"],
                                    seed=seed, roc_points=200)
@@ -245,19 +246,20 @@ def _scored(predictions: dict) -> dict:
             for part, p in predictions.items()}
 
 
-def _calibration(run: Path, cfg, predictions: dict, references: list[Path], batch_size: int,
+def _peers(run: Path, cfg, references: list[Path]) -> list[Path]:
+    """The checked calibration references, less those of the run's own seed (its twin)."""
+    return [ref for ref in references
+            if ref.resolve() != run.resolve()
+            and _check_reference(run, cfg, ref, "a calibration reference").seed != cfg.seed]
+
+
+def _calibration(cfg, predictions: dict, peers: list[Path], batch_size: int,
                  n_boot: int) -> dict:
-    """The calibrated attack against the retrained ``references`` of other seeds."""
+    """The calibrated attack against the retrained ``peers`` (other seeds)."""
     from forgetmi.evaluation.calibrated import calibrated_attack
     from forgetmi.evaluation.mia import training_losses
 
     unseen = unseen_partition(predictions)
-    peers = []
-    for ref in references:
-        ref_cfg = _check_reference(run, cfg, ref, "a calibration reference")
-        if ref.resolve() == run.resolve() or ref_cfg.seed == cfg.seed:
-            continue  # its own seed would calibrate a model by its twin
-        peers.append(ref)
     if not peers:
         return {"auc": None, "n_references": 0,
                 "reason": "no retrained reference of another seed (give --references)"}
@@ -294,7 +296,7 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     # Every check before the first write: a bad reference leaves no metrics.json behind.
     if retrained is not None:
         _check_reference(run, cfg, Path(retrained), "the retrained reference")
-    references = [Path(r) for r in references or []]
+    peers = _peers(run, cfg, [Path(r) for r in references or []])
     result = {"schema": SCHEMA, "run": str(run), **describe(run, cfg)}
     predictions = _predictions(cfg, _model_dir(run), PARTITIONS, batch_size)
     logger.info("evaluating %s: %s", result["label"],
@@ -302,8 +304,7 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     result["metrics"] = _metrics(predictions, n_boot, cfg.seed)
     result["mia"] = _attacks(predictions, cfg.seed, mia_batch_size, n_boot)
     if result["mia"] is not None and references:
-        result["mia"]["calibrated"] = _calibration(run, cfg, predictions, references,
-                                                   batch_size, n_boot)
+        result["mia"]["calibrated"] = _calibration(cfg, predictions, peers, batch_size, n_boot)
     result["gap"] = result["logit_similarity"] = result["paired"] = None
     result["forget_quality"] = None
     if retrained is not None:
