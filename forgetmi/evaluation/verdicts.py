@@ -156,7 +156,8 @@ def tost(diffs: Sequence[float], ses: Sequence[float | None], margin: float) -> 
         p_above = float(dist.sf((mean - margin) / se))   # H0: d <= +margin (vs beyond above)
         p_below = float(dist.cdf((mean + margin) / se))  # H0: d >= -margin (vs beyond below)
         half = float(dist.ppf(1 - ALPHA) * se)
-    return {"mean": mean, "se": se, "df": None if math.isinf(df) else df, "seeds": k,
+    return {"mean": mean, "se": se, "se_seeds": math.sqrt(a or 0.0), "se_patients": math.sqrt(b),
+            "df": None if math.isinf(df) else df, "seeds": k,
             "ci90": [mean - half, mean + half], "margin": margin,
             "p_equivalent": max(p_lower, p_upper),
             "p_differs": min(1.0, 2 * min(p_above, p_below)),
