@@ -7,7 +7,8 @@ release's per-batch variant for like-for-like comparison, a cross-validated popu
 attack on several signals with patient-level scores, the headline forget-vs-unseen loss-attack
 AUC over every test row with a patient-bootstrap 95% interval, ``mia.forget_vs_unseen``, and
 the learned forget-vs-unseen attack beside it, ``mia.forget_vs_unseen_learned``); and, given
-the retrained reference, the gap to it and the logit similarity on retain rows. Written
+the retrained reference, the gap to it, the logit similarity on retain rows and the run's
+``score`` (:mod:`forgetmi.evaluation.score`: what a sweep optimises). Written
 atomically to ``RUN_DIR/metrics.json`` (schema 1, read by ``forgetmi report``). Counts and scores only: no report text, no patient id.
 
 A bare model folder (``config.json`` + ``model.safetensors``, e.g. a published checkpoint
@@ -290,6 +291,7 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     from forgetmi.evaluation.calibrated import forget_quality, paired_differences
     from forgetmi.evaluation.metrics import full_metrics
     from forgetmi.evaluation.mia import logit_similarity
+    from forgetmi.evaluation.score import score
 
     run = Path(run)
     cfg = _run_config(run, config, overrides)
@@ -306,7 +308,7 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     if result["mia"] is not None and references:
         result["mia"]["calibrated"] = _calibration(cfg, predictions, peers, batch_size, n_boot)
     result["gap"] = result["logit_similarity"] = result["paired"] = None
-    result["forget_quality"] = None
+    result["forget_quality"] = result["score"] = None
     if retrained is not None:
         retrained = Path(retrained)
         # The reference scores this run's partitions: the gap compares the same rows.
@@ -326,6 +328,7 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
             result["paired"] = paired_differences(judged, ref,
                                                   unseen=unseen_partition(predictions),
                                                   seed=cfg.seed, n_boot=n_boot)
+    result["score"] = score(result["paired"], run, retrained)
     write_json(run / "metrics.json", result)
     logger.info("%s", summary_line(result))
     return result
