@@ -247,6 +247,12 @@ class UnlearnConfig:
     original: str | None = None          # folder of the trained model (save_pretrained format)
     preset: str = "unimodal"             # equal | unimodal | multimodal | retention | no-noise
     weights: list[float] | None = None   # w_UU, w_UR, w_MU, w_MR; overrides the preset's
+    # One weight at a time (W&B sweep parameters are scalars): each set replaces that term of
+    # the preset's (or of weights), before the four are normalised.
+    weight_uu: float | None = None
+    weight_ur: float | None = None
+    weight_mu: float | None = None
+    weight_mr: float | None = None
     objective: str | None = None         # pull (the paper) | push (the release's variant);
                                          # None = push under no-noise, else pull
     retention_cap: float | None = None   # the release's cap: retention ≤ first-epoch mean + this
@@ -261,8 +267,20 @@ class UnlearnConfig:
         # Without noise, pulling forget embeddings toward the original's embeddings of the very
         # same clean rows is retention; the release's no-noise runs maximise UU and MU instead.
         if self.objective is None:
-            self.objective = "push" if self.preset == "no-noise" and self.weights is None \
-                else "pull"
+            custom = self.weights is not None or any(
+                getattr(self, f"weight_{k}") is not None for k in ("uu", "ur", "mu", "mr"))
+            self.objective = "push" if self.preset == "no-noise" and not custom else "pull"
+
+
+@dataclass
+class EvaluateConfig:
+    """An unlearning run that scores itself when it ends (a sweep's trial): evaluated against
+    ``retrained`` into its ``metrics.json``, its score in the W&B run's summary."""
+
+    retrained: str | None = None       # the retrained run of this size and seed; may use {seed},
+                                       # {size}, {forget_set}; None = not scored here
+    references: list[str] | None = None  # retrained runs of other seeds: the calibrated attack
+    bootstrap: int = 1000              # patient-bootstrap resamples of the intervals
 
 
 @dataclass
@@ -285,6 +303,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -517,5 +536,5 @@ def resolve_run_path(template: str, cfg: ExperimentConfig) -> str:
     try:
         return template.format(**values)
     except (KeyError, IndexError, ValueError) as err:
-        raise ConfigError(f"unlearn.original {template!r}: unknown placeholder {err}; "
+        raise ConfigError(f"run path {template!r}: unknown placeholder {err}; "
                           "use {seed}, {size} or {forget_set}") from None

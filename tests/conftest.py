@@ -51,6 +51,14 @@ def fitted_original(demo_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def sweep_references(demo_data, tmp_path_factory):
+    """Originals and retrained models at forget sizes 6% and 10%, seeds 3 and 4 (read-only):
+    the references the shipped bayes sweep's trials score against."""
+    from tests.originals import train_references
+    return train_references(demo_data.root, tmp_path_factory.mktemp("sweep-references"))
+
+
+@pytest.fixture(scope="session")
 def matrix_runs(demo_data, tmp_path_factory):
     """``matrix_runs(name)``: the folder of the launch matrix's runs under
     configs/accelerate/<name>.yaml (one subfolder per job), launched once per session."""

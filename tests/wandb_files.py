@@ -59,3 +59,17 @@ def offline_runs(run_dir: Path) -> list[OfflineRun]:
         runs.append(OfflineRun(folder, run.run_id, run.display_name, run.run_group, run.job_type,
                                run.project))
     return runs
+
+
+def summary(folder: Path) -> dict:
+    """The summary one offline run start wrote (``RUN/wandb/offline-run-*``), its updates in
+    order: key -> value."""
+    import json
+    (file,) = Path(folder).glob("run-*.wandb")
+    out = {}
+    for record in records(file):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                key = "/".join(item.nested_key) if item.nested_key else item.key
+                out[key] = json.loads(item.value_json)
+    return out

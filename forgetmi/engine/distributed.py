@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -143,19 +144,26 @@ def autocast(accelerator: Accelerator):
     return accelerator.autocast()
 
 
-def finish(accelerator: Accelerator | None = None, exit_code: int = 0) -> None:
-    """End a distributed worker without gloo's occasional SIGABRT at interpreter exit.
+def finish(accelerator: Accelerator | None = None, exit_code: int = 0,
+           then: Callable[[], int] | None = None) -> int:
+    """End a distributed worker without gloo's occasional SIGABRT at interpreter exit; returns
+    the exit code (a multi-process worker leaves instead).
 
     Destroying the process group, flushing, and leaving with ``os._exit`` skips the teardown
-    race that otherwise fails ~1 run in 5-10 after training has finished.
+    race that otherwise fails ~1 run in 5-10 after training has finished. ``then`` runs on the
+    main process once the group is gone (the other workers have left): its code is the exit
+    code, so work after training (a run scoring itself) never holds a collective open.
     """
     if accelerator is not None:
         accelerator.wait_for_everyone()
         accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    if then is not None and int(os.environ.get("RANK", "0")) == 0:
+        exit_code = then()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(exit_code)
+    return exit_code

@@ -331,7 +331,25 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     result["score"] = score(result["paired"], run, retrained)
     write_json(run / "metrics.json", result)
     logger.info("%s", summary_line(result))
+    _to_wandb(run, cfg, result)
     return result
+
+
+def _to_wandb(run: Path, cfg, result: dict) -> None:
+    """The evaluation's figures (the score first) into the summary of the W&B run that made
+    the model; a bare model folder has none. metrics.json is written before: a W&B failure
+    loses nothing but the summary."""
+    from forgetmi.evaluation.score import summary_figures
+    from forgetmi.utils.tracking import log_summary
+
+    job = RunFolder(run).job if not is_model_folder(run) else None
+    if job is None:
+        return
+    try:
+        log_summary(run, cfg.tracking, job, cfg.seed, summary_figures(result))
+    except Exception as err:  # noqa: BLE001 - W&B's own errors are many; the metrics are saved
+        logger.warning("%s: evaluation not put into the W&B run (%s: %s); metrics.json holds "
+                       "it", run, type(err).__name__, err)
 
 
 def summary_line(result: dict) -> str:

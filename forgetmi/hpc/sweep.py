@@ -6,16 +6,26 @@ server. Each proposal becomes a run folder with a deterministic name and the ``-
 arguments W&B's ``${args}`` would give. The public release's sweep file runs unchanged: its
 program (``training/forgetmi_partial.py``) is the unlearning job and its parameter names are
 translated run by run (:mod:`forgetmi.hpc.release`). ``bayes`` needs finished runs' metric
-values: they are read back from the runs' ``metrics.jsonl`` and fed to the engine on each call.
+values: they are read back from the runs (the evaluation's ``score`` and figures in
+``metrics.json``, else the last value in ``metrics.jsonl``) and fed to the engine on each call.
 The release's own file is a ``random`` sweep over finite values without a count: it runs each
 combination once (other random sweeps need ``--count`` or ``run_cap``).
+
+Seeds and forget sets are replicates, not settings to optimise: in a ``random`` or ``bayes``
+sweep, ``seed`` and ``forget_set`` given as ``values`` are crossed with every proposal (a trial
+runs at each seed and size), and the engine learns from the trial's mean over them. A sweep
+of ``count`` trials runs ``count`` × seeds × sizes runs. (Under ``wandb agent`` W&B's own server
+proposes them like any parameter: give each one ``value`` in an online file.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import math
+import statistics
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +38,8 @@ logger = logging.getLogger("forgetmi.hpc")
 
 PROGRAMS = {"launch/unlearn.py": "unlearn", "launch/train.py": "train",
             "launch/evaluate.py": "evaluate"}
+# Parameters a random or bayes sweep crosses with each proposal instead of proposing them.
+REPLICATES = ("seed", "forget_set")
 
 
 @dataclass
@@ -47,6 +59,7 @@ class SweepRun:
     output_dir: Path
     config: object = None      # its ExperimentConfig (train / unlearn runs)
     retrained: str | None = None   # the release's retrained_model_path: the evaluation reference
+    trial: str | None = None       # the proposal it replicates (its id without seed and size)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -99,24 +112,71 @@ def run_id(params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _finished(out: Path, metric: str | None, kind: str):
-    """Runs already in the sweep folder, with their metric, for the engine's history."""
+def replicate_keys(sweep: Sweep) -> list[str]:
+    """The replicate parameters a random or bayes sweep crosses with its proposals (those
+    given as ``values``), when something else is left to propose."""
+    if sweep.config["method"] == "grid":
+        return []
+    params = sweep.config["parameters"]
+    keys = [k for k in REPLICATES if isinstance(params.get(k), dict) and "values" in params[k]]
+    return keys if set(params) - set(keys) else []
+
+
+def trial_id(params: dict, replicates: list[str]) -> str:
+    """The id of the proposal a run replicates: its parameters without seed and size."""
+    return run_id({k: v for k, v in params.items() if k not in replicates})
+
+
+def metric_value(folder: Path, metric: str) -> float | None:
+    """A finished run's value of ``metric``: from its evaluation (``metrics.json``: ``score``,
+    ``eval/...``), else the last logged value (``metrics.jsonl``); None if neither has it."""
+    from forgetmi.evaluation.score import summary_figures
+
+    if (folder / "metrics.json").is_file():
+        try:
+            figures = summary_figures(json.loads((folder / "metrics.json").read_text()))
+        except (OSError, ValueError):
+            figures = {}
+        if figures.get(metric) is not None:
+            return float(figures[metric])
+    value = None
+    if (folder / "metrics.jsonl").is_file():
+        for line in (folder / "metrics.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            if record.get(metric) is not None:
+                value = float(record[metric])
+    return value
+
+
+def _finished(out: Path, metric: str | None, kind: str, replicates: list[str],
+              n_replicates: int):
+    """The sweep's trials already in its folder, with their metric (the mean over the trial's
+    replicates once each has it), as the engine's history."""
     import sweeps
-    runs = []
+    trials: dict[str, dict] = {}
     for params_file in sorted(out.glob("runs/*/sweep_params.json")):
         params = json.loads(params_file.read_text())
         folder = params_file.parent
-        done = RunFolder(folder).finished(kind)
-        history = []
-        if metric and (folder / "metrics.jsonl").is_file():
-            for line in (folder / "metrics.jsonl").read_text().splitlines():
-                record = json.loads(line)
-                if metric in record:
-                    history.append({metric: record[metric]})
+        key = trial_id(params, replicates)
+        trial = trials.setdefault(key, {"config": {k: v for k, v in params.items()
+                                                   if k not in replicates},
+                                        "values": [], "done": 0, "name": folder.name})
+        if RunFolder(folder).finished(kind):
+            trial["done"] += 1
+            value = metric_value(folder, metric) if metric else None
+            if value is not None and math.isfinite(value):
+                trial["values"].append(value)
+    runs = []
+    for key, trial in trials.items():
+        complete = trial["done"] >= n_replicates
+        scored = complete and metric and len(trial["values"]) >= n_replicates
+        history = [{metric: statistics.mean(trial["values"])}] if scored else []
+        # W&B's model takes its aliases only (under pydantic 2 a field name is dropped
+        # silently, and the engine would see no metric at all).
         runs.append(sweeps.SweepRun(
-            name=folder.name, config={k: {"value": _value(v)} for k, v in params.items()},
-            state=sweeps.RunState.finished if done else sweeps.RunState.running,
-            history=history, summary_metrics=history[-1] if history else {}))
+            name=key, config={k: {"value": _value(v)} for k, v in trial["config"].items()},
+            state=sweeps.RunState.finished if complete else sweeps.RunState.running,
+            sampledHistory=history, summaryMetrics=history[-1] if history else {}))
     return runs
 
 
@@ -138,6 +198,12 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
     out = Path(out)
     method = sweep.config["method"]
     engine_config = {k: v for k, v in sweep.config.items() if k not in ("command", "program")}
+    replicates = replicate_keys(sweep)
+    crossed = [dict(zip(replicates, combo)) for combo in itertools.product(
+        *(sweep.config["parameters"][k]["values"] for k in replicates))]
+    if replicates:  # the engine proposes the rest; each proposal runs at every seed and size
+        engine_config["parameters"] = {k: v for k, v in engine_config["parameters"].items()
+                                       if k not in replicates}
     if method != "grid" and not count:
         count = sweep.config.get("run_cap")
         if not count and sweep.release and method == "random" and \
@@ -150,7 +216,8 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
         elif not count:
             raise ConfigError(f"{sweep.path}: a {method} sweep needs --count N (or run_cap)")
     metric = (sweep.config.get("metric") or {}).get("name")
-    history = _finished(out, metric, sweep.kind) if method != "grid" else []
+    history = (_finished(out, metric, sweep.kind, replicates, len(crossed))
+               if method != "grid" else [])
     proposals, seen, attempts = [], {run_id(h.config) for h in history}, 0
     # W&B's engine draws from the global generators: a proposal seed seeds them for this call
     # only, and the caller's state comes back after.
@@ -186,8 +253,10 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
             np.random.set_state(states[1])
     runs = []
     ignored = release.unused_command_keys(sweep.config) if sweep.release else {}
-    for proposal in proposals:
-        params = {k: _value(v) for k, v in proposal.config.items()}
+    planned = [({**{k: _value(v) for k, v in proposal.config.items()}, **replica},
+                trial_id({k: _value(v) for k, v in proposal.config.items()}, replicates))
+               for proposal in proposals for replica in crossed]
+    for params, trial in planned:
         try:
             translated, dropped, retrained = release.translate(params, sweep.release)
         except ConfigError as err:
@@ -195,8 +264,11 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
         ignored.update(dropped)
         rid = run_id(translated)
         folder = out / "runs" / rid
-        argv = [*(defaults or []), *sweep.fixed, *run_arguments(translated), *(extra or []),
-                f"--output_dir={folder}"]
+        # The release's retrained_model_path: each run scores itself against it (--retrained,
+        # in extra, wins).
+        scoring = [f"--evaluate.retrained={retrained}"] if retrained else []
+        argv = [*(defaults or []), *sweep.fixed, *run_arguments(translated), *scoring,
+                *(extra or []), f"--output_dir={folder}"]
         config = None
         if sweep.kind in ("train", "unlearn"):
             config_file = _config_argument(argv)
@@ -206,9 +278,11 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
             except ConfigError as err:
                 # The key and its allowed values are in err; the run is named, not dumped.
                 raise ConfigError(f"{sweep.path}: run {rid}: {err}") from None
-        runs.append(SweepRun(rid, params, argv, folder, config, retrained))
+        runs.append(SweepRun(rid, params, argv, folder, config, retrained, trial))
     release.log_ignored(sweep.path.name, ignored)
-    logger.info("sweep %s (%s): %d run(s)", sweep.path.name, method, len(runs))
+    logger.info("sweep %s (%s): %d run(s)%s", sweep.path.name, method, len(runs),
+                f" ({len(proposals)} trial(s) × {len(crossed)} of {', '.join(replicates)})"
+                if replicates else "")
     return runs
 
 

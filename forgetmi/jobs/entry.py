@@ -13,8 +13,11 @@ from typing import Callable
 logger = logging.getLogger("forgetmi")
 
 
-def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) -> int:
-    """``run(cfg) -> {"accelerator": ...}``; returns 0, 2 on a clear error, 3 on a test crash."""
+def run_job(run: Callable, argv: list[str] | None, prog: str, description: str,
+            after: Callable | None = None) -> int:
+    """``run(cfg) -> {"accelerator": ...}``; returns 0, 2 on a clear error, 3 on a test crash.
+    ``after(cfg) -> code`` runs on the main process once the workers have finished, if the
+    job succeeded (an unlearning run scoring itself)."""
     from forgetmi.config import ExperimentConfig, load_config
     from forgetmi.engine.distributed import finish
     from forgetmi.engine.loop import SimulatedCrash
@@ -28,7 +31,7 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) 
     parser.add_argument("--config", help="experiment YAML (configs/experiments/*.yaml)")
     args, overrides = parser.parse_known_args(argv)
     setup_logging()
-    accelerator, code = None, 0
+    accelerator, code, cfg = None, 0, None
     try:
         cfg = load_config(ExperimentConfig, args.config, overrides)
         accelerator = run(cfg)["accelerator"]
@@ -46,5 +49,5 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str) 
                      "checkpoint and earlier results are intact: free space and rerun to resume",
                      err.filename or "an output")
         code = 2
-    finish(accelerator, code)
-    return code
+    then = (lambda: after(cfg)) if after is not None and code == 0 and cfg is not None else None
+    return finish(accelerator, code, then)

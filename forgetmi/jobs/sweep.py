@@ -1,9 +1,11 @@
 """``forgetmi sweep FILE --out DIR``: a W&B sweep expanded offline and run as one Slurm array.
 
 Each proposed run is a task of the array; with ``--retrained`` (or the release's
-``retrained_model_path``) a second array evaluates every run against its retrained model, then
-one task gathers the sweep's report into ``OUT/report``, each held by Slurm until the one
-before has succeeded (``afterok``). Runs already finished are left out, so resubmitting the
+``retrained_model_path``, or an ``evaluate.retrained`` parameter) every run scores itself
+against its retrained model when it ends (``metrics.json`` and its W&B summary: what a bayes
+sweep optimises), a second array evaluates any run not yet scored, then one task gathers the
+sweep's report into ``OUT/report``, each held by Slurm until the one before has succeeded
+(``afterok``). Runs already finished are left out, so resubmitting the
 sweep only runs what is missing; ``sweep.json`` records every task for ``forgetmi status``.
 ``--executor local --jobs N`` runs the tasks here, N at a time, each with its log in
 ``OUT/slurm/``; ``--dry-run`` lists the runs and writes nothing. Every run of a sweep is one W&B
@@ -33,7 +35,7 @@ logger = logging.getLogger("forgetmi.hpc")
 
 
 def plan_sweep(sweep_file: str | Path, out: str | Path, count: int | None, extra: list[str],
-               proposal_seed: int | None = None):
+               proposal_seed: int | None = None, retrained: str | None = None):
     """The sweep and its runs, each run's config built (so checked) and told its W&B group;
     nothing is written."""
     from forgetmi.hpc.sweep import expand, load_sweep
@@ -42,6 +44,8 @@ def plan_sweep(sweep_file: str | Path, out: str | Path, count: int | None, extra
     # Every run of this sweep is one W&B group, unless the file or the command line says.
     group = ([f"--tracking.group={group_for(f'sweep-{sweep.path.stem}', out)}"]
              if sweep.kind in ("train", "unlearn") else [])
+    if retrained is not None and sweep.kind == "unlearn":  # each trial scores itself
+        extra = [*extra, f"--evaluate.retrained={retrained}"]
     return sweep, expand(sweep, Path(out), count, extra, proposal_seed, defaults=group)
 
 
@@ -55,7 +59,7 @@ def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count:
     raised."""
     require_executor(hpc)  # before any folder is made
     out = Path(out)
-    sweep, runs = plan_sweep(sweep_file, out, count, extra, proposal_seed)
+    sweep, runs = plan_sweep(sweep_file, out, count, extra, proposal_seed, retrained)
     tasks, entries = [], []
     for run in runs:
         write_json(run.output_dir / "sweep_params.json", run.params)
@@ -72,7 +76,7 @@ def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count:
     record_jobs(hpc, entries, tasks, jobs)
     failed, total = failures(jobs), len(tasks)
     # As on Slurm (afterok), a failed run holds back the arrays after it.
-    if not failed and (retrained is not None or any(run.retrained for run in runs)):
+    if not failed and (retrained is not None or any(_reference(run) for run in runs)):
         more, failed, total = _evaluate_and_report(sweep, runs, out, hpc, retrained, jobs)
         entries += more
     manifest = {"kind": "sweep", "sweep": str(Path(sweep_file).resolve()),
@@ -85,7 +89,7 @@ def submit_sweep(sweep_file: str | Path, out: str | Path, hpc: HpcConfig, count:
 def dry_run(sweep_file: str | Path, out: str | Path, count: int | None, extra: list[str],
             retrained: str | None = None, proposal_seed: int | None = None) -> list[dict]:
     """What ``submit_sweep`` would run, logged one run a line; nothing is written."""
-    sweep, runs = plan_sweep(sweep_file, out, count, extra, proposal_seed)
+    sweep, runs = plan_sweep(sweep_file, out, count, extra, proposal_seed, retrained)
     planned = [{"name": run.run_id, "params": run.params, "output_dir": str(run.output_dir),
                 "finished": RunFolder(run.output_dir).finished(sweep.kind)} for run in runs]
     for run in planned:
@@ -94,9 +98,18 @@ def dry_run(sweep_file: str | Path, out: str | Path, count: int | None, extra: l
     todo = sum(not run["finished"] for run in planned)
     logger.info("dry run: %d %s run(s), %d to run, %d finished; nothing written%s", len(planned),
                 sweep.kind, todo, len(planned) - todo,
-                "; then each is evaluated and the report gathered into "
-                f"{Path(out) / 'report'}" if retrained or any(r.retrained for r in runs) else "")
+                "; then each is scored and the report gathered into "
+                f"{Path(out) / 'report'}" if retrained or any(_reference(r) for r in runs)
+                else "")
     return planned
+
+
+def _reference(run) -> str | None:
+    """The run's own retrained reference: the release's retrained_model_path, or the sweep's
+    ``evaluate.retrained`` parameter (already resolved in the run's config)."""
+    if run.retrained:
+        return run.retrained
+    return getattr(getattr(run.config, "evaluate", None), "retrained", None)
 
 
 def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str | None,
@@ -107,7 +120,7 @@ def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str 
     single = single_process(hpc)
     tasks, entries = [], []
     for run in runs:
-        template = retrained if retrained is not None else run.retrained
+        template = retrained if retrained is not None else _reference(run)
         reference = (resolve_run_path(template, run.config) if run.config and template
                      else template)
         name = f"evaluate/{run.run_id}"

@@ -2,17 +2,24 @@
 
 Writes the unlearned model (``model/``), the merged config, per-step and per-epoch losses
 (``metrics.jsonl``) and the wall time of unlearning alone (``timing.json``: no evaluation runs
-inside the timed loop, and no retrained model is needed).
+inside the timed loop, and no retrained model is needed). With ``evaluate.retrained`` (a sweep's
+trial) the run then scores itself: ``forgetmi evaluate RUN --retrained REF`` in a fresh process
+once the workers have finished, so ``metrics.json`` and the W&B run's summary hold its score.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from forgetmi.config import ExperimentConfig, resolve_run_path, save_config
 from forgetmi.engine.fit import fit
 from forgetmi.errors import ForgetMIError
+from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi.unlearn")
 
@@ -29,9 +36,9 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     if not cfg.unlearn.original:
         raise ForgetMIError("unlearn.original: give the trained model's folder "
                             "(e.g. --original=runs/original/model)")
-    from dataclasses import replace
     cfg = replace(cfg, unlearn=replace(cfg.unlearn,
                                        original=resolve_run_path(cfg.unlearn.original, cfg)))
+    cfg = _resolve_references(cfg)  # a missing reference fails now, not after the unlearning
     # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer).
     cfg = align_with_model(cfg, cfg.unlearn.original)
     method = method_class(cfg.unlearn.method)
@@ -56,8 +63,74 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     return fit(cfg, accelerator, student, objective, job="unlearn")
 
 
+def _resolve_references(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``evaluate.retrained`` and ``evaluate.references`` with {seed}/{size} filled, each a
+    finished retraining; the saved config records the folders the score came from."""
+    ev = cfg.evaluate
+    if ev.retrained is None:
+        return cfg
+    retrained = resolve_run_path(ev.retrained, cfg)
+    references = [resolve_run_path(r, cfg) for r in ev.references or []]
+    for key, path in [("evaluate.retrained", retrained)] + [("evaluate.references", r)
+                                                             for r in references]:
+        if not RunFolder(path).finished("retrain"):
+            raise ForgetMIError(f"{key}: {path} is not a finished retraining (no timing.json "
+                                "of a retrain job): train the references before the trials "
+                                "that score against them")
+    if ev.bootstrap < 1:
+        raise ForgetMIError(f"evaluate.bootstrap: expected a positive number of resamples, got "
+                            f"{ev.bootstrap}")
+    return replace(cfg, evaluate=replace(ev, retrained=retrained,
+                                         references=references or None))
+
+
+# What a launcher sets for its workers: the scoring process is one plain process.
+_WORKER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+               "MASTER_ADDR", "MASTER_PORT")
+
+
+def score_run(cfg: ExperimentConfig) -> int:
+    """Evaluate the finished run against its retrained model, as ``forgetmi evaluate`` would,
+    in a fresh process (no launcher or DeepSpeed state); 0, or 2 when it cannot be scored."""
+    if cfg.evaluate.retrained is None:
+        return 0
+    cfg = _resolve_references(cfg)
+    ev = cfg.evaluate
+    if _scored_against(Path(cfg.output_dir), ev.retrained):
+        logger.info("%s: already scored against %s", cfg.output_dir, ev.retrained)
+        return 0
+    argv = [sys.executable, "-c", "import sys; from forgetmi.cli import main; "
+            "sys.exit(main(sys.argv[1:]))", "evaluate", cfg.output_dir,
+            "--retrained", ev.retrained, "--bootstrap", str(ev.bootstrap)]
+    if ev.references:
+        argv += ["--references", *ev.references]
+    env = {k: v for k, v in os.environ.items() if k not in _WORKER_ENV
+           and not k.startswith(("ACCELERATE_", "TORCHELASTIC_"))}
+    logger.info("scoring %s against %s", cfg.output_dir, ev.retrained)
+    code = subprocess.call(argv, env=env)
+    if code != 0:
+        logger.error("%s: unlearned, but not scored (evaluation exit %d); score it with: "
+                     "forgetmi evaluate %s --retrained %s", cfg.output_dir, code,
+                     cfg.output_dir, ev.retrained)
+        return 2
+    return 0
+
+
+def _scored_against(run: Path, retrained: str) -> bool:
+    """Whether the run's metrics.json already holds a score against ``retrained`` (a rerun of
+    a finished trial rescores nothing)."""
+    import json
+    try:
+        block = json.loads((run / "metrics.json").read_text()).get("score") or {}
+    except (OSError, ValueError):
+        return False
+    return bool(block.get("retrained")) and \
+        Path(block["retrained"]).resolve() == Path(retrained).resolve()
+
+
 def main(argv: list[str] | None = None) -> int:
     """``forgetmi unlearn`` and ``launch/unlearn.py``: ``--config X --key=value``."""
     from forgetmi.jobs.entry import run_job
-    return run_job(run_unlearning, argv, "forgetmi unlearn", __doc__.splitlines()[0])
+    return run_job(run_unlearning, argv, "forgetmi unlearn", __doc__.splitlines()[0],
+                   after=score_run)
 

@@ -12,8 +12,26 @@ from forgetmi.errors import ForgetMIError
 from forgetmi.losses.forgetmi import OBJECTIVES, PRESETS, LossWeights, forgetmi_loss
 from forgetmi.unlearning.base import EMBEDDINGS, Unlearner, forward, register
 
+WEIGHT_KEYS = ("uu", "ur", "mu", "mr")
 
-def resolve_weights(preset: str, weights: list[float] | None) -> LossWeights:
+
+def resolve_weights(preset: str, weights: list[float] | None,
+                    single: dict[str, float | None] | None = None) -> LossWeights:
+    """The preset's weights, or ``weights``, with each term ``single`` sets (``uu``: 0.5)
+    replaced."""
+    chosen = _base_weights(preset, weights)
+    single = {k: v for k, v in (single or {}).items() if v is not None}
+    if single:
+        from dataclasses import replace
+        chosen = replace(chosen, **single)
+        try:
+            chosen.normalised()
+        except ValueError as err:
+            raise ForgetMIError(f"unlearn.weight_{{uu,ur,mu,mr}}: {err}") from None
+    return chosen
+
+
+def _base_weights(preset: str, weights: list[float] | None) -> LossWeights:
     if weights is not None:
         if len(weights) != 4:
             raise ForgetMIError(f"unlearn.weights: expected 4 numbers (UU, UR, MU, MR), got {weights}")
@@ -32,7 +50,8 @@ def resolve_weights(preset: str, weights: list[float] | None) -> LossWeights:
 class ForgetMI(Unlearner):
     uses_original = True
     uses_noisy_forget = True
-    settings = ("preset", "weights", "objective", "retention_cap")
+    settings = ("preset", "weights", *(f"weight_{k}" for k in ("uu", "ur", "mu", "mr")),
+                "objective", "retention_cap")
     reads = EMBEDDINGS   # the heads are untouched
 
     def __init__(self, cfg, datasets, original=None, noisy_forget=None):
@@ -43,7 +62,8 @@ class ForgetMI(Unlearner):
         if u.objective not in OBJECTIVES:
             raise ForgetMIError(f"unlearn.objective: expected one of {', '.join(OBJECTIVES)}, "
                                 f"got {u.objective!r}")
-        self.weights = resolve_weights(u.preset, u.weights)
+        self.weights = resolve_weights(u.preset, u.weights,
+                                       {k: getattr(u, f"weight_{k}") for k in WEIGHT_KEYS})
         self.objective = u.objective
         self.cap_margin = u.retention_cap
         self.caps: dict[str, float] | None = None   # set after the first epoch when capping

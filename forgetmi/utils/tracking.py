@@ -64,6 +64,29 @@ def group_for(kind: str, folder: str | os.PathLike) -> str:
     return _hashed(_slug(kind)[:MAX_NAME // 2], Path(folder).resolve(), MAX_NAME)
 
 
+def log_summary(run_dir: str | os.PathLike, tracking, job: str | None, seed: int | None,
+                figures: dict) -> None:
+    """Put an evaluation's figures into the summary of the W&B run that ``job`` made in
+    ``run_dir``: the run of the agent under a W&B sweep agent, else the run's own id (resumed).
+    Offline, this writes a second run file with the same id; ``wandb sync`` merges them."""
+    if tracking.wandb == "disabled" or not figures:
+        return
+    import wandb
+    under_agent = bool(os.environ.get("WANDB_SWEEP_ID"))
+    ident = {} if under_agent else {"id": run_id_for(run_dir, job, seed),
+                                    "name": tracking.run_name or run_name_for(run_dir, job, seed)}
+    run = wandb.init(project=tracking.project, entity=tracking.entity, mode=tracking.wandb,
+                     dir=str(run_dir), group=tracking.group, job_type=job, resume="allow",
+                     settings=wandb.Settings(silent=True, console="off"), **ident)
+    clean = {k: _clean(v) for k, v in figures.items()}
+    run.summary.update({k: v for k, v in clean.items() if v is not None})
+    folder = Path(run.dir).parent
+    run.finish()
+    if tracking.wandb == "offline":
+        logger.info("evaluation in the wandb run's summary (offline); upload it with: "
+                    "wandb sync %s", folder)
+
+
 def _clean(value):
     if hasattr(value, "item"):
         value = value.item()  # numpy / torch scalars
