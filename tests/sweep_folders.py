@@ -20,7 +20,8 @@ def sweep_run(folder: Path, params: dict, seed: int, score: float | None = None,
               ratio: float = 0.05, percent: int = 10, state: str = "scored",
               legacy: bool = False) -> Path:
     """One run of a sweep. ``state``: "scored"; "unscored" (evaluated without a retrained run);
-    "unevaluated" (timing.json only); "failed" (sweep_params.json and config.yaml only, as a run that died).
+    "unevaluated" (timing.json only); "failed" (sweep_params.json and config.yaml only, as a
+    run that died).
     ``score`` splits into an attack gap of 0.6 × score and a utility gap of 0.4 × score;
     ``legacy`` leaves out the score block (files written before evaluate recorded one)."""
     folder.mkdir(parents=True)

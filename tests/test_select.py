@@ -103,7 +103,7 @@ def test_one_folder_holding_every_seed_and_size(tmp_path, capsys):
     presets = tmp_path / "presets.yaml"
     assert main([str(sweep), "--write", str(presets)]) == 0
     printed = capsys.readouterr().out
-    assert "replicates s0/10%, s0/5%, s1/10%, s1/5%" in printed
+    assert "replicates s0/5%, s0/10%, s1/5%, s1/10%" in printed
     assert "no run on s1/5%" in printed
     assert yaml.safe_load(presets.read_text()) == {"forgetmi": {
         "method": "forgetmi", "epochs": 2, "lr": 3e-3, "preset": "equal",

@@ -25,7 +25,7 @@ from forgetmi.errors import DataError
 from forgetmi.evaluation.score import DEFINITION
 from forgetmi.evaluation.trials import (FAILED, SCORED, UNEVALUATED, Replicate, SweepRun, Trial,
                                         find_runs, format_settings, group, replicate_name,
-                                        swept_keys)
+                                        replicate_order, swept_keys)
 
 RULE = ("of the trials of its sweep scored on every replicate (seed × forget size), with no "
         "failed run and {limit}, the one of lowest mean score")
@@ -107,10 +107,10 @@ def select_sweep(sweep: str | Path, budget: float, name: str | None = None) -> l
     runs = find_runs(sweep)
     if not runs:
         raise DataError("no sweep runs (folders with sweep_params.json) found", sweep)
-    known = [r.replicate for r in runs if None not in r.replicate]
+    known = [r.replicate for r in runs if r.seed is not None]
     # Every seed seen × every forget size seen: a trial must have run on them all.
-    replicates = sorted(itertools.product(sorted({s for s, _ in known}),
-                                          sorted({f for _, f in known})))
+    replicates = sorted(itertools.product({s for s, _ in known}, {f for _, f in known}),
+                        key=replicate_order)
     by_method: dict[str, list[SweepRun]] = {}
     for run in runs:
         method = _method(run)

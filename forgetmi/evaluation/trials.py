@@ -46,12 +46,24 @@ def trial_id(settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
-def replicate_name(replicate: Replicate) -> str:
-    """``s3/10%`` (seed and forget size), ``?`` where one is unknown."""
-    seed, forget_set = replicate
+def _percent(forget_set: str | None) -> float | None:
     match = re.search(r"(\d+(?:\.\d+)?)\s*per", forget_set or "")
-    size = f"{float(match.group(1)):g}%" if match else (forget_set or "all")
+    return float(match.group(1)) if match else None
+
+
+def replicate_name(replicate: Replicate) -> str:
+    """``s3/10%`` (seed and forget size), ``?`` where the seed is unknown."""
+    seed, forget_set = replicate
+    percent = _percent(forget_set)
+    size = f"{percent:g}%" if percent is not None else (forget_set or "all")
     return f"s{'?' if seed is None else seed}/{size}"
+
+
+def replicate_order(replicate: Replicate) -> tuple:
+    """Seeds ascending, then forget sizes by percentage (named sets after, by name)."""
+    seed, forget_set = replicate
+    percent = _percent(forget_set)
+    return (seed is None, seed or 0, percent is None, percent or 0.0, forget_set or "")
 
 
 @dataclass
@@ -187,7 +199,7 @@ def group(runs: Iterable[SweepRun]) -> dict[str, Trial]:
     seen: dict[tuple[str, Replicate], Path] = {}
     for run in runs:
         trial = trials.setdefault(run.trial, Trial(run.trial, run.settings))
-        if None not in run.replicate:
+        if run.seed is not None:
             key = (run.trial, run.replicate)
             if key in seen:
                 raise DataError(f"duplicate run: trial {run.trial}, {replicate_name(run.replicate)}"
