@@ -112,7 +112,12 @@ def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_pa
         assert json.loads((folder / "timing.json").read_text())["job"] == "unlearn"
         assert json.loads((folder / "metrics.json").read_text())["gap"] is not None
     report = json.loads((out / "report" / "report.json").read_text())
-    assert {r["label"] for r in report["runs"]} == {"forgetmi (equal)", "forgetmi (unimodal)"}
+    # Each trial is its own row, and the trials are tabled against the swept key.
+    assert {r["label"].split(" [")[0] for r in report["runs"]} == {"forgetmi (equal)",
+                                                                   "forgetmi (unimodal)"}
+    assert report["by_parameter"]["swept"] == ["preset"]
+    assert all(row["replicates"] == 1 and row["score"] is not None
+               for row in report["by_parameter"]["rows"])
     caplog.clear()
     assert sweep_main(args) == 0                                  # idempotent
     assert caplog.text.count("already finished; not resubmitted") == 2

@@ -1,10 +1,8 @@
-"""Tuning: every method's sweep has the same budget and runs on the tuning stand-in only, the
-chosen settings are what the benchmark and the demo run, and the choice is the documented one."""
+"""Tuning: every method's sweep has the same budget and runs on the tuning stand-in only, and the
+chosen settings are what the benchmark and the demo run (the choice itself: test_select.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import random
 from pathlib import Path
 
@@ -24,13 +22,6 @@ EXPERIMENTS = REPO / "configs/experiments"
 SWEEPS = sorted((REPO / "configs/sweeps/tune").glob("*.yaml"))
 PRESETS = REPO / "configs/presets/tuned.yaml"
 TRIALS = 8
-
-
-def _tuning():
-    spec = importlib.util.spec_from_file_location("tuning", REPO / "benchmarks/tuning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_registered_method_has_a_tuning_sweep():
@@ -82,52 +73,6 @@ def test_the_benchmark_and_the_demo_run_the_tuned_settings():
     jobs = {j.name: j for j in expand_protocol(benchmark)}
     for name in presets:                       # each preset builds a valid unlearning config
         assert f"unlearn/{name}/10/s0" in jobs
-
-
-def _run(root: Path, method: str, seed: int, trial: str, fvu: float, test: float,
-         seconds: float, params: dict) -> None:
-    run = root / method / f"s{seed}" / "runs" / trial
-    run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({
-        "mia": {"forget_vs_unseen": {"auc": fvu}},
-        "metrics": {"test": {"joint": {"auc": {"value": test}}}}}))
-    (run / "timing.json").write_text(json.dumps({"train_seconds": seconds}))
-    (run / "sweep_params.json").write_text(json.dumps(
-        {"method": method, "seed": seed, "config": "x.yaml", **params}))
-
-
-def test_the_choice_is_the_closest_eligible_trial(tmp_path, capsys):
-    refs = tmp_path / "tuning"
-    for seed, fvu in ((3, 0.50), (4, 0.48)):
-        ref = refs / "retrained/10" / f"s{seed}"
-        ref.mkdir(parents=True)
-        (ref / "metrics.json").write_text(json.dumps({
-            "mia": {"forget_vs_unseen": {"auc": fvu}},
-            "metrics": {"test": {"joint": {"auc": {"value": 0.80}}}}}))
-        (ref / "timing.json").write_text(json.dumps({"train_seconds": 100.0}))
-    sweeps = tmp_path / "tune"
-    for seed in (3, 4):
-        # a: close on seed 3 only; b: close on both (chosen); c: closest but over budget
-        _run(sweeps, "finetune", seed, "a", 0.50 if seed == 3 else 0.70, 0.80, 5.0, {"lr": 1})
-        _run(sweeps, "finetune", seed, "b", 0.55, 0.79, 8.0, {"lr": 2})
-        _run(sweeps, "finetune", seed, "c", 0.50, 0.80, 12.0, {"lr": 3})
-    _run(sweeps, "finetune", 3, "d", 0.50, 0.80, 1.0, {"lr": 4})     # seed 4 missing
-    _run(sweeps, "finetune", 3, "f", 0.50, 0.80, 1.0, {"lr": 6})     # diverged on seed 4:
-    diverged = sweeps / "finetune/s4/runs/f"
-    diverged.mkdir(parents=True)
-    (diverged / "sweep_params.json").write_text(json.dumps({"method": "finetune", "lr": 6}))
-    _run(sweeps, "scrub", 3, "e", 0.60, 0.80, 1.0, {"lr": 5})        # no eligible trial
-    tuning = _tuning()
-    out = tmp_path / "presets.yaml"
-    code = tuning.main([str(sweeps), "--references", str(refs), "--write", str(out)])
-    printed = capsys.readouterr()
-    assert code == 1 and "no eligible trial: scrub" in printed.err
-    assert yaml.safe_load(out.read_text()) == {"finetune": {"method": "finetune", "lr": 2}}
-    row = next(line for line in printed.out.splitlines() if "**chosen**" in line)
-    assert "lr=2" in row and "0.070" in row       # mean of |0.55-0.50|+0.01 and |0.55-0.48|+0.01
-    assert "over budget" in printed.out and "seeds missing" in printed.out
-    assert "failed or not evaluated on seed 4 | lr=6" in printed.out
-    assert not list(tmp_path.glob(".presets.yaml*"))                 # written atomically
 
 
 def test_the_demo_borrows_the_benchmarks_measured_margins():

@@ -1,9 +1,11 @@
-"""PNG plots for ``forgetmi report``: forgetting vs utility, per-size bars, attack ROC curves.
+"""PNG plots for ``forgetmi report``: forgetting vs utility, per-size bars, attack ROC curves,
+and a sweep's score against its swept parameters.
 
 The Agg backend is selected before pyplot is imported, so plots render on compute nodes and in
 CI without a display. Each plot reads the summary table of :func:`forgetmi.evaluation.report.
-summarise` (columns ``size``, ``label``, ``model``, ``<col>_mean``, ``<col>_std``) and is skipped,
-with a log line saying why, when the inputs lack what it needs.
+summarise` (columns ``size``, ``label``, ``model``, ``<col>_mean``, ``<col>_std``; the sweep's
+plot, :func:`forgetmi.evaluation.by_parameter.parameter_table`) and is skipped, with a log line
+saying why, when the inputs lack what it needs.
 """
 
 from __future__ import annotations
@@ -213,6 +215,89 @@ def plot_mia_roc(curves: Sequence[RocCurve], path: str | Path) -> Path | None:
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("true-positive rate")
     fig.suptitle("Population membership attack on the forget set (first seed)")
+    return _save(fig, path)
+
+
+def _numeric(values: Sequence) -> bool:
+    present = [v for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    return bool(present) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 for v in present)
+
+
+def _levels(values: Sequence) -> list:
+    """A key's distinct values in axis order: numbers ascending, categories by name."""
+    distinct = list(dict.fromkeys(values))
+    return sorted(distinct, key=float) if _numeric(distinct) else sorted(distinct, key=str)
+
+
+def _score_against(ax, table: pd.DataFrame, key: str) -> None:
+    """Each trial's mean score at its value of ``key`` (dots) and the mean over the trials at
+    each value (line): numbers on a numeric axis (log where they span a wide positive range),
+    categories evenly spaced."""
+    data = table.dropna(subset=["score"])
+    levels = _levels(list(table[key]))
+    if _numeric(levels):
+        x = data[key].astype(float)
+        positions = np.array(levels, dtype=float)
+        if positions.min() > 0 and positions.max() / positions.min() >= 20:
+            ax.set_xscale("log")
+    else:
+        index = {str(v): i for i, v in enumerate(levels)}
+        x = data[key].map(lambda v: index[str(v)])
+        positions = np.arange(len(levels), dtype=float)
+        ax.set_xticks(positions, [str(v) for v in levels])
+    ax.scatter(x, data["score"], color="tab:blue", alpha=0.6, s=24, label="trial")
+    means = [data["score"][x == position].mean() for position in positions]
+    ax.plot(positions, means, color="black", marker="_", markersize=14, label="mean of trials")
+    ax.set_xlabel(key)
+    ax.set_ylabel("mean score (lower = closer to retraining)")
+    ax.grid(alpha=0.3)
+
+
+def _heat_map(ax, fig, table: pd.DataFrame, keys: Sequence[str]) -> None:
+    """Mean score over the trials at each pair of values of two keys; blank where none ran."""
+    rows, cols = _levels(list(table[keys[0]])), _levels(list(table[keys[1]]))
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            cell = table[(table[keys[0]].astype(str) == str(row))
+                         & (table[keys[1]].astype(str) == str(col))]["score"].dropna()
+            if len(cell):
+                grid[i, j] = cell.mean()
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis_r", aspect="auto")
+    for (i, j), value in np.ndenumerate(grid):
+        if np.isfinite(value):  # dark text on the light (low-score) end of the scale
+            light = image.norm(value) < 0.5
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                    color="black" if light else "white")
+    ax.set_yticks(np.arange(len(rows)), [str(v) for v in rows])
+    ax.set_xticks(np.arange(len(cols)), [str(v) for v in cols])
+    ax.set_ylabel(keys[0])
+    ax.set_xlabel(keys[1])
+    fig.colorbar(image, ax=ax, label="mean score (lower = closer to retraining)")
+
+
+def plot_by_parameter(table: pd.DataFrame, keys: Sequence[str], path: str | Path) -> Path | None:
+    """A sweep's mean score against its swept keys: score vs value for one key, a heat map of
+    the mean score for two, one score-vs-value panel per key for more."""
+    path = Path(path)
+    if not keys or table["score"].dropna().empty:
+        log.info("skipping %s: %s", path.name, "no swept parameter" if not keys
+                 else "no trial has a score (evaluate with --retrained)")
+        return None
+    if len(keys) == 2:
+        fig, ax = plt.subplots(figsize=(1.2 * len(set(table[keys[1]].astype(str))) + 3.5,
+                                        0.6 * len(set(table[keys[0]].astype(str))) + 2.5))
+        _heat_map(ax, fig, table, keys)
+    else:
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False,
+                                 sharey=True)
+        for ax, key in zip(axes[0], keys):
+            _score_against(ax, table, key)
+        for ax in axes[0][1:]:
+            ax.set_ylabel("")
+        axes[0][0].legend(loc="best", fontsize=8)
+    fig.suptitle("Sweep: mean score over each trial's replicates, by parameter")
     return _save(fig, path)
 
 

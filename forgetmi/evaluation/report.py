@@ -8,6 +8,9 @@ holdout drawn like the forget set); per forget size the report decides each meth
 retrained model with equivalence tests (:mod:`forgetmi.evaluation.verdicts`) and names the model
 closest to the retrained one among those inside the utility margin (:data:`CLOSENESS`), or says
 why it cannot. Writes ``report.md``, ``report.csv``, ``report.json`` and PNG plots, atomically.
+A sweep's runs (``sweep_params.json`` beside ``metrics.json``) are labelled by their trial
+(:mod:`forgetmi.evaluation.trials`), so each trial is a row, and the sweep's trials are also
+tabled and plotted against the swept parameters (``by_parameter.csv``, ``by_parameter.png``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pandas as pd
 
 from forgetmi.errors import DataError
 from forgetmi.evaluation.signal import size_name
+from forgetmi.evaluation.trials import SCORED, UNSCORED, SweepRun, read_params, score_block
 from forgetmi.utils.atomic import write_csv, write_json, write_text
 
 log = logging.getLogger("forgetmi.report")
@@ -156,6 +160,7 @@ class RunRecord:
     # figure -> (difference to the retrained model of the seed, its paired patient-bootstrap
     # standard error), as evaluate --retrained recorded them
     paired: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    sweep: SweepRun | None = None  # a sweep's run (sweep_params.json beside): its trial, score
 
 
 # --- finding and loading ------------------------------------------------------------------------
@@ -224,7 +229,19 @@ def load_run(path: str | Path) -> RunRecord:
                         for c in COLUMNS if c.interval}
     record.roc = _read_roc(doc, path)
     record.paired = _read_paired(doc, path)
+    record.sweep = _read_sweep_run(doc, path)
+    if record.sweep is not None:  # each trial of a sweep is its own row
+        record.label = f"{record.label} [{record.sweep.trial}]"
     return record
+
+
+def _read_sweep_run(doc: Mapping[str, Any], path: Path) -> SweepRun | None:
+    params = read_params(path.parent)
+    if params is None:
+        return None
+    block = score_block(dict(doc), path)
+    return SweepRun(path.parent, params, doc["seed"], doc.get("forget_set"),
+                    SCORED if block is not None else UNSCORED, block)
 
 
 def _read_paired(doc: Mapping[str, Any], path: Path) -> dict[str, tuple[float, float | None]]:
@@ -748,15 +765,35 @@ def write_report(runs: Sequence[RunRecord], out_dir: str | Path,
                  summary: pd.DataFrame | None = None,
                  judged: Sequence[dict] | None = None) -> list[Path]:
     """Write report.md/.csv/.json and the plots into ``out_dir``; return the written paths."""
-    from forgetmi.evaluation.plots import make_plots
+    from forgetmi.evaluation import by_parameter
+    from forgetmi.evaluation.plots import make_plots, plot_by_parameter
 
     out_dir = Path(out_dir)
     summary = summarise(runs) if summary is None else summary
     judged = verdicts(runs) if judged is None else judged
+    markdown, document = render_markdown(summary, runs, judged), json_report(summary, runs, judged)
+    swept = sweep_table(runs)
+    if swept is not None:  # a sweep's runs: its trials against the swept parameters too
+        table, keys = swept
+        markdown += "\n" + by_parameter.render_markdown(table, keys)
+        document["by_parameter"] = by_parameter.json_table(table, keys)
     written = [
-        write_text(out_dir / "report.md", render_markdown(summary, runs, judged)),
+        write_text(out_dir / "report.md", markdown),
         write_csv(out_dir / "report.csv", csv_frame(summary)),
-        write_json(out_dir / "report.json", json_report(summary, runs, judged)),
+        write_json(out_dir / "report.json", document),
     ]
+    if swept is not None:
+        written.append(write_csv(out_dir / "by_parameter.csv", swept[0]))
     written += make_plots(summary, roc_curves(runs), out_dir)
+    if swept is not None:
+        written += [p for p in [plot_by_parameter(*swept, out_dir / "by_parameter.png")] if p]
     return written
+
+
+def sweep_table(runs: Sequence[RunRecord]) -> tuple[pd.DataFrame, list[str]] | None:
+    """The by-parameter table of the sweep runs among ``runs`` and its swept keys; None when
+    there are none."""
+    from forgetmi.evaluation.by_parameter import parameter_table
+
+    sweep = [r.sweep for r in runs if r.sweep is not None]
+    return parameter_table(sweep) if sweep else None

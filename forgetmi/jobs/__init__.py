@@ -36,6 +36,9 @@ JOBS: dict[str, Entry] = {
     "report": Entry("forgetmi.jobs.report:main",
                     "the paper-style table (Markdown, CSV, JSON) and plots from many evaluated "
                     "runs"),
+    "select": Entry("forgetmi.jobs.select:main",
+                    "each method's settings from its evaluated sweep: the eligible trial "
+                    "closest to the retrained model -> a presets file"),
     "ulira": Entry("forgetmi.jobs.ulira:main",
                    "per-example audit of an unlearned model with shadow pipelines (U-LiRA)"),
     "protocol": Entry("forgetmi.jobs.protocol:main",

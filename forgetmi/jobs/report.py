@@ -1,5 +1,6 @@
 """``forgetmi report RESULTS... [--out DIR]``: the paper-style tables and plots of many evaluated
-runs (:mod:`forgetmi.evaluation.report`)."""
+runs (:mod:`forgetmi.evaluation.report`); a sweep's runs, one row per trial, also against the
+swept parameters (:mod:`forgetmi.evaluation.by_parameter`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import argparse
 import logging
 
 from forgetmi.errors import DataError, exit_on_error
+from forgetmi.evaluation import by_parameter
 from forgetmi.evaluation.report import (closest_to_retrained, find_metrics_files, load_runs,
-                                        margins_by_size, render_tables, summarise, verdicts,
-                                        write_report)
+                                        margins_by_size, render_tables, summarise, sweep_table,
+                                        verdicts, write_report)
 
 log = logging.getLogger("forgetmi.report")
 
@@ -76,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_margins:
         written.append(_write_margins(judged, args.write_margins))
     log.info("%d runs\n\n%s", len(runs), render_tables(summary))
+    swept = sweep_table(runs)
+    if swept is not None:
+        log.info("\n%s", by_parameter.render_markdown(*swept))
     for entry in judged:
         for sentence in entry["sentences"]:
             log.info("%s", sentence.replace("**", ""))
