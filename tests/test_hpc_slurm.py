@@ -1,6 +1,7 @@
 """Sweeps and pipelines on a real one-node Slurm cluster (slurm/local/), on the embedded data.
 
-An array of four unlearning runs two at a time; one array task of two ranks running DeepSpeed
+The shipped bayes sweep as one array of four unlearning runs two at a time, each scoring
+itself; one array task of two ranks running DeepSpeed
 ZeRO-2; the paper's pipeline shrunk to one size and seed as dependent arrays (original →
 unlearn → evaluate → report); and a running task pre-empted (USR2, as Slurm warns before a
 time-out or pre-emption) that submitit checkpoints and requeues, and that resumes from its
@@ -23,7 +24,7 @@ from forgetmi.hpc.status import task_states
 from forgetmi.jobs.sweep import main as sweep_main
 from forgetmi.jobs.protocol import main as protocol_main
 from forgetmi.jobs.train import main as train_main
-from tests.originals import TINY
+from tests.originals import BAYES_SWEEP, TINY, bayes_overrides
 
 pytestmark = pytest.mark.slurm
 
@@ -81,17 +82,20 @@ def write_sweep(path: Path, parameters: dict, program: str = "launch/unlearn.py"
     return path
 
 
-def test_sweep_is_one_array_two_at_a_time(slurm_cluster, demo_data, original, tmp_path):
-    sweep = write_sweep(tmp_path / "sweep.yaml", {
-        "preset": ["equal", "unimodal", "multimodal", "retention"], "original": str(original),
-        "epochs": 1, "max_steps": 2})
+def test_the_bayes_sweep_is_one_array_two_at_a_time_and_each_trial_scores_itself(
+        slurm_cluster, demo_data, sweep_references, tmp_path):
+    """The shipped bayes file, as a user submits it: one trial at two sizes and two seeds."""
     out = tmp_path / "out"
-    assert sweep_main([str(sweep), "--out", str(out), "--executor", "slurm", "--max-parallel",
-                       "2", "--partition", slurm_cluster.partition, "--time-min", "15",
-                       f"--data.root={demo_data.root}", *TINY, "--lr=1e-3"]) == 0
+    assert sweep_main([str(BAYES_SWEEP), "--out", str(out), "--executor", "slurm",
+                       "--max-parallel", "2", "--partition", slurm_cluster.partition,
+                       "--time-min", "15", "--count", "1", "--proposal-seed", "0",
+                       *bayes_overrides(demo_data.root, sweep_references)]) == 0
     states = wait_until_finished(slurm_cluster, out)
-    assert [s["state"] for s in states] == ["done"] * 4, [(s, log_tail(s)) for s in states]
-    arrays = {s["job_id"].split("_")[0] for s in states}
+    assert all(s["state"] == "done" for s in states), [(s, log_tail(s)) for s in states]
+    runs = [s for s in states if s["kind"] == "unlearn"]
+    # each run scores itself: no evaluation array, the report after the runs' array
+    assert [s["kind"] for s in states] == ["unlearn"] * 4 + ["report"], states
+    arrays = {s["job_id"].split("_")[0] for s in runs}
     assert len(arrays) == 1                                   # one sbatch --array
     rows = sacct(slurm_cluster, arrays.pop())
     assert len(rows) == 4 and all(r["state"] == "COMPLETED" for r in rows), rows
@@ -99,12 +103,21 @@ def test_sweep_is_one_array_two_at_a_time(slurm_cluster, demo_data, original, tm
     for r in rows:
         running = sum(1 for o in rows if o["start"] <= r["start"] < o["end"])
         assert running <= 2, rows
-    for s in states:
-        cfg = yaml.safe_load((Path(s["output_dir"]) / "config.yaml").read_text())
-        assert cfg["unlearn"]["preset"] == s["params"]["preset"]
+    report = sacct(slurm_cluster, next(s for s in states if s["kind"] == "report")["job_id"])[0]
+    assert report["start"] >= max(r["end"] for r in rows)      # afterok held it
+    assert {(s["params"]["seed"], s["params"]["forget_set"]) for s in runs} == {
+        (seed, f"forget_set_{size}per.csv") for seed in (3, 4) for size in (6, 10)}
+    for s in runs:
+        folder = Path(s["output_dir"])
+        cfg = yaml.safe_load((folder / "config.yaml").read_text())
+        assert cfg["unlearn"]["weight_mu"] == s["params"]["unlearn.weight_mu"]
+        score = json.loads((folder / "metrics.json").read_text())["score"]
+        assert score["retrained"] == cfg["evaluate"]["retrained"] and score["value"] >= 0
         # each task keeps to the one CPU it was allocated
         logged = Path(s["log"]).with_suffix(".err").read_text()     # submitit: stderr
         assert "1 CPU thread(s) per process, as allocated" in logged, logged[-3000:]
+    table = json.loads((out / "report" / "report.json").read_text())["by_parameter"]
+    assert len(table["rows"]) == 1 and table["rows"][0]["replicates"] == 4
 
 
 def test_a_task_of_two_ranks_runs_deepspeed_zero2(slurm_cluster, demo_data, original, tmp_path):

@@ -67,7 +67,7 @@ def test_a_trial_refuses_a_missing_reference_before_it_starts(demo_data, small_o
 
 
 def test_a_bayes_sweep_scores_every_trial_and_learns_from_the_scores(
-        demo_data, sweep_references, tmp_path, caplog):
+        demo_data, sweep_references, tmp_path, caplog, capsys):
     out = tmp_path / "sweep"
     args = [str(BAYES_SWEEP), "--out", str(out), "--executor", "local", "--jobs", "2",
             "--count", "1", "--proposal-seed", "0",
@@ -107,14 +107,18 @@ def test_a_bayes_sweep_scores_every_trial_and_learns_from_the_scores(
     (history,) = _finished(out, "score", "unlearn", list(REPLICATES), 4)
     assert history.summary_metrics["score"] == pytest.approx(statistics.mean(scores))
     # A second call adds one trial proposed from that history; the first is not rerun.
-    caplog.clear()
-    assert sweep_main([*args[:8], "1", *args[9:]]) == 0
-    assert caplog.text.count("already finished; not resubmitted") == 4
+    before = {f: (f / "timing.json").stat().st_mtime_ns for f, _ in runs}
+    assert sweep_main(args) == 0
+    assert {f: (f / "timing.json").stat().st_mtime_ns for f in before} == before
     runs = _runs(out)
     assert len(runs) == 8 and len({trial_id(p, list(REPLICATES)) for _, p in runs}) == 2
     assert all((f / "metrics.json").is_file() for f, _ in runs)
+    table = json.loads((out / "report" / "report.json").read_text())["by_parameter"]
+    assert len(table["rows"]) == 2 and {r["replicates"] for r in table["rows"]} == {4}
+    assert "unlearn.weight_uu" in table["swept"] and (out / "report" / "by_parameter.png").is_file()
     caplog.clear()
     assert status_main([str(out)]) == 0
+    assert "9 task(s): 9 done" in caplog.text + capsys.readouterr().out
 
 
 def test_under_a_wandb_agent_a_two_process_trial_scores_itself(demo_data, sweep_references,

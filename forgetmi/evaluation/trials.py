@@ -27,7 +27,14 @@ from forgetmi.errors import DataError
 PARAMS_NAME = "sweep_params.json"
 # Sweep parameters that say which replicate a run is or where it ran, not how it unlearned.
 PLACE_KEYS = frozenset({"seed", "forget_set", "config", "original", "checkpoint_every",
-                        "log_every", "output_dir"})
+                        "log_every", "output_dir", "wandb", "project", "entity",
+                        "evaluate.retrained", "evaluate.references", "evaluate.bootstrap"})
+
+
+def is_place(key: str) -> bool:
+    """Keys that say where a run ran, what scored it or where it logged: not its settings (a
+    preset carrying evaluate.retrained would point every later run at the tuning references)."""
+    return key in PLACE_KEYS or key.startswith(("tracking.", "evaluate.", "data.root"))
 # A run's state, from its folder: what a selection may use and what it must list.
 SCORED, UNSCORED, UNEVALUATED, FAILED = ("scored", "not scored (evaluated without --retrained)",
                                          "not evaluated", "failed or unfinished")
@@ -37,7 +44,7 @@ Replicate = tuple[int | None, str | None]   # (seed, forget-set file name)
 
 def settings_of(params: dict[str, Any]) -> dict[str, Any]:
     """The trial's settings: the sweep parameters minus the place keys."""
-    return {k: v for k, v in params.items() if k not in PLACE_KEYS}
+    return {k: v for k, v in params.items() if not is_place(k)}
 
 
 def trial_id(settings: dict[str, Any]) -> str:

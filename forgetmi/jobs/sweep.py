@@ -112,6 +112,12 @@ def _reference(run) -> str | None:
     return getattr(getattr(run.config, "evaluate", None), "retrained", None)
 
 
+def _scores_itself(sweep, run) -> bool:
+    """An unlearning run with a reference evaluates itself when it ends (``evaluate.retrained``);
+    only one that finished unscored (its scoring failed) needs an evaluation task."""
+    return sweep.kind == "unlearn" and _reference(run) is not None
+
+
 def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str | None,
                          jobs: list) -> tuple[list[dict], list, int]:
     """``retrained`` (from --retrained) wins over each run's own reference (the release's
@@ -120,6 +126,8 @@ def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str 
     single = single_process(hpc)
     tasks, entries = [], []
     for run in runs:
+        if _scores_itself(sweep, run) and not RunFolder(run.output_dir).finished(sweep.kind):
+            continue  # submitted now: it is evaluated when it ends, by itself
         template = retrained if retrained is not None else _reference(run)
         reference = (resolve_run_path(template, run.config) if run.config and template
                      else template)
@@ -141,7 +149,7 @@ def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str 
     report = Task("report", JOBS["report"].target,
                   [str(out / "runs"), "--out", str(out / "report")], str(out / "report"))
     gathered = submit_array(single, [report], out / "slurm", f"sweep-{sweep.path.stem}-report",
-                            after=array_ids(hpc, evaluated) or None)
+                            after=array_ids(hpc, evaluated) + array_ids(hpc, jobs) or None)
     entry = {"name": "report", "kind": "report", "output_dir": str(out / "report"),
              "job_id": None, "log": None}
     record_jobs(single, [entry], [report], gathered)
