@@ -4,15 +4,17 @@ A protocol file (``configs/experiments/paper.yaml``) names a base experiment con
 seeds, the forget sets, the settings of the original/retrained models, and the unlearning
 methods with their settings. :func:`expand` turns it into jobs with explicit dependencies:
 
-    original[size, seed], retrained[size, seed]          (independent)
-    unlearn[method, size, seed]    after original[size, seed]
+    original[seed], retrained[size, seed]                (independent)
+    unlearn[method, size, seed]    after original[seed]
     evaluate[run]                  after its run and retrained[size, seed] (the reference)
     report                         after every evaluate
 
-Each size has its own original: the validation split is carved from the retain rows, which
-depend on the forget set, so one original shared by all sizes would have trained on rows that a
-smaller size's evaluation holds out. Every job's config is built (and so validated) when the
-protocol is expanded, before anything runs. :func:`run_local` runs the jobs in order on this
+One original per seed serves every size: every run's validation is carved outside all the
+protocol's forget sets (``data.val_avoid``), so the original's training rows (all but
+validation, holdout and TEST) are the same whatever the size. It is trained for no size in
+particular (``data.forget_set: null``) and scored once per size, on that size's forget rows,
+into ``original/s{seed}/eval/{size}/metrics.json``. Every job's config is built (and so
+validated) when the protocol is expanded, before anything runs. :func:`run_local` runs the jobs in order on this
 machine, skipping those already done; a cluster runs them as dependent arrays. ``methods`` may
 name a presets file instead (``configs/presets/tuned.yaml``); a protocol without methods trains
 and scores the original and retrained models only (the references a tuning sweep scores against).
@@ -198,34 +200,50 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
                 raise ConfigError(f"protocol job {name}: {err}") from None
         jobs.append(Job(name, kind, stage, argv, Path(output_dir), list(after)))
 
+    # Validation is carved outside every forget set the protocol names (data.val_avoid), so
+    # the original's training rows are one set for all sizes: one original per seed serves them.
+    listed = list(protocol.forget_sets.values())
+    shared = {"val_avoid": listed} if listed else {}
+    for seed in protocol.seeds:
+        # Trained for no size in particular: every row but validation, holdout and TEST.
+        untied = {"forget_set": None} if listed else {}
+        add(f"original/s{seed}", "train", 0, {"seed": seed, **shared, **untied, **protocol.train},
+            root / "original" / f"s{seed}")
+        models.append(f"original/s{seed}")
     for size, forget in sizes.items():
         for seed in protocol.seeds:
-            common = {"seed": seed, **({"forget_set": forget} if forget else {})}
-            for kind, label in (("train", "original"), ("retrain", "retrained")):
-                name = f"{label}/{size}/s{seed}"
-                add(name, kind, 0, {**common, **protocol.train}, root / label / size / f"s{seed}")
-                models.append(name)
-            original = root / "original" / size / f"s{seed}"
+            common = {"seed": seed, **shared, **({"forget_set": forget} if forget else {})}
+            name = f"retrained/{size}/s{seed}"
+            add(name, "retrain", 0, {**common, **protocol.train}, root / "retrained" / size / f"s{seed}")
+            models.append(name)
+            original = root / "original" / f"s{seed}"
             for run, settings in protocol.methods.items():
                 name = f"unlearn/{run}/{size}/s{seed}"
                 add(name, "unlearn", 1,
                     {**common, **protocol.unlearn, **settings, "original": original / "model"},
-                    root / run / size / f"s{seed}", after=[f"original/{size}/s{seed}"])
+                    root / run / size / f"s{seed}", after=[f"original/s{seed}"])
         # Every run of a size is scored against the retrained model of its seed, and its
-        # calibrated attack against the retrained models of the other seeds.
+        # calibrated attack against the retrained models of the other seeds; the shared original
+        # is scored at each size, on that size's forget rows, into its own folder.
         peers = {seed: f"retrained/{size}/s{seed}" for seed in protocol.seeds}
         references = [str(root / name) for name in peers.values()]
         for seed in protocol.seeds:
             retrained = peers[seed]
-            for job in [j for j in jobs if j.stage < 2 and j.name.endswith(f"/{size}/s{seed}")]:
-                name = f"evaluate/{job.name}"
-                reference = [] if job.name == retrained else [
+            runs = [(f"original/{size}/s{seed}", f"original/s{seed}",
+                     root / "original" / f"s{seed}", root / "original" / f"s{seed}" / "eval" / size,
+                     as_overrides({"forget_set": forget}) if forget else [])]
+            runs += [(j.name, j.name, j.output_dir, j.output_dir, []) for j in jobs
+                     if j.stage < 2 and j.name.endswith(f"/{size}/s{seed}")]
+            for label, model_job, run_dir, out, data in runs:
+                name = f"evaluate/{label}"
+                reference = [] if model_job == retrained else [
                     "--retrained", str(root / "retrained" / size / f"s{seed}")]
                 calibration = ["--references", *references] if len(references) > 1 else []
+                where = ["--out", str(out)] if out != run_dir else []
                 jobs.append(Job(name, "evaluate", 2,
-                                [str(job.output_dir), *reference, *calibration,
+                                [str(run_dir), *reference, *calibration, *where, *data,
                                  *as_overrides(protocol.evaluate)],
-                                job.output_dir, after=sorted({job.name, *peers.values()})))
+                                out, after=sorted({model_job, *peers.values()})))
                 evaluations.append(name)
     jobs.append(Job("report", "report", 3, [str(root), "--out", str(root / "report")],
                     root / "report", after=evaluations))

@@ -22,7 +22,7 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
 
     from forgetmi.engine.distributed import build_accelerator
     from forgetmi.models import JointModel
-    from forgetmi.models.provenance import align_with_model
+    from forgetmi.models.provenance import align_partitions, align_with_model
     from forgetmi.data.prepare import build_datasets, noisy_forget_dataset
     from forgetmi.unlearning import build_objective, method_class
 
@@ -32,8 +32,9 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     from dataclasses import replace
     cfg = replace(cfg, unlearn=replace(cfg.unlearn,
                                        original=resolve_run_path(cfg.unlearn.original, cfg)))
-    # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer).
-    cfg = align_with_model(cfg, cfg.unlearn.original)
+    # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer),
+    # and are rows it trained on (an original shared by several forget sizes is checked here).
+    cfg = align_partitions(align_with_model(cfg, cfg.unlearn.original), cfg.unlearn.original)
     method = method_class(cfg.unlearn.method)
     out = Path(cfg.output_dir)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)
