@@ -55,7 +55,8 @@ def test_paper_protocol_expands_to_the_papers_grid():
         assert scored.output_dir == Path(f"runs/paper/original/s2/eval/{size}")
         assert scored.argv[scored.argv.index("--out") + 1] == str(scored.output_dir)
         assert f"--forget_set=forget_set_{size}per.csv" in scored.argv
-        assert scored.argv[scored.argv.index("--retrained") + 1] == f"runs/paper/retrained/{size}/s2"
+        reference = scored.argv[scored.argv.index("--retrained") + 1]
+        assert reference == f"runs/paper/retrained/{size}/s2"
         assert "original/s2" in scored.after
 
 

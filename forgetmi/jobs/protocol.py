@@ -14,10 +14,11 @@ protocol's forget sets (``data.val_avoid``), so the original's training rows (al
 validation, holdout and TEST) are the same whatever the size. It is trained for no size in
 particular (``data.forget_set: null``) and scored once per size, on that size's forget rows,
 into ``original/s{seed}/eval/{size}/metrics.json``. Every job's config is built (and so
-validated) when the protocol is expanded, before anything runs. :func:`run_local` runs the jobs in order on this
-machine, skipping those already done; a cluster runs them as dependent arrays. ``methods`` may
-name a presets file instead (``configs/presets/tuned.yaml``); a protocol without methods trains
-and scores the original and retrained models only (the references a tuning sweep scores against).
+validated) when the protocol is expanded, before anything runs. :func:`run_local` runs the jobs
+in order on this machine, skipping those already done; a cluster runs them as dependent arrays.
+``methods`` may name a presets file instead (``configs/presets/tuned.yaml``); a protocol without
+methods trains and scores the original and retrained models only (the references a tuning sweep
+scores against).
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
         for seed in protocol.seeds:
             common = {"seed": seed, **shared, **({"forget_set": forget} if forget else {})}
             name = f"retrained/{size}/s{seed}"
-            add(name, "retrain", 0, {**common, **protocol.train}, root / "retrained" / size / f"s{seed}")
+            add(name, "retrain", 0, {**common, **protocol.train},
+                root / "retrained" / size / f"s{seed}")
             models.append(name)
             original = root / "original" / f"s{seed}"
             for run, settings in protocol.methods.items():
@@ -229,9 +231,11 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
         references = [str(root / name) for name in peers.values()]
         for seed in protocol.seeds:
             retrained = peers[seed]
-            runs = [(f"original/{size}/s{seed}", f"original/s{seed}",
-                     root / "original" / f"s{seed}", root / "original" / f"s{seed}" / "eval" / size,
-                     as_overrides({"forget_set": forget}) if forget else [])]
+            original = root / "original" / f"s{seed}"
+            # (evaluation's name, model job, run folder, metrics folder, data overrides)
+            scored_at = as_overrides({"forget_set": forget}) if forget else []
+            runs = [(f"original/{size}/s{seed}", f"original/s{seed}", original,
+                     original / "eval" / size, scored_at)]
             runs += [(j.name, j.name, j.output_dir, j.output_dir, []) for j in jobs
                      if j.stage < 2 and j.name.endswith(f"/{size}/s{seed}")]
             for label, model_job, run_dir, out, data in runs:
