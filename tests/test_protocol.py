@@ -177,6 +177,20 @@ def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path):
     with pytest.raises(ConfigError, match=r"finished with other settings than this protocol's "
                                           r"\(train\.epochs 3 -> 2; train\.lr 0\.5 -> 0\.0001\)"):
         job.done()
+    # A retrained model of a size whose validation did not avoid the other sizes' forget sets
+    # (a protocol run before one original served every size) is refused; with one size, reused.
+    values["forget_sets"] = {"3": "forget_set_3per.csv", "10": "forget_set_10per.csv"}
+    path.write_text(yaml.safe_dump(values))
+    job = next(j for j in expand(load_protocol(path)) if j.name == "retrained/3/s0")
+    (job.output_dir / "timing.json").parent.mkdir(parents=True)
+    (job.output_dir / "timing.json").write_text(json.dumps({"job": "retrain"}))
+    ran = load_config(ExperimentConfig, job.argv[1], job.argv[2:])
+    save_config(with_overrides(ran, ["--val_avoid=[]"]), job.output_dir / "config.yaml")
+    with pytest.raises(ConfigError, match=r"data\.val_avoid \[\] -> \['forget_set_10per.csv'\]"):
+        job.done()
+    values["forget_sets"] = {"3": "forget_set_3per.csv"}
+    path.write_text(yaml.safe_dump(values))
+    assert next(j for j in expand(load_protocol(path)) if j.name == "retrained/3/s0").done()
 
 
 def _stand_in_protocol(tmp_path: Path) -> Path:

@@ -84,8 +84,9 @@ class Job:
         saved = RunFolder(self.output_dir).config
         if not saved.is_file():
             return
-        now = _flatten(to_dict(load_config(ExperimentConfig, self.argv[1], self.argv[2:])))
-        before = _flatten(yaml.safe_load(saved.read_text()) or {})
+        now = _validation_rule(_flatten(to_dict(load_config(ExperimentConfig, self.argv[1],
+                                                            self.argv[2:]))))
+        before = _validation_rule(_flatten(yaml.safe_load(saved.read_text()) or {}))
         differ = [f"{key} {before[key]!r} -> {now[key]!r}" for key in sorted(set(now) & set(before))
                   if before[key] != now[key] and now[key] is not None  # None: the run's choice
                   and not key.startswith(IRRELEVANT)]
@@ -100,6 +101,14 @@ class Job:
 # across a move of its folder).
 IRRELEVANT = ("output_dir", "tracking.", "train.log_every", "train.checkpoint_every", "train.resume",
               "train.stop_after", "train.num_workers", "data.workers", "data.cache_dir")
+
+
+def _validation_rule(flat: dict) -> dict:
+    """``data.val_avoid`` as the forget sets validation avoids besides the run's own (what
+    changes its rows), so a run saved before the key existed compares as avoiding none."""
+    own = flat.get("data.forget_set")
+    flat["data.val_avoid"] = sorted(set(flat.get("data.val_avoid") or []) - {own})
+    return flat
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
