@@ -17,7 +17,10 @@ from forgetmi.errors import ForgetMIError
 logger = logging.getLogger("forgetmi.unlearn")
 
 
-def run_unlearning(cfg: ExperimentConfig) -> dict:
+def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
+    """Unlearn ``cfg.data.forget_set`` from ``cfg.unlearn.original``. ``request``: a patient's
+    request (``forgetmi forget``), whose forget set is its own, not one the original was
+    trained for, so the original's training rows are not checked against it."""
     from accelerate.utils import set_seed
 
     from forgetmi.engine.distributed import build_accelerator
@@ -34,7 +37,8 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
                                        original=resolve_run_path(cfg.unlearn.original, cfg)))
     # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer),
     # and are rows it trained on (an original shared by several forget sizes is checked here).
-    cfg = align_partitions(align_with_model(cfg, cfg.unlearn.original), cfg.unlearn.original)
+    cfg = align_partitions(align_with_model(cfg, cfg.unlearn.original), cfg.unlearn.original,
+                           check_rows=not request)
     method = method_class(cfg.unlearn.method)
     out = Path(cfg.output_dir)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)
