@@ -158,7 +158,7 @@ def test_stand_in_data_is_generated_once_and_never_over_other_data(tmp_path, cap
         load_protocol(path)
 
 
-def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path):
+def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path, monkeypatch):
     from forgetmi.config import ExperimentConfig, load_config, save_config, with_overrides
     (tmp_path / "experiment.yaml").write_text(yaml.safe_dump({"data": {"root": "data"}}))
     values = {"experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0],
@@ -177,17 +177,26 @@ def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path):
     with pytest.raises(ConfigError, match=r"finished with other settings than this protocol's "
                                           r"\(train\.epochs 3 -> 2; train\.lr 0\.5 -> 0\.0001\)"):
         job.done()
-    # A retrained model of a size whose validation did not avoid the other sizes' forget sets
-    # (a protocol run before one original served every size) is refused; with one size, reused.
+    # A retrained model whose validation did not avoid the other sizes' forget sets (a protocol
+    # run before one original served every size) is refused; one that avoided the same patients
+    # (the largest of nested sets, or a single size) is reused.
+    monkeypatch.chdir(tmp_path)                       # the experiment's data.root is "data"
+    (tmp_path / "data").mkdir()
+    header = "subject_id,study_id,dicom_id,edema_severity,fold\n"
+    (tmp_path / "data" / "forget_set_3per.csv").write_text(header + "11,1,a,0,1\n")
+    (tmp_path / "data" / "forget_set_10per.csv").write_text(header + "11,1,a,0,1\n12,2,b,1,2\n")
     values["forget_sets"] = {"3": "forget_set_3per.csv", "10": "forget_set_10per.csv"}
     path.write_text(yaml.safe_dump(values))
-    job = next(j for j in expand(load_protocol(path)) if j.name == "retrained/3/s0")
-    (job.output_dir / "timing.json").parent.mkdir(parents=True)
-    (job.output_dir / "timing.json").write_text(json.dumps({"job": "retrain"}))
-    ran = load_config(ExperimentConfig, job.argv[1], job.argv[2:])
-    save_config(with_overrides(ran, ["--val_avoid=[]"]), job.output_dir / "config.yaml")
+    jobs = {j.name: j for j in expand(load_protocol(path))}
+    for name in ("retrained/3/s0", "retrained/10/s0"):
+        job = jobs[name]
+        (job.output_dir / "timing.json").parent.mkdir(parents=True)
+        (job.output_dir / "timing.json").write_text(json.dumps({"job": "retrain"}))
+        ran = load_config(ExperimentConfig, job.argv[1], job.argv[2:])
+        save_config(with_overrides(ran, ["--val_avoid=[]"]), job.output_dir / "config.yaml")
     with pytest.raises(ConfigError, match=r"data\.val_avoid \[\] -> \['forget_set_10per.csv'\]"):
-        job.done()
+        jobs["retrained/3/s0"].done()
+    assert jobs["retrained/10/s0"].done()             # 3% ⊂ 10%: the same validation
     values["forget_sets"] = {"3": "forget_set_3per.csv"}
     path.write_text(yaml.safe_dump(values))
     assert next(j for j in expand(load_protocol(path)) if j.name == "retrained/3/s0").done()

@@ -89,7 +89,8 @@ class Job:
         before = _validation_rule(_flatten(yaml.safe_load(saved.read_text()) or {}))
         differ = [f"{key} {before[key]!r} -> {now[key]!r}" for key in sorted(set(now) & set(before))
                   if before[key] != now[key] and now[key] is not None  # None: the run's choice
-                  and not key.startswith(IRRELEVANT)]
+                  and not key.startswith(IRRELEVANT)
+                  and not (key == "data.val_avoid" and _same_avoided(before, now))]
         if differ:
             more = "; ..." if len(differ) > 4 else ""
             raise ConfigError(f"{self.output_dir}: finished with other settings than this "
@@ -109,6 +110,25 @@ def _validation_rule(flat: dict) -> dict:
     own = flat.get("data.forget_set")
     flat["data.val_avoid"] = sorted(set(flat.get("data.val_avoid") or []) - {own})
     return flat
+
+
+def _same_avoided(before: dict, now: dict) -> bool:
+    """Whether two runs' validation avoided the same patients (their forget set's and those of
+    ``data.val_avoid``), e.g. nested forget sets {6%, 10%} and {10%}: the same rows, so a run of
+    a protocol with fewer sizes is reused by one with more. False when a file cannot be read."""
+    from forgetmi.config import DataConfig
+    from forgetmi.data.formats import read_forget_set
+    from forgetmi.errors import DataError
+
+    def patients(flat: dict) -> set:
+        data = DataConfig(root=flat.get("data.root"))
+        files = [*flat["data.val_avoid"], *filter(None, [flat.get("data.forget_set")])]
+        return set().union(*(set(read_forget_set(data.resolve(f))["subject_id"]) for f in files))
+
+    try:
+        return patients(before) == patients(now)
+    except (DataError, OSError):
+        return False
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
