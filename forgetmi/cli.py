@@ -126,15 +126,23 @@ def cmd_make_forget_set(args, extra) -> int:
 
 def cmd_audit(args, extra) -> int:
     from forgetmi.data.formats import read_forget_set, read_split
-    from forgetmi.data.splits import audit_partitions, build_partitions
+    from forgetmi.data.splits import (audit_partitions, audit_shared_original, build_partitions,
+                                      check_forget_set)
     from forgetmi.utils.atomic import write_json, write_text
 
     split = read_split(args.split)
     forget = read_forget_set(args.forget)
     holdout = read_forget_set(args.holdout) if args.holdout else None
+    others = {path: read_forget_set(path) for path in args.val_avoid or []}
+    for path, rows in others.items():
+        check_forget_set(split, rows, path)
+    avoided = frozenset().union(*(set(rows["subject_id"]) for rows in others.values()))
     parts = build_partitions(split, forget, args.val_fraction, args.seed, forget_path=args.forget,
-                             holdout=holdout, holdout_path=args.holdout)
+                             holdout=holdout, holdout_path=args.holdout, val_avoid=avoided)
     report = audit_partitions(parts, split)
+    if others:  # the rule that lets one original serve every listed forget set
+        report.checks.append(audit_shared_original(split, {args.forget: forget, **others},
+                                                   args.val_fraction, args.seed, holdout))
     sys.stdout.write(report.to_text() + "\n")
     if args.report:
         report_path = Path(args.report)
@@ -236,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True)
     p.add_argument("--forget", required=True)
     p.add_argument("--holdout", help="the holdout CSV (make-forget-set's holdout.csv), audited too")
+    p.add_argument("--val-avoid", nargs="+", metavar="CSV",
+                   help="the other forget sets validation avoids (data.val_avoid): also proves "
+                        "the original's training rows are the same for each of them")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="also write the report (.txt or .json)")

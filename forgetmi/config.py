@@ -122,6 +122,12 @@ class DataConfig:
     # draws one for a real split). None: the TEST fold stands in, drawn differently.
     holdout: str | None = None
     exclude: str | None = None         # CSV (split format) of patients left out of every partition
+    # Forget-set CSVs whose patients the validation split never holds, besides forget_set's own.
+    # A protocol lists every size's, so validation (and with it the original's training rows:
+    # everything outside validation, holdout and TEST) is one set for every size and one
+    # original serves them all. Empty: validation comes from the rows outside this run's forget
+    # set, holdout and TEST.
+    val_avoid: list[str] = field(default_factory=list)
     synonyms: str | None = "Synonyms.csv"
     image_ext: str = "auto"            # auto | .dcm | .jpg | .png | .npy
     image_size: int = 256              # side of the cached image (2048 is the paper's)
@@ -143,8 +149,10 @@ class DataConfig:
     def path(self, name: str) -> Path | None:
         """Resolve one of the path fields against ``root``."""
         value = getattr(self, name)
-        if value is None:
-            return None
+        return None if value is None else self.resolve(value)
+
+    def resolve(self, value: str) -> Path:
+        """A path of this section (a field's, or an entry of ``val_avoid``) against ``root``."""
         value = Path(os.path.expanduser(value))
         if not value.is_absolute() and self.root is not None:
             value = Path(self.root) / value

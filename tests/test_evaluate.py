@@ -133,6 +133,9 @@ def test_evaluate_errors(tmp_path, caplog):
     assert evaluate_main([str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     assert caplog.text.count("no model/ folder") == 2
     assert f"2 of 2 run(s) not evaluated: {tmp_path / 'a'}, {tmp_path / 'b'}" in caplog.text
+    with pytest.raises(SystemExit) as err:     # one folder for two runs' metrics: refused
+        evaluate_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o")])
+    assert err.value.code == 2 and not (tmp_path / "o").exists()
 
 
 def _synthetic_partition(n_patients: int, first: int, remembered: bool, rng) -> dict:

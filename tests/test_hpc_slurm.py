@@ -161,7 +161,7 @@ def test_pipeline_runs_as_dependent_arrays_and_gathers_a_report(slurm_cluster, d
     states = wait_until_finished(slurm_cluster, tmp_path / "runs")
     assert all(s["state"] == "done" for s in states), [(s, log_tail(s)) for s in states]
     by_name = {s["name"]: s for s in states}
-    original = sacct(slurm_cluster, by_name["original/10/s0"]["job_id"])[0]
+    original = sacct(slurm_cluster, by_name["original/s0"]["job_id"])[0]
     unlearn = sacct(slurm_cluster, by_name["unlearn/forgetmi-unimodal/10/s0"]["job_id"])[0]
     report = sacct(slurm_cluster, by_name["report"]["job_id"])[0]
     assert unlearn["start"] >= original["end"]                 # afterok held it

@@ -20,15 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
 def test_paper_protocol_expands_to_the_papers_grid():
     jobs = expand(load_protocol(REPO / "configs/experiments/paper.yaml"))
     kinds = Counter(j.kind for j in jobs)
-    # 3 sizes × 3 seeds: an original and a retrained model each; 12 unlearning runs each
-    assert kinds == {"train": 9, "retrain": 9, "unlearn": 108, "evaluate": 126, "report": 1}
+    # one original per seed, shared by the 3 sizes; 3 sizes × 3 seeds: a retrained model and 12
+    # unlearning runs each; the original scored at every size
+    assert kinds == {"train": 3, "retrain": 9, "unlearn": 108, "evaluate": 126, "report": 1}
     names = {j.name: j for j in jobs}
     assert len(names) == len(jobs)
     position = {j.name: i for i, j in enumerate(jobs)}
     for job in jobs:
         assert all(position[a] < position[job.name] for a in job.after), job.name
     unlearn = names["unlearn/forgetmi-retention/6/s2"]
-    assert unlearn.after == ["original/6/s2"]
+    assert unlearn.after == ["original/s2"]
+    assert "--original=runs/paper/original/s2/model" in unlearn.argv
     assert "--preset=retention" in unlearn.argv and "--epochs=30" in unlearn.argv
     assert "--forget_set=forget_set_6per.csv" in unlearn.argv and "--seed=2" in unlearn.argv
     assert "--epochs=5" in names["unlearn/scrub/3/s0"].argv       # a method's own setting wins
@@ -42,6 +44,20 @@ def test_paper_protocol_expands_to_the_papers_grid():
     assert "--retrained" not in names["evaluate/retrained/3/s0"].argv
     assert "--references" in names["evaluate/retrained/3/s0"].argv
     assert len(names["report"].after) == 126
+    # the shared original: one set of training rows for every size, scored at each size into
+    # its own folder, on that size's forget set, against that size's retrained model
+    listed = "--val_avoid=[forget_set_3per.csv,forget_set_6per.csv,forget_set_10per.csv]"
+    assert listed in names["original/s2"].argv and "--forget_set=None" in names["original/s2"].argv
+    assert all(listed in j.argv for j in jobs if j.kind in ("retrain", "unlearn"))
+    for size in ("3", "6", "10"):
+        scored = names[f"evaluate/original/{size}/s2"]
+        assert scored.argv[0] == "runs/paper/original/s2"
+        assert scored.output_dir == Path(f"runs/paper/original/s2/eval/{size}")
+        assert scored.argv[scored.argv.index("--out") + 1] == str(scored.output_dir)
+        assert f"--forget_set=forget_set_{size}per.csv" in scored.argv
+        reference = scored.argv[scored.argv.index("--retrained") + 1]
+        assert reference == f"runs/paper/retrained/{size}/s2"
+        assert "original/s2" in scored.after
 
 
 @pytest.mark.parametrize("change,message", [
@@ -50,7 +66,7 @@ def test_paper_protocol_expands_to_the_papers_grid():
     ({"seeds": "zero"}, "p.yaml: seeds: expected an integer, got 'zero'"),
     ({"methods": {"x": {"preset": "equal"}}}, "must be a mapping with a 'method'"),
     ({"methods": "presets/missing.yaml"}, r"presets/missing.yaml: presets file not found"),
-    ({"unlearn": {"epochs": "many"}}, "protocol job original/3/s0"),
+    ({"unlearn": {"epochs": "many"}}, "protocol job original/s0"),
 ])
 def test_bad_protocols_are_refused(tmp_path, change, message):
     values = yaml.safe_load((REPO / "configs/experiments/paper.yaml").read_text())
@@ -76,25 +92,35 @@ def test_small_protocol_runs_end_to_end(demo_data, tmp_path, caplog):
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(yaml.safe_dump({
         "experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0, 1],
-        "forget_sets": {"10": "forget_set_10per.csv"},
+        "forget_sets": {"3": "forget_set_3per.csv", "10": "forget_set_10per.csv"},
         "train": {"epochs": 1, "lr": 1e-3},
         "unlearn": {"epochs": 1, "lr": 1e-3},
         "methods": {"forgetmi-unimodal": {"method": "forgetmi", "preset": "unimodal"},
                     "neggrad+": {"method": "neggrad+"}},
         "evaluate": {"bootstrap": 20}}))
     assert protocol_main([str(protocol)]) == 0
-    rows = list(csv.DictReader((tmp_path / "runs" / "report" / "report.csv").open()))
-    labels = {r["label"]: r for r in rows}
-    assert set(labels) == {"original", "retrained", "forgetmi (unimodal)", "neggrad+"}
+    runs = tmp_path / "runs"
+    rows = list(csv.DictReader((runs / "report" / "report.csv").open()))
+    assert {(r["label"], r["size"]) for r in rows} == {
+        (label, size) for label in ("original", "retrained", "forgetmi (unimodal)", "neggrad+")
+        for size in ("3%", "10%")}
     assert all(int(float(r["n"])) == 2 for r in rows)
     # the mean over the two seeds is the mean of the two runs' own figures
-    auc = [json.loads((tmp_path / "runs" / "neggrad+" / "10" / f"s{s}" / "metrics.json")
+    auc = [json.loads((runs / "neggrad+" / "10" / f"s{s}" / "metrics.json")
                       .read_text())["metrics"]["test"]["joint"]["auc"]["value"] for s in (0, 1)]
+    labels = {r["label"]: r for r in rows if r["size"] == "10%"}
     assert float(labels["neggrad+"]["test_auc_mean"]) == pytest.approx(sum(auc) / 2, abs=1e-9)
+    # one original per seed, scored at each size on that size's forget rows
+    assert sorted(p.name for p in (runs / "original").iterdir()) == ["s0", "s1"]
+    for size in ("3", "10"):
+        scored = json.loads((runs / "original" / "s0" / "eval" / size / "metrics.json").read_text())
+        forget = demo_data.root / f"forget_set_{size}per.csv"
+        assert scored["forget_percent"] == float(size) and scored["model"] == "original"
+        assert scored["mia"]["forget_vs_unseen"]["n_forget"] == sum(1 for _ in forget.open()) - 1
     # a second run finds everything done and redoes only the report
     caplog.clear()
     assert protocol_main([str(protocol)]) == 0
-    assert caplog.text.count("already done") == 2 * (2 + 2 + 4)
+    assert caplog.text.count("already done") == (2 + 2 * 2 * 3) + 2 * 2 * 4
 
 
 def test_stand_in_data_is_generated_once_and_never_over_other_data(tmp_path, caplog):
@@ -132,7 +158,7 @@ def test_stand_in_data_is_generated_once_and_never_over_other_data(tmp_path, cap
         load_protocol(path)
 
 
-def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path):
+def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path, monkeypatch):
     from forgetmi.config import ExperimentConfig, load_config, save_config, with_overrides
     (tmp_path / "experiment.yaml").write_text(yaml.safe_dump({"data": {"root": "data"}}))
     values = {"experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"), "seeds": [0],
@@ -151,6 +177,29 @@ def test_a_finished_run_with_other_settings_is_refused_not_reused(tmp_path):
     with pytest.raises(ConfigError, match=r"finished with other settings than this protocol's "
                                           r"\(train\.epochs 3 -> 2; train\.lr 0\.5 -> 0\.0001\)"):
         job.done()
+    # A retrained model whose validation did not avoid the other sizes' forget sets (a protocol
+    # run before one original served every size) is refused; one that avoided the same patients
+    # (the largest of nested sets, or a single size) is reused.
+    monkeypatch.chdir(tmp_path)                       # the experiment's data.root is "data"
+    (tmp_path / "data").mkdir()
+    header = "subject_id,study_id,dicom_id,edema_severity,fold\n"
+    (tmp_path / "data" / "forget_set_3per.csv").write_text(header + "11,1,a,0,1\n")
+    (tmp_path / "data" / "forget_set_10per.csv").write_text(header + "11,1,a,0,1\n12,2,b,1,2\n")
+    values["forget_sets"] = {"3": "forget_set_3per.csv", "10": "forget_set_10per.csv"}
+    path.write_text(yaml.safe_dump(values))
+    jobs = {j.name: j for j in expand(load_protocol(path))}
+    for name in ("retrained/3/s0", "retrained/10/s0"):
+        job = jobs[name]
+        (job.output_dir / "timing.json").parent.mkdir(parents=True)
+        (job.output_dir / "timing.json").write_text(json.dumps({"job": "retrain"}))
+        ran = load_config(ExperimentConfig, job.argv[1], job.argv[2:])
+        save_config(with_overrides(ran, ["--val_avoid=[]"]), job.output_dir / "config.yaml")
+    with pytest.raises(ConfigError, match=r"data\.val_avoid \[\] -> \['forget_set_10per.csv'\]"):
+        jobs["retrained/3/s0"].done()
+    assert jobs["retrained/10/s0"].done()             # 3% ⊂ 10%: the same validation
+    values["forget_sets"] = {"3": "forget_set_3per.csv"}
+    path.write_text(yaml.safe_dump(values))
+    assert next(j for j in expand(load_protocol(path)) if j.name == "retrained/3/s0").done()
 
 
 def _stand_in_protocol(tmp_path: Path) -> Path:
@@ -198,3 +247,34 @@ def test_every_run_of_a_protocol_is_one_wandb_group(tmp_path):
     path.write_text(yaml.safe_dump(values))
     unlearn = next(j for j in expand(load_protocol(path)) if j.kind == "unlearn")
     assert load_config(ExperimentConfig, unlearn.argv[1], unlearn.argv[2:]).tracking.group == "mine"
+
+
+def test_an_original_of_another_forget_set_is_taken_only_if_it_trained_on_the_same_rows(
+        demo_data, tmp_path):
+    from forgetmi.config import ExperimentConfig, load_config, save_config
+    from forgetmi.models.provenance import ProvenanceError, align_partitions
+    sets = [f"forget_set_{p}per.csv" for p in (3, 6, 10)]
+
+    def original(name, **data):
+        cfg = load_config(ExperimentConfig, None, [f"--data.root={demo_data.root}",
+                                                   "--holdout=holdout.csv", "--seed=0"])
+        cfg.data.__dict__.update(data)
+        save_config(cfg, tmp_path / name / "config.yaml")
+        return tmp_path / name / "model"
+
+    run = load_config(ExperimentConfig, None, [f"--data.root={demo_data.root}", "--seed=0",
+                                               "--holdout=holdout.csv", f"--forget_set={sets[0]}"])
+    # A protocol's shared original: the run adopts its validation rule, and the rows agree.
+    shared = original("shared", forget_set=None, val_avoid=sets)
+    assert align_partitions(run, shared).data.val_avoid == sets
+    # An original made for the 10% set alone carved validation from rows the 3% set's
+    # original would train on: refused, in one line naming the model and the difference.
+    with pytest.raises(ProvenanceError) as err:
+        align_partitions(run, original("per-size", forget_set=sets[2]))
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "per-size" / "model") in message
+    assert "trained on other rows than this run's data gives it" in message
+    assert "data.forget_set" in message and "data.val_avoid" in message
+    # The same forget set: taken as before, whatever else was recorded.
+    same = original("same", forget_set=sets[0])
+    assert align_partitions(run, same) == run

@@ -188,3 +188,58 @@ def test_a_holdout_overlapping_forget_or_test_is_refused(reference_dir, split, t
     caplog.clear()
     assert main(["audit", "--split", str(reference_dir / SPLIT), "--forget",
                  str(reference_dir / "forget_set_10per.csv"), "--holdout", str(bad)]) == 2
+
+
+def _reference_sets(reference_dir) -> dict:
+    return {p: formats.read_forget_set(reference_dir / f"forget_set_{p}per.csv")
+            for p in (3, 6, 10)}
+
+
+def test_validation_outside_every_listed_forget_set_gives_one_original(reference_dir, split):
+    from forgetmi.data.splits import audit_shared_original
+    sets = _reference_sets(reference_dir)
+    everyone = frozenset().union(*(set(f["subject_id"]) for f in sets.values()))
+    parts = {p: build_partitions(split, f, seed=0, val_avoid=everyone) for p, f in sets.items()}
+    # One validation, one set of training rows for the original, whatever the size.
+    assert parts[3].validation.index.equals(parts[10].validation.index)
+    assert parts[3].original_train.index.equals(parts[6].original_train.index)
+    assert parts[6].original_train.index.equals(parts[10].original_train.index)
+    assert not set(parts[3].validation["subject_id"]) & everyone
+    for p, part in parts.items():
+        report = audit_partitions(part, split)
+        assert report.ok, report.to_text()
+        # the retrained model of each size sees neither its forget rows nor validation's
+        assert not set(part.retain.index) & (set(part.forget.index) | set(part.validation.index))
+        assert len(part.validation) > 0.05 * len(part.original_train)
+    assert "validation patients outside every listed forget set" in \
+        {c.name for c in audit_partitions(parts[3], split).checks}
+    # deterministic by seed; without the list each size carves its own validation
+    again = build_partitions(split, sets[3], seed=0, val_avoid=everyone)
+    assert again.validation.index.equals(parts[3].validation.index)
+    assert not build_partitions(split, sets[3], seed=1, val_avoid=everyone) \
+        .validation.index.equals(parts[3].validation.index)
+    alone = {p: build_partitions(split, f, seed=0) for p, f in sets.items()}
+    assert not alone[3].original_train.index.equals(alone[10].original_train.index)
+    assert audit_shared_original(split, sets, seed=0).ok
+    # a validation holding a listed forget set's patient fails the audit
+    leaky = Partitions(forget=parts[3].forget, retain=parts[3].retain.iloc[:0],
+                       validation=pd.concat([parts[3].validation, parts[3].retain]),
+                       test=parts[3].test, val_avoided=parts[3].val_avoided)
+    failed = {c.name for c in audit_partitions(leaky).checks if not c.ok}
+    assert "validation patients outside every listed forget set" in failed
+
+
+def test_cli_audit_checks_the_shared_original_and_refuses_a_bad_list(reference_dir, tmp_path,
+                                                                    capsys):
+    sets = [str(reference_dir / f"forget_set_{p}per.csv") for p in (3, 6, 10)]
+    assert main(["audit", "--split", str(reference_dir / SPLIT), "--forget", sets[0],
+                 "--val-avoid", *sets[1:], "--report", str(tmp_path / "audit.json")]) == 0
+    out = capsys.readouterr().out
+    assert "[PASS] original's training rows the same for every listed forget set: 3 forget " \
+        "set(s)" in out
+    assert "[PASS] validation patients outside every listed forget set" in out
+    bad = tmp_path / "bad.csv"
+    formats.read_split(reference_dir / SPLIT).query("fold == 'TEST'").head(2) \
+        .rename(columns={"severity": "edema_severity"}).to_csv(bad, index=False)
+    assert main(["audit", "--split", str(reference_dir / SPLIT), "--forget", sets[0],
+                 "--val-avoid", str(bad)]) == 2

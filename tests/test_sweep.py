@@ -37,7 +37,9 @@ def test_shipped_grid_sweep_expands_to_the_ablation(tmp_path):
     run = next(r for r in runs if r.params["forget_set"] == "forget_set_6per.csv"
                and r.params["seed"] == 2)
     assert resolve_run_path(run.config.unlearn.original, run.config) == \
-        "runs/paper/original/6/s2/model"
+        "runs/paper/original/s2/model"                            # one original per seed
+    assert resolve_run_path("runs/x/original/{size}/s{seed}/model", run.config) == \
+        "runs/x/original/6/s2/model"                              # {size} still fills in
     baselines = expand(load_sweep(REPO / "configs/sweeps/baselines.yaml"), tmp_path)
     assert len(baselines) == 7 * 3 * 3
     again = expand(load_sweep(REPO / "configs/sweeps/forgetmi-weights.yaml"), tmp_path)

@@ -46,7 +46,7 @@ def test_tuning_sweep_has_the_shared_budget_on_the_tuning_stand_in(sweep_file, t
         assert cfg.unlearn.method == sweep_file.stem and cfg.seed == seed
         assert cfg.data.root == tuning.data.root != benchmark.data.root
         assert resolve_run_path(cfg.unlearn.original, cfg) == \
-            f"runs/tuning/original/10/s{seed}/model"
+            f"runs/tuning/original/s{seed}/model"
 
 
 def test_tuning_protocol_is_the_benchmark_recipe_on_other_data():
@@ -60,7 +60,7 @@ def test_tuning_protocol_is_the_benchmark_recipe_on_other_data():
     assert not set(tuning["seeds"]) & set(benchmark["seeds"])
     jobs = expand_protocol(load_protocol(EXPERIMENTS / "tuning.yaml"))
     assert sorted(j.name for j in jobs if j.stage < 2) == [
-        "original/10/s3", "original/10/s4", "retrained/10/s3", "retrained/10/s4"]
+        "original/s3", "original/s4", "retrained/10/s3", "retrained/10/s4"]
 
 
 def test_the_benchmark_and_the_demo_run_the_tuned_settings():

@@ -15,7 +15,8 @@ import pandas as pd
 
 from forgetmi.config import DataConfig
 from forgetmi.data import formats
-from forgetmi.data.splits import AuditReport, Partitions, audit_partitions, build_partitions
+from forgetmi.data.splits import (AuditReport, Partitions, audit_partitions, build_partitions,
+                                  check_forget_set)
 from forgetmi.errors import CacheError, DataError
 
 logger = logging.getLogger("forgetmi.data")
@@ -42,9 +43,10 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
     holdout_path = config.path("holdout")
     holdout = formats.read_forget_set(holdout_path) if holdout_path is not None else None
     reports = formats.read_reports(config.path("reports"))
+    avoided = _val_avoided(config, split)
     kept = _without_excluded(split, config.path("exclude"), forget)
     parts = build_partitions(kept, forget, config.val_fraction, seed, forget_path=forget_path,
-                             holdout=holdout, holdout_path=holdout_path)
+                             holdout=holdout, holdout_path=holdout_path, val_avoid=avoided)
     audit = audit_partitions(parts, kept)
     audit.raise_if_failed()
     missing = ~split["study_id"].isin(reports["study_id"])
@@ -59,6 +61,25 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
                 f"; holdout {len(parts.holdout)} rows / {parts.holdout['subject_id'].nunique()} "
                 "patients (trained on by no model)" if len(parts.holdout) else "")
     return PreparedData(config=config, split=split, reports=reports, partitions=parts, audit=audit)
+
+
+def _val_avoided(config: DataConfig, split: pd.DataFrame) -> frozenset:
+    """The patients of every forget set in ``data.val_avoid``, each file checked as a forget
+    set against the whole split (an excluded patient may still be another size's)."""
+    patients: set = set()
+    for entry in config.val_avoid:
+        path = config.resolve(entry)
+        rows = formats.read_forget_set(path)
+        check_forget_set(split, rows, path)
+        patients |= set(rows["subject_id"])
+    return frozenset(patients)
+
+
+def original_rows(config: DataConfig, seed: int) -> pd.Index:
+    """The dicom_ids the original model of ``config`` and ``seed`` trains on: every row but
+    validation, holdout and TEST (and excluded patients')."""
+    parts = load_partitions(config, seed).partitions
+    return pd.Index(sorted(parts.original_train["dicom_id"]))
 
 
 def _without_excluded(split: pd.DataFrame, exclude_path: Path | None,

@@ -5,7 +5,10 @@ holdout    = every row of a holdout patient: drawn like the forget set, trained 
              the unseen side of the forget-vs-unseen attacks
 test       = TEST rows of the other patients
 retain     = all other rows, minus
-validation = a patient-disjoint, label-stratified slice carved out of retain (never folded back)
+validation = a patient-disjoint, label-stratified slice carved out of retain (never folded back),
+             from the patients outside the forget set and every forget set listed to avoid
+             (``data.val_avoid``): a protocol lists all its sizes, so validation, and the
+             original's training rows with it, is one set whatever the size
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class Partitions:
     validation: pd.DataFrame
     test: pd.DataFrame
     holdout: pd.DataFrame | None = None  # None: no holdout configured (an empty frame)
+    # Patients of the other forget sets validation was carved around (data.val_avoid).
+    val_avoided: frozenset = frozenset()
 
     def __post_init__(self):
         if self.holdout is None:
@@ -56,45 +61,60 @@ def build_partitions(split: pd.DataFrame, forget: pd.DataFrame | None,
                      val_fraction: float = 0.1, seed: int = 0,
                      forget_path: str | os.PathLike | None = None,
                      holdout: pd.DataFrame | None = None,
-                     holdout_path: str | os.PathLike | None = None) -> Partitions:
+                     holdout_path: str | os.PathLike | None = None,
+                     val_avoid: set | frozenset = frozenset()) -> Partitions:
     """Partition the split by the forget set's (and the holdout's) patients.
 
     ``forget`` may be None or empty only when explicitly forgetting nobody is intended
     (``forget=None``); an empty forget *file* is an error because it is always a mistake.
-    ``holdout`` (optional): patients no model trains on, checked disjoint from the forget set
-    and from TEST.
+    ``holdout`` (optional): patients no model trains on, checked disjoint from the forget set,
+    from ``val_avoid`` and from TEST. ``val_avoid``: patients of other forget sets (checked
+    with :func:`check_forget_set`) that validation must not hold; with every forget set of a
+    protocol listed, ``original_train`` is the same whichever of them is ``forget``.
     """
     if forget is not None:
-        if len(forget) == 0:
-            raise DataError("the forget set is empty; expected at least one patient", forget_path)
-        known_rows = forget["dicom_id"].isin(split["dicom_id"])
-        unknown_patient = ~forget["subject_id"].isin(split["subject_id"])
-        if unknown_patient.any():
-            raise DataError(f"forget patient absent from the split "
-                            f"({forget.loc[unknown_patient, 'subject_id'].nunique()} such patient(s))",
-                            forget_path, _line_of(forget, unknown_patient), "subject_id")
-        if not known_rows.all():
-            raise DataError(f"forget row's dicom_id is not in the split "
-                            f"({int((~known_rows).sum())} such row(s))",
-                            forget_path, _line_of(forget, ~known_rows), "dicom_id")
-        test_patients = set(split.loc[split["fold"] == "TEST", "subject_id"])
-        in_test = forget["subject_id"].isin(test_patients)
-        if in_test.any():
-            raise DataError(f"forget patient is in the TEST fold "
-                            f"({forget.loc[in_test, 'subject_id'].nunique()} such patient(s)); "
-                            "a forget set must be disjoint from TEST", forget_path,
-                            _line_of(forget, in_test), "subject_id")
+        check_forget_set(split, forget, forget_path)
         forget_patients = set(forget["subject_id"])
     else:
         forget_patients = set()
-    holdout_patients = _check_holdout(split, holdout, forget_patients, holdout_path)
+    avoided = frozenset(val_avoid) - forget_patients
+    holdout_patients = _check_holdout(split, holdout, forget_patients | avoided, holdout_path)
     is_forget = split["subject_id"].isin(forget_patients)
     is_holdout = split["subject_id"].isin(holdout_patients)
     is_test = (split["fold"] == "TEST") & ~is_forget
     rest = split[~is_forget & ~is_test & ~is_holdout]
-    retain, validation = carve_validation(rest, val_fraction, seed)
+    # Validation is carved from the rows outside every listed forget set; their other rows
+    # stay in retain (this run may train on them), and the carve depends on the pool alone.
+    pool = rest[~rest["subject_id"].isin(avoided)]
+    _, validation = carve_validation(pool, val_fraction, seed)
+    retain = rest[~rest.index.isin(validation.index)]
     return Partitions(forget=split[is_forget], retain=retain, validation=validation,
-                      test=split[is_test], holdout=split[is_holdout])
+                      test=split[is_test], holdout=split[is_holdout], val_avoided=avoided)
+
+
+def check_forget_set(split: pd.DataFrame, forget: pd.DataFrame,
+                     path: str | os.PathLike | None = None) -> None:
+    """A forget set is non-empty, its patients and rows are the split's, none is in TEST
+    (each a one-line error naming the file, line and column)."""
+    if len(forget) == 0:
+        raise DataError("the forget set is empty; expected at least one patient", path)
+    known_rows = forget["dicom_id"].isin(split["dicom_id"])
+    unknown_patient = ~forget["subject_id"].isin(split["subject_id"])
+    if unknown_patient.any():
+        raise DataError(f"forget patient absent from the split "
+                        f"({forget.loc[unknown_patient, 'subject_id'].nunique()} such patient(s))",
+                        path, _line_of(forget, unknown_patient), "subject_id")
+    if not known_rows.all():
+        raise DataError(f"forget row's dicom_id is not in the split "
+                        f"({int((~known_rows).sum())} such row(s))",
+                        path, _line_of(forget, ~known_rows), "dicom_id")
+    test_patients = set(split.loc[split["fold"] == "TEST", "subject_id"])
+    in_test = forget["subject_id"].isin(test_patients)
+    if in_test.any():
+        raise DataError(f"forget patient is in the TEST fold "
+                        f"({forget.loc[in_test, 'subject_id'].nunique()} such patient(s)); "
+                        "a forget set must be disjoint from TEST", path,
+                        _line_of(forget, in_test), "subject_id")
 
 
 HOLDOUT_FIX = ("draw forget sets and holdout together with `forgetmi make-forget-set`, or a "
@@ -324,6 +344,11 @@ def audit_partitions(parts: Partitions, split: pd.DataFrame | None = None) -> Au
     disjoint("holdout", "retain", "holdout patients absent from retain")
     disjoint("holdout", "validation", "holdout patients absent from validation")
     disjoint("holdout", "test", "holdout patients absent from test")
+    if parts.val_avoided:
+        shared = patients["validation"] & parts.val_avoided
+        checks.append(Check("validation patients outside every listed forget set", not shared,
+                            f"{len(shared)} shared patient(s)" if shared else
+                            "0 shared patients"))
     disjoint("retain", "validation", "retain and validation patient-disjoint")
     disjoint("retain", "test", "retain and test patient-disjoint")
     disjoint("validation", "test", "validation and test patient-disjoint")
@@ -345,3 +370,21 @@ def audit_partitions(parts: Partitions, split: pd.DataFrame | None = None) -> Au
                      "severity": {int(k): int(v) for k, v in frame["severity"].value_counts().items()}}
               for name, frame in parts.items()}
     return AuditReport(checks, counts)
+
+
+def audit_shared_original(split: pd.DataFrame, forget_sets: dict, val_fraction: float = 0.1,
+                          seed: int = 0, holdout: pd.DataFrame | None = None) -> Check:
+    """Whether one original serves every forget set of ``forget_sets`` (name -> rows): its
+    training rows (all but validation, holdout and TEST) must be the same whichever of them is
+    the forget set, with validation carved around all of them."""
+    avoided = frozenset().union(*(set(f["subject_id"]) for f in forget_sets.values()))
+    rows = {name: set(build_partitions(split, forget, val_fraction, seed, forget_path=name,
+                                       holdout=holdout, val_avoid=avoided).original_train.index)
+            for name, forget in forget_sets.items()}
+    first, *others = rows
+    differ = {name: len(rows[name] ^ rows[first]) for name in others if rows[name] != rows[first]}
+    detail = (f"{len(rows)} forget set(s), one set of {len(rows[first])} training rows"
+              if not differ else "; ".join(f"{name}: {n} row(s) differ from {first}"
+                                           for name, n in differ.items()))
+    return Check("original's training rows the same for every listed forget set", not differ,
+                 detail)

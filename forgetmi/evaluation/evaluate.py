@@ -9,7 +9,9 @@ AUC over every test row with a patient-bootstrap 95% interval, ``mia.forget_vs_u
 the learned forget-vs-unseen attack beside it, ``mia.forget_vs_unseen_learned``); and, given
 the retrained reference, the gap to it, the logit similarity on retain rows and the run's
 ``score`` (:mod:`forgetmi.evaluation.score`: what a sweep optimises). Written
-atomically to ``RUN_DIR/metrics.json`` (schema 1, read by ``forgetmi report``). Counts and scores only: no report text, no patient id.
+atomically to ``RUN_DIR/metrics.json``, or ``--out DIR/metrics.json`` (an original shared by
+every forget size is scored once per size, each into its own folder; schema 1, read by
+``forgetmi report``). Counts and scores only: no report text, no patient id.
 
 A bare model folder (``config.json`` + ``model.safetensors``, e.g. a published checkpoint
 converted by ``forgetmi import-checkpoint``) is scored too, on the data of ``--config`` and
@@ -281,11 +283,15 @@ def _calibration(cfg, predictions: dict, peers: list[Path], batch_size: int,
 def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: int = 1000,
                  batch_size: int = 64, mia_batch_size: int = 32, config: str | None = None,
                  overrides: list[str] | None = None,
-                 references: list[str | Path] | None = None) -> dict:
-    """Score the model in ``run`` and write ``run/metrics.json``; returns what was written.
+                 references: list[str | Path] | None = None,
+                 out: str | Path | None = None) -> dict:
+    """Score the model in ``run`` and write ``metrics.json`` into ``out`` (default ``run``);
+    returns what was written.
 
     ``run`` is a run folder or a bare model folder; ``config`` (for a bare model folder) and
-    ``overrides`` set the data it is scored on. ``retrained``: the retrained model of the same
+    ``overrides`` set the data it is scored on: an original shared by several forget sets is
+    scored once per set, ``--forget_set=X`` with its own ``out`` (checked: it trained on the
+    rows the overridden data gives an original). ``retrained``: the retrained model of the same
     seed (gaps, paired differences, forget quality). ``references``: retrained models for the
     calibrated attack (those of the run's own seed are left out)."""
     from forgetmi.evaluation.calibrated import forget_quality, paired_differences
@@ -296,6 +302,9 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     run = Path(run)
     cfg = _run_config(run, config, overrides)
     # Every check before the first write: a bad reference leaves no metrics.json behind.
+    if overrides and not is_model_folder(run) and RunFolder(run).job == "train":
+        from forgetmi.models.provenance import check_original_rows
+        check_original_rows(_run_config(run), cfg, run)
     if retrained is not None:
         _check_reference(run, cfg, Path(retrained), "the retrained reference")
     peers = _peers(run, cfg, [Path(r) for r in references or []])
@@ -329,7 +338,7 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
                                                   unseen=unseen_partition(predictions),
                                                   seed=cfg.seed, n_boot=n_boot)
     result["score"] = score(result["paired"], run, retrained)
-    write_json(run / "metrics.json", result)
+    write_json(Path(out or run) / "metrics.json", result)
     logger.info("%s", summary_line(result))
     _to_wandb(run, cfg, result)
     return result

@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--config", help="experiment YAML giving the data of model folders "
                                          "(run folders use their own config.yaml)")
+    parser.add_argument("--out", help="folder for metrics.json (one run only; default: the "
+                                      "run's folder): e.g. a shared original scored at one "
+                                      "forget size, --forget_set=X")
     args, overrides = parser.parse_known_args(argv)
+    if args.out and len(args.runs) > 1:
+        parser.error("--out takes one run (each run's metrics.json would overwrite the last)")
     unknown = [o for o in overrides if not o.startswith("--") or "=" not in o]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (overrides are --key=value)")
@@ -35,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:  # one run that cannot be scored does not stop the others
         try:
             evaluate_run(run, args.retrained, args.bootstrap, args.batch_size,
-                         config=args.config, overrides=overrides, references=args.references)
+                         config=args.config, overrides=overrides, references=args.references,
+                         out=args.out)
         except (ForgetMIError, ValueError) as err:
             logger.error("%s", err)
             failed.append(str(run))

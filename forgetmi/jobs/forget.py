@@ -173,7 +173,7 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
                 f"request #{completed[-1]['request']}" if completed else "training")
 
     tic = time.perf_counter()
-    run_unlearning(run_cfg)
+    run_unlearning(run_cfg, request=True)
     unlearn_s = time.perf_counter() - tic
     tic = time.perf_counter()
     result = evaluate_run(run_dir, retrained=retrained, n_boot=n_boot)

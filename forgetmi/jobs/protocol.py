@@ -4,18 +4,21 @@ A protocol file (``configs/experiments/paper.yaml``) names a base experiment con
 seeds, the forget sets, the settings of the original/retrained models, and the unlearning
 methods with their settings. :func:`expand` turns it into jobs with explicit dependencies:
 
-    original[size, seed], retrained[size, seed]          (independent)
-    unlearn[method, size, seed]    after original[size, seed]
+    original[seed], retrained[size, seed]                (independent)
+    unlearn[method, size, seed]    after original[seed]
     evaluate[run]                  after its run and retrained[size, seed] (the reference)
     report                         after every evaluate
 
-Each size has its own original: the validation split is carved from the retain rows, which
-depend on the forget set, so one original shared by all sizes would have trained on rows that a
-smaller size's evaluation holds out. Every job's config is built (and so validated) when the
-protocol is expanded, before anything runs. :func:`run_local` runs the jobs in order on this
-machine, skipping those already done; a cluster runs them as dependent arrays. ``methods`` may
-name a presets file instead (``configs/presets/tuned.yaml``); a protocol without methods trains
-and scores the original and retrained models only (the references a tuning sweep scores against).
+One original per seed serves every size: every run's validation is carved outside all the
+protocol's forget sets (``data.val_avoid``), so the original's training rows (all but
+validation, holdout and TEST) are the same whatever the size. It is trained for no size in
+particular (``data.forget_set: null``) and scored once per size, on that size's forget rows,
+into ``original/s{seed}/eval/{size}/metrics.json``. Every job's config is built (and so
+validated) when the protocol is expanded, before anything runs. :func:`run_local` runs the jobs
+in order on this machine, skipping those already done; a cluster runs them as dependent arrays.
+``methods`` may name a presets file instead (``configs/presets/tuned.yaml``); a protocol without
+methods trains and scores the original and retrained models only (the references a tuning sweep
+scores against).
 """
 
 from __future__ import annotations
@@ -81,11 +84,13 @@ class Job:
         saved = RunFolder(self.output_dir).config
         if not saved.is_file():
             return
-        now = _flatten(to_dict(load_config(ExperimentConfig, self.argv[1], self.argv[2:])))
-        before = _flatten(yaml.safe_load(saved.read_text()) or {})
+        now = _validation_rule(_flatten(to_dict(load_config(ExperimentConfig, self.argv[1],
+                                                            self.argv[2:]))))
+        before = _validation_rule(_flatten(yaml.safe_load(saved.read_text()) or {}))
         differ = [f"{key} {before[key]!r} -> {now[key]!r}" for key in sorted(set(now) & set(before))
                   if before[key] != now[key] and now[key] is not None  # None: the run's choice
-                  and not key.startswith(IRRELEVANT)]
+                  and not key.startswith(IRRELEVANT)
+                  and not (key == "data.val_avoid" and _same_avoided(before, now))]
         if differ:
             more = "; ..." if len(differ) > 4 else ""
             raise ConfigError(f"{self.output_dir}: finished with other settings than this "
@@ -97,6 +102,33 @@ class Job:
 # across a move of its folder).
 IRRELEVANT = ("output_dir", "tracking.", "train.log_every", "train.checkpoint_every", "train.resume",
               "train.stop_after", "train.num_workers", "data.workers", "data.cache_dir")
+
+
+def _validation_rule(flat: dict) -> dict:
+    """``data.val_avoid`` as the forget sets validation avoids besides the run's own (what
+    changes its rows), so a run saved before the key existed compares as avoiding none."""
+    own = flat.get("data.forget_set")
+    flat["data.val_avoid"] = sorted(set(flat.get("data.val_avoid") or []) - {own})
+    return flat
+
+
+def _same_avoided(before: dict, now: dict) -> bool:
+    """Whether two runs' validation avoided the same patients (their forget set's and those of
+    ``data.val_avoid``), e.g. nested forget sets {6%, 10%} and {10%}: the same rows, so a run of
+    a protocol with fewer sizes is reused by one with more. False when a file cannot be read."""
+    from forgetmi.config import DataConfig
+    from forgetmi.data.formats import read_forget_set
+    from forgetmi.errors import DataError
+
+    def patients(flat: dict) -> set:
+        data = DataConfig(root=flat.get("data.root"))
+        files = [*flat["data.val_avoid"], *filter(None, [flat.get("data.forget_set")])]
+        return set().union(*(set(read_forget_set(data.resolve(f))["subject_id"]) for f in files))
+
+    try:
+        return patients(before) == patients(now)
+    except (DataError, OSError):
+        return False
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -198,34 +230,53 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
                 raise ConfigError(f"protocol job {name}: {err}") from None
         jobs.append(Job(name, kind, stage, argv, Path(output_dir), list(after)))
 
+    # Validation is carved outside every forget set the protocol names (data.val_avoid), so
+    # the original's training rows are one set for all sizes: one original per seed serves them.
+    listed = list(protocol.forget_sets.values())
+    shared = {"val_avoid": listed} if listed else {}
+    for seed in protocol.seeds:
+        # Trained for no size in particular: every row but validation, holdout and TEST.
+        untied = {"forget_set": None} if listed else {}
+        add(f"original/s{seed}", "train", 0, {"seed": seed, **shared, **untied, **protocol.train},
+            root / "original" / f"s{seed}")
+        models.append(f"original/s{seed}")
     for size, forget in sizes.items():
         for seed in protocol.seeds:
-            common = {"seed": seed, **({"forget_set": forget} if forget else {})}
-            for kind, label in (("train", "original"), ("retrain", "retrained")):
-                name = f"{label}/{size}/s{seed}"
-                add(name, kind, 0, {**common, **protocol.train}, root / label / size / f"s{seed}")
-                models.append(name)
-            original = root / "original" / size / f"s{seed}"
+            common = {"seed": seed, **shared, **({"forget_set": forget} if forget else {})}
+            name = f"retrained/{size}/s{seed}"
+            add(name, "retrain", 0, {**common, **protocol.train},
+                root / "retrained" / size / f"s{seed}")
+            models.append(name)
+            original = root / "original" / f"s{seed}"
             for run, settings in protocol.methods.items():
                 name = f"unlearn/{run}/{size}/s{seed}"
                 add(name, "unlearn", 1,
                     {**common, **protocol.unlearn, **settings, "original": original / "model"},
-                    root / run / size / f"s{seed}", after=[f"original/{size}/s{seed}"])
+                    root / run / size / f"s{seed}", after=[f"original/s{seed}"])
         # Every run of a size is scored against the retrained model of its seed, and its
-        # calibrated attack against the retrained models of the other seeds.
+        # calibrated attack against the retrained models of the other seeds; the shared original
+        # is scored at each size, on that size's forget rows, into its own folder.
         peers = {seed: f"retrained/{size}/s{seed}" for seed in protocol.seeds}
         references = [str(root / name) for name in peers.values()]
         for seed in protocol.seeds:
             retrained = peers[seed]
-            for job in [j for j in jobs if j.stage < 2 and j.name.endswith(f"/{size}/s{seed}")]:
-                name = f"evaluate/{job.name}"
-                reference = [] if job.name == retrained else [
+            original = root / "original" / f"s{seed}"
+            # (evaluation's name, model job, run folder, metrics folder, data overrides)
+            scored_at = as_overrides({"forget_set": forget}) if forget else []
+            runs = [(f"original/{size}/s{seed}", f"original/s{seed}", original,
+                     original / "eval" / size, scored_at)]
+            runs += [(j.name, j.name, j.output_dir, j.output_dir, []) for j in jobs
+                     if j.stage < 2 and j.name.endswith(f"/{size}/s{seed}")]
+            for label, model_job, run_dir, out, data in runs:
+                name = f"evaluate/{label}"
+                reference = [] if model_job == retrained else [
                     "--retrained", str(root / "retrained" / size / f"s{seed}")]
                 calibration = ["--references", *references] if len(references) > 1 else []
+                where = ["--out", str(out)] if out != run_dir else []
                 jobs.append(Job(name, "evaluate", 2,
-                                [str(job.output_dir), *reference, *calibration,
+                                [str(run_dir), *reference, *calibration, *where, *data,
                                  *as_overrides(protocol.evaluate)],
-                                job.output_dir, after=sorted({job.name, *peers.values()})))
+                                out, after=sorted({model_job, *peers.values()})))
                 evaluations.append(name)
     jobs.append(Job("report", "report", 3, [str(root), "--out", str(root / "report")],
                     root / "report", after=evaluations))

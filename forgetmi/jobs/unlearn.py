@@ -24,12 +24,15 @@ from forgetmi.utils.run_folder import RunFolder
 logger = logging.getLogger("forgetmi.unlearn")
 
 
-def run_unlearning(cfg: ExperimentConfig) -> dict:
+def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
+    """Unlearn ``cfg.data.forget_set`` from ``cfg.unlearn.original``. ``request``: a patient's
+    request (``forgetmi forget``), whose forget set is its own, not one the original was
+    trained for, so the original's training rows are not checked against it."""
     from accelerate.utils import set_seed
 
     from forgetmi.engine.distributed import build_accelerator
     from forgetmi.models import JointModel
-    from forgetmi.models.provenance import align_with_model
+    from forgetmi.models.provenance import align_partitions, align_with_model
     from forgetmi.data.prepare import build_datasets, noisy_forget_dataset
     from forgetmi.unlearning import build_objective, method_class
 
@@ -39,8 +42,10 @@ def run_unlearning(cfg: ExperimentConfig) -> dict:
     cfg = replace(cfg, unlearn=replace(cfg.unlearn,
                                        original=resolve_run_path(cfg.unlearn.original, cfg)))
     cfg = _resolve_references(cfg)  # a missing reference fails now, not after the unlearning
-    # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer).
-    cfg = align_with_model(cfg, cfg.unlearn.original)
+    # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer),
+    # and are rows it trained on (an original shared by several forget sizes is checked here).
+    cfg = align_partitions(align_with_model(cfg, cfg.unlearn.original), cfg.unlearn.original,
+                           check_rows=not request)
     method = method_class(cfg.unlearn.method)
     out = Path(cfg.output_dir)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)

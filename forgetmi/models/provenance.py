@@ -138,3 +138,64 @@ def for_new_model(cfg):
     mode = cfg.data.preprocessing or "forgetmi"
     return replace(cfg, data=replace(cfg.data, preprocessing=mode),
                    model=replace(cfg.model, origin="forgetmi", image_preprocessing=mode))
+
+
+# The settings that decide an original's training rows (with the seed, which carves validation).
+ROW_SETTINGS = ("split", "forget_set", "holdout", "exclude")
+
+
+def row_settings(cfg) -> dict:
+    """What decides the original's training rows under ``cfg``, paths resolved."""
+    data = cfg.data
+    values = {key: None if data.path(key) is None else str(data.path(key).resolve())
+              for key in ROW_SETTINGS}
+    values["val_avoid"] = sorted(str(data.resolve(p).resolve()) for p in data.val_avoid)
+    values["val_fraction"], values["seed"] = data.val_fraction, cfg.seed
+    return values
+
+
+def check_original_rows(recorded, cfg, source) -> None:
+    """Refuse ``cfg`` when it names another forget set (or validation rule) than the original
+    trained under ``recorded`` (its saved config) and that original did not train on the rows
+    ``cfg``'s data gives an original, e.g. a forget set its validation did not avoid: one
+    original serves every forget set its ``data.val_avoid`` listed."""
+    from forgetmi.data.prepare import original_rows
+
+    before, now = row_settings(recorded), row_settings(cfg)
+    if all(before[key] == now[key] for key in ("forget_set", "val_avoid")):
+        return  # the original made for this forget set (as before data.val_avoid existed)
+    differ = "; ".join(f"{'' if key == 'seed' else 'data.'}{key} {before[key]} -> {now[key]}"
+                       for key in before if before[key] != now[key])
+    theirs, mine = original_rows(recorded.data, recorded.seed), original_rows(cfg.data, cfg.seed)
+    if theirs.equals(mine):
+        logger.info("%s: trained with other data settings (%s) on the same rows", source, differ)
+        return
+    raise ProvenanceError(f"{source}: the original trained on other rows than this run's data "
+                          f"gives it ({len(theirs.symmetric_difference(mine))} row(s) differ; "
+                          f"{differ}); use the original trained for these settings, or train "
+                          "one whose data.val_avoid lists every forget set it serves")
+
+
+def align_partitions(cfg, model_dir: str | os.PathLike, check_rows: bool = True):
+    """``cfg`` with the validation rule of the original in ``model_dir`` (its run's
+    ``config.yaml``: ``data.val_avoid`` when ``cfg`` names none), after checking that the
+    original trained on the rows ``cfg`` gives it (:func:`check_original_rows`; ``check_rows``
+    false for a patient's request, which forgets rows the model trained on whatever forget set
+    it was made for). A bare model folder (an imported checkpoint) records no rows and is
+    taken as it is."""
+    from forgetmi.config import ExperimentConfig, load_config
+
+    model_dir = Path(model_dir)
+    saved = model_dir.parent / "config.yaml"
+    if model_dir.name != "model" or not saved.is_file():
+        return cfg
+    recorded = load_config(ExperimentConfig, saved)
+    if recorded.data.val_avoid and not cfg.data.val_avoid:
+        same_root = recorded.data.root == cfg.data.root
+        avoid = [p if same_root else str(recorded.data.resolve(p)) for p in recorded.data.val_avoid]
+        cfg = replace(cfg, data=replace(cfg.data, val_avoid=avoid))
+        logger.info("validation avoids the original's forget sets (data.val_avoid: %s)",
+                    ", ".join(avoid))
+    if check_rows:
+        check_original_rows(recorded, cfg, model_dir)
+    return cfg
