@@ -32,7 +32,7 @@ def train_original(data_root: Path, out: Path, settings: list[str]) -> Path:
 
 # The shipped Bayesian sweep over Forget-MI's weights and σ, and what points it at test data:
 # references trained by `train_references`, one epoch a trial, a small bootstrap.
-BAYES_SWEEP = Path(__file__).resolve().parents[1] / "configs/sweeps/tune/forgetmi-bayes.yaml"
+BAYES_SWEEP = Path(__file__).resolve().parents[1] / "configs/sweeps/forgetmi-bayes.yaml"
 REFERENCE_SEEDS, REFERENCE_SIZES = (3, 4), (6, 10)
 
 
@@ -43,22 +43,25 @@ def reference_settings(data_root: Path) -> list[str]:
 
 
 def train_references(data_root: Path, out: Path) -> Path:
-    """An original and a retrained model per forget size (6%, 10%) and seed (3, 4), one epoch
-    each, in ``out/{original,retrained}/{size}/s{seed}``: what the bayes sweep scores against."""
+    """One original per seed (3, 4) serving both forget sizes, and a retrained model per size
+    (6%, 10%) and seed, one epoch each, in ``out/original/s{seed}`` and
+    ``out/retrained/{size}/s{seed}``: what the bayes sweep scores against."""
     from forgetmi.jobs.train import main as train_main
-    for size in REFERENCE_SIZES:
-        for seed in REFERENCE_SEEDS:
-            for mode, name in (("train", "original"), ("retrain", "retrained")):
-                assert train_main([
-                    *reference_settings(data_root), "--epochs=1", "--checkpoint_every=10000",
-                    f"--forget_set=forget_set_{size}per.csv", f"--seed={seed}",
-                    f"--mode={mode}", f"--output_dir={out / name / str(size) / f's{seed}'}"]) == 0
+    avoid = "--data.val_avoid=[" + ",".join(f"forget_set_{s}per.csv" for s in REFERENCE_SIZES) + "]"
+    common = [*reference_settings(data_root), "--epochs=1", "--checkpoint_every=10000", avoid]
+    for seed in REFERENCE_SEEDS:
+        assert train_main([*common, "--forget_set=null", f"--seed={seed}", "--mode=train",
+                           f"--output_dir={out / 'original' / f's{seed}'}"]) == 0
+        for size in REFERENCE_SIZES:
+            assert train_main([*common, f"--forget_set=forget_set_{size}per.csv", f"--seed={seed}",
+                               "--mode=retrain",
+                               f"--output_dir={out / 'retrained' / str(size) / f's{seed}'}"]) == 0
     return out
 
 
 def bayes_overrides(data_root: Path, references: Path) -> list[str]:
     """The bayes sweep's trials on the test data, against ``train_references``' models."""
     return [*reference_settings(data_root), "--epochs=1", "--evaluate.bootstrap=20",
-            f"--original={references}/original/{{size}}/s{{seed}}/model",
+            f"--original={references}/original/s{{seed}}/model",
             f"--evaluate.retrained={references}/retrained/{{size}}/s{{seed}}",
             "--wandb=offline"]
