@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -76,11 +77,29 @@ def _retrained_coverage(args) -> int:
         result = interval_coverage(training_losses(p["forget"]), training_losses(p["holdout"]),
                                    p["forget"]["group"], p["holdout"]["group"],
                                    splits=args.splits, seed=cfg.seed)
-        covered.append(result["coverage"] * result["splits"])
+        covered.append((result["coverage"] * result["splits"],
+                        result["bootstrap_coverage"] * result["splits"], result["splits"]))
         sys.stdout.write(f"{run}: 95% interval holds 0.5 in {result['coverage']:.1%} of "
                          f"{result['splits']} reassignments of its {result['patients']} unseen "
-                         f"patients (mean AUC {result['mean_auc']:.3f})\n")
+                         f"patients (mean width {result['mean_width']:.3f}; the percentile "
+                         f"bootstrap's {result['bootstrap_coverage']:.1%}, width "
+                         f"{result['bootstrap_mean_width']:.3f}; mean AUC "
+                         f"{result['mean_auc']:.3f})\n")
+    if len(covered) > 1:
+        held, bootstrap_held, total = (sum(c[i] for c in covered) for i in range(3))
+        sys.stdout.write(f"pooled: {held / total:.1%} of {total:.0f} ({_wilson(held, total)}); "
+                         f"the percentile bootstrap's {bootstrap_held / total:.1%} "
+                         f"({_wilson(bootstrap_held, total)})\n")
     return 0
+
+
+def _wilson(held: float, total: float, z: float = 1.96) -> str:
+    """95% Wilson interval of a coverage, as text: how far the measured share may be off."""
+    share = held / total
+    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = (z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total))
+            / (1 + z * z / total))
+    return f"95% CI {centre - half:.1%}–{centre + half:.1%}"
 
 
 def cmd_make_forget_set(args, extra) -> int:

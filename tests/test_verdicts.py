@@ -269,4 +269,9 @@ def test_interval_coverage_on_patients_no_model_saw():
     result = interval_coverage(losses[:150], losses[150:], groups[:150], groups[150:],
                                splits=100, n_boot=200)
     assert result["splits"] == 100 and 0.85 <= result["coverage"] <= 1.0, result
+    assert 0.85 <= result["bootstrap_coverage"] <= 1.0, result
+    assert 0 < result["bootstrap_mean_width"] < result["mean_width"] < 0.5, result
+    alone = interval_coverage(losses[:150], losses[150:], groups[:150], groups[150:],
+                              splits=100, n_boot=0)
+    assert "bootstrap_coverage" not in alone and alone["coverage"] == result["coverage"]
     assert abs(result["mean_auc"] - 0.5) < 0.03

@@ -36,7 +36,8 @@ def calibrated_attack(forget_losses: np.ndarray, unseen_losses: np.ndarray,
                       forget_reference: np.ndarray, unseen_reference: np.ndarray, *,
                       forget_groups: np.ndarray, unseen_groups: np.ndarray, n_references: int,
                       seed: int = 0, n_boot: int = 1000) -> dict:
-    """AUC (patient-bootstrap 95% interval) and TPR at 1% FPR of the calibrated loss attack.
+    """AUC (the headline's patient jackknife 95% interval, :func:`forget_vs_unseen_loss`) and
+    TPR at 1% FPR of the calibrated loss attack.
 
     ``*_reference``: the references' mean loss on the same rows, in the same order."""
     forget = np.asarray(forget_losses, float) - np.asarray(forget_reference, float)

@@ -5,7 +5,7 @@ metrics of :func:`forgetmi.evaluation.metrics.full_metrics` with patient-level b
 confidence intervals; the membership attacks (the paper's SVC on per-sample losses, the
 release's per-batch variant for like-for-like comparison, a cross-validated population
 attack on several signals with patient-level scores, the headline forget-vs-unseen loss-attack
-AUC over every test row with a patient-bootstrap 95% interval, ``mia.forget_vs_unseen``, and
+AUC over every unseen row with a patient jackknife 95% interval, ``mia.forget_vs_unseen``, and
 the learned forget-vs-unseen attack beside it, ``mia.forget_vs_unseen_learned``); and, given
 the retrained reference, the gap to it, the logit similarity on retain rows and the run's
 ``score`` (:mod:`forgetmi.evaluation.score`: what a sweep optimises). Written

@@ -60,8 +60,8 @@ COLUMNS: tuple[Column, ...] = (
            "model (the TEST fold where the data has no holdout) — P(a forget row's training "
            "loss is lower). 0.5 = the model treats its forget rows as if it had never seen "
            "them; clearly above 0.5 = it still remembers them; below 0.5 = it now fits them "
-           "worse than unseen rows. A single run shows its patient-bootstrap 95% interval in "
-           "brackets; the target is the retrained model's value",
+           "worse than unseen rows. A single run shows its patient jackknife 95% interval in "
+           "brackets (runs scored before it: the patient-bootstrap percentile interval); the target is the retrained model's value",
            interval=((*FORGET_VS_UNSEEN, "low"), (*FORGET_VS_UNSEEN, "high"))),
     Column("gap_fvu_auc", "ΔFvU AUC", None, "gap",
            "forget-vs-unseen AUC minus the retrained model's (same size and seed): near 0 is "

@@ -102,7 +102,11 @@ def interval_coverage(forget_losses, unseen_losses, forget_groups, unseen_groups
     For a retrained model, the forget and holdout patients are alike (never trained on, drawn
     alike), so any fair-coin reassignment of those patients to two sides is another draw of the
     comparison the headline makes. Over ``splits`` reassignments, the share of intervals that
-    hold 0.5 is the interval's coverage, to be read against its nominal 95%."""
+    hold 0.5 is the interval's coverage, to be read against its nominal 95%. ``coverage`` and
+    ``mean_width``: the headline interval's
+    (:func:`~forgetmi.evaluation.mia.forget_vs_unseen_loss`); ``bootstrap_coverage`` and
+    ``bootstrap_mean_width``: the patient-bootstrap percentile interval's from ``n_boot``
+    resamples (left out with ``n_boot=0``)."""
     import numpy as np
 
     from forgetmi.evaluation.mia import forget_vs_unseen_loss
@@ -111,7 +115,9 @@ def interval_coverage(forget_losses, unseen_losses, forget_groups, unseen_groups
     groups = np.r_[np.asarray(forget_groups), np.asarray(unseen_groups)]
     patients = np.unique(groups)
     rng = np.random.default_rng([seed, 41])
-    covered, aucs = 0, []
+    held: dict[str, list[bool]] = {"": [], "bootstrap_": []}
+    widths: dict[str, list[float]] = {"": [], "bootstrap_": []}
+    aucs = []
     for i in range(splits):
         side = rng.random(len(patients)) < 0.5
         if side.all() or not side.any():
@@ -120,9 +126,15 @@ def interval_coverage(forget_losses, unseen_losses, forget_groups, unseen_groups
         result = forget_vs_unseen_loss(losses[first], losses[~first],
                                        forget_groups=groups[first], unseen_groups=groups[~first],
                                        seed=seed + i, n_boot=n_boot)
-        covered += result["low"] <= 0.5 <= result["high"]
+        for prefix in held if n_boot else ("",):
+            low, high = result[f"{prefix}low"], result[f"{prefix}high"]
+            held[prefix].append(low <= 0.5 <= high)
+            widths[prefix].append(high - low)
         aucs.append(result["auc"])
     n = len(aucs)
-    return {"splits": n, "coverage": covered / n if n else math.nan,
-            "mean_auc": float(np.mean(aucs)) if n else math.nan,
-            "patients": int(len(patients)), "nominal": 0.95}
+    out = {"splits": n, "mean_auc": float(np.mean(aucs)) if n else math.nan,
+           "patients": int(len(patients)), "nominal": 0.95}
+    for prefix in held if n_boot else ("",):
+        out[f"{prefix}coverage"] = float(np.mean(held[prefix])) if n else math.nan
+        out[f"{prefix}mean_width"] = float(np.mean(widths[prefix])) if n else math.nan
+    return out
