@@ -179,10 +179,13 @@ def test_release_sweep_runs_unchanged(demo_data, original, retrained, tmp_path, 
     assert cli_main(["sweep", str(config), "--out", str(out), "--executor", "debug",
                      "--image_size=64", "--wandb=disabled", "--log_every=50"]) == 0
     manifest = json.loads((out / "sweep.json").read_text())
-    assert [t["kind"] for t in manifest["tasks"]] == ["unlearn", "evaluate", "report"]
+    assert [t["kind"] for t in manifest["tasks"]] == ["unlearn", "report"]
     assert all(t["state"] == "done" for t in manifest["tasks"])
-    assert manifest["tasks"][1]["retrained"] == str(retrained)   # retrained_model_path
-    cfg = yaml.safe_load((Path(manifest["tasks"][0]["output_dir"]) / "config.yaml").read_text())
+    run = Path(manifest["tasks"][0]["output_dir"])
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    # retrained_model_path: the run scored itself against it when it ended
+    assert cfg["evaluate"]["retrained"] == str(retrained)
+    assert json.loads((run / "metrics.json").read_text())["score"]["retrained"] == str(retrained)
     assert cfg["unlearn"]["original"] == f"{original}/model"
     assert cfg["unlearn"]["weights"] == [1, 1, 2, 2]              # beta, alpha, theta, gamma
     assert cfg["unlearn"]["objective"] == "push"                  # use_noise: false
@@ -211,7 +214,7 @@ def test_convert_sweep_gives_the_same_runs(demo_data, original, tmp_path):
     assert yaml.safe_load(text)["program"] == "launch/unlearn.py"
     assert "#   base_model_path -> unlearn.original" in text
     assert "#   do_train: forgetmi unlearn always trains" in text
-    assert "#   retrained_model_path: the evaluation reference" in text
+    assert "#   retrained_model_path -> evaluate.retrained" in text
     assert "random_model_path" in text                         # named only by the command
     for name in ("alpha", "use_noise", "learning_rate", "base_model_path"):
         assert f"\n  {name}:" not in text                       # no release name as a key

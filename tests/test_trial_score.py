@@ -106,19 +106,22 @@ def test_a_bayes_sweep_scores_every_trial_and_learns_from_the_scores(
     # The engine sees one finished trial, its metric the mean over the four runs.
     (history,) = _finished(out, "score", "unlearn", list(REPLICATES), 4)
     assert history.summary_metrics["score"] == pytest.approx(statistics.mean(scores))
-    # A second call adds one trial proposed from that history; the first is not rerun.
-    before = {f: (f / "timing.json").stat().st_mtime_ns for f, _ in runs}
-    assert sweep_main(args) == 0
-    assert {f: (f / "timing.json").stat().st_mtime_ns for f in before} == before
-    runs = _runs(out)
-    assert len(runs) == 8 and len({trial_id(p, list(REPLICATES)) for _, p in runs}) == 2
-    assert all((f / "metrics.json").is_file() for f, _ in runs)
+    # The next call proposes a new trial from that history (planned here, not run: its runs
+    # would be the same four as above), and the finished trial is not planned again.
+    planned = expand(load_sweep(BAYES_SWEEP), out, count=1, proposal_seed=0,
+                     extra=bayes_overrides(demo_data.root, sweep_references))
+    assert len(planned) == 4 and len({run.trial for run in planned}) == 1
+    assert planned[0].trial not in {trial_id(p, list(REPLICATES)) for _, p in runs}
     table = json.loads((out / "report" / "report.json").read_text())["by_parameter"]
-    assert len(table["rows"]) == 2 and {r["replicates"] for r in table["rows"]} == {4}
-    assert "unlearn.weight_uu" in table["swept"] and (out / "report" / "by_parameter.png").is_file()
+    assert len(table["rows"]) == 1 and table["rows"][0]["replicates"] == 4
+    assert table["rows"][0]["score"] == pytest.approx(statistics.mean(scores))
+    # A rerun submits nothing: every run is finished and scored.
+    before = {f: (f / "metrics.json").stat().st_mtime_ns for f, _ in runs}
+    assert sweep_main([*args[:8], "0", *args[9:]]) == 0
+    assert {f: (f / "metrics.json").stat().st_mtime_ns for f in before} == before
     caplog.clear()
     assert status_main([str(out)]) == 0
-    assert "9 task(s): 9 done" in caplog.text + capsys.readouterr().out
+    assert "5 task(s): 5 done" in caplog.text + capsys.readouterr().out   # 4 runs, the report
 
 
 def test_under_a_wandb_agent_a_two_process_trial_scores_itself(demo_data, sweep_references,
@@ -144,3 +147,21 @@ def test_under_a_wandb_agent_a_two_process_trial_scores_itself(demo_data, sweep_
     started = offline_runs(run)
     assert {r.id for r in started} == {"agentrun7"} and len(started) == 2
     assert summary(started[-1].folder)["score"] == pytest.approx(score["value"])
+
+
+def test_a_resubmitted_sweep_finishes_its_unfinished_trials(tmp_path):
+    """A trial interrupted on one replicate is planned again (its other runs skipped as
+    finished); --count 0 plans only that."""
+    sweep = load_sweep(BAYES_SWEEP)
+    first = expand(sweep, tmp_path, count=1, proposal_seed=0)
+    for run in first:
+        run.output_dir.mkdir(parents=True)
+        (run.output_dir / "sweep_params.json").write_text(json.dumps(run.params))
+    for run in first[:3]:   # three of its four runs finished; the fourth was cut off
+        (run.output_dir / "timing.json").write_text(json.dumps({"job": "unlearn"}))
+    again = expand(sweep, tmp_path, count=0)
+    assert [r.run_id for r in again] == [r.run_id for r in first]
+    more = expand(sweep, tmp_path, count=1, proposal_seed=1)
+    assert len(more) == 8 and [r.run_id for r in more[:4]] == [r.run_id for r in first]
+    with pytest.raises(Exception, match="--count"):
+        expand(sweep, tmp_path, count=-1)

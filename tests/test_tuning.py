@@ -34,19 +34,26 @@ def test_tuning_sweep_has_the_shared_budget_on_the_tuning_stand_in(sweep_file, t
     monkeypatch.chdir(REPO)  # the sweep's paths are the repository's, as a run resolves them
     sweep = load_sweep(sweep_file)
     state = random.getstate()
-    seed3 = expand(sweep, tmp_path / "s3", extra=["--seed=3"], proposal_seed=0)
-    seed4 = expand(sweep, tmp_path / "s4", extra=["--seed=4"], proposal_seed=0)
+    runs = expand(sweep, tmp_path, proposal_seed=0)
     assert random.getstate() == state                      # the caller's generator untouched
-    assert len(seed3) == TRIALS and len({r.run_id for r in seed3}) == TRIALS
-    assert [r.run_id for r in seed4] == [r.run_id for r in seed3]   # the same trials per seed
+    # every trial runs on both seeds (replicates), and scores itself against that seed's
+    # retrained model
+    assert len(runs) == 2 * TRIALS and len({r.run_id for r in runs}) == 2 * TRIALS
+    trials = {}
+    for run in runs:
+        trials.setdefault(run.trial, set()).add(run.config.seed)
+    assert len(trials) == TRIALS and all(seeds == {3, 4} for seeds in trials.values())
     tuning = load_config(ExperimentConfig, EXPERIMENTS / "tuning-experiment.yaml")
     benchmark = load_config(ExperimentConfig, EXPERIMENTS / "benchmark-experiment.yaml")
-    for run, seed in [(r, 3) for r in seed3] + [(r, 4) for r in seed4]:
-        cfg = run.config
-        assert cfg.unlearn.method == sweep_file.stem and cfg.seed == seed
+    for run in runs:
+        cfg, seed = run.config, run.config.seed
+        assert cfg.unlearn.method == sweep_file.stem
         assert cfg.data.root == tuning.data.root != benchmark.data.root
         assert resolve_run_path(cfg.unlearn.original, cfg) == \
             f"runs/tuning/original/s{seed}/model"
+        assert resolve_run_path(cfg.evaluate.retrained, cfg) == \
+            f"runs/tuning/retrained/10/s{seed}"
+    assert sweep.config["metric"] == {"name": "score", "goal": "minimize"}
 
 
 def test_tuning_protocol_is_the_benchmark_recipe_on_other_data():

@@ -71,10 +71,9 @@ def convert(config: dict) -> tuple[dict, dict[str, str], dict[str, str]]:
             for target, value in release.noise_settings(values[0]).items():
                 parameters[target] = {"value": value}
             mapped[key] = "noise.use_image, noise.use_text, unlearn.objective (false: push)"
-        elif key == release.RETRAINED:
-            reference = _values(key, spec)
-            dropped[key] = ("the evaluation reference: forgetmi sweep OUT.yaml --retrained "
-                            f"{reference[0] if reference else 'RUN'}")
+        elif key == release.RETRAINED:   # the reference each run scores itself against
+            parameters["evaluate.retrained"] = spec
+            mapped[key] = "evaluate.retrained (each run scores itself against it)"
         elif key in release.RENAMES:
             target = release.RENAMES[key]
             values = _values(key, spec)

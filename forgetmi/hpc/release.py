@@ -54,7 +54,8 @@ RENAMES = {
 WEIGHTS = {"beta": 0, "alpha": 1, "theta": 2, "gamma": 3}
 # use_noise=false: the release feeds the clean forget set and negates UU and MU (maximised).
 NOISE = "use_noise"
-# Not the evaluation's input but its reference: becomes the sweep's --retrained.
+# Not the evaluation's input but its reference: each run scores itself against it
+# (evaluate.retrained), as the sweep's --retrained would.
 RETRAINED = "retrained_model_path"
 
 IGNORED = {
@@ -147,6 +148,8 @@ def translate(params: dict, release_program: bool) -> tuple[dict, dict[str, str]
             out.update(noise_settings(value))
         elif key == RETRAINED:
             retrained = None if value is None else str(value)
+            if retrained is not None:   # each run scores itself against it when it ends
+                out["evaluate.retrained"] = retrained
         elif key in RENAMES:
             out[RENAMES[key]] = convert_value(key, value)
         elif key in IGNORED:
@@ -222,8 +225,8 @@ def for_launch(program: str, argv: list[str]) -> tuple[str, list[str]]:
         rest = []
     log_ignored(program, ignored)
     if retrained:
-        logger.info("retrained_model_path %s: the reference for `forgetmi evaluate RUN "
-                    "--retrained %s`", retrained, retrained)
+        logger.info("retrained_model_path %s: each run scores itself against it "
+                    "(evaluate.retrained)", retrained)
     return ("launch/unlearn.py" if is_release else program,
             [*rest, *(f"--{k}={_text(v)}" for k, v in translated.items())])
 

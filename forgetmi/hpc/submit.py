@@ -101,14 +101,15 @@ def record_jobs(hpc: HpcConfig, entries: list[dict], tasks: list[Task], jobs: li
 
 
 def merge_previous(manifest: Path, entries: list[dict]) -> list[dict]:
-    """Keep what an earlier submission recorded for runs this one left alone."""
+    """Keep what an earlier submission recorded for runs this one left alone, and the tasks of
+    earlier submissions this one did not plan (a random or bayes sweep's earlier trials)."""
     if not manifest.is_file():
         return entries
     previous = {e["name"]: e for e in json.loads(manifest.read_text()).get("tasks", [])}
     merged = []
     for entry in entries:
-        old = previous.get(entry["name"])
+        old = previous.pop(entry["name"], None)
         # Left alone: done before this submission, with nothing of this one to record.
         skipped = entry.get("state") == "done" and not entry.get("log") and old
         merged.append(old | {"state": "done"} if skipped else entry)
-    return merged
+    return list(previous.values()) + merged

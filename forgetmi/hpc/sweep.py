@@ -11,9 +11,9 @@ values: they are read back from the runs (the evaluation's ``score`` and figures
 The release's own file is a ``random`` sweep over finite values without a count: it runs each
 combination once (other random sweeps need ``--count`` or ``run_cap``).
 
-Seeds and forget sets are replicates, not settings to optimise: in a ``random`` or ``bayes``
-sweep, ``seed`` and ``forget_set`` given as ``values`` are crossed with every proposal (a trial
-runs at each seed and size), and the engine learns from the trial's mean over them. A sweep
+Seeds and forget sets are replicates, not settings to optimise: ``seed`` and ``forget_set``
+given as ``values`` are crossed with every proposal (a trial runs at each seed and size; for a
+grid, the same runs), and a random or bayes engine learns from the trial's mean over them. A sweep
 of ``count`` trials runs ``count`` × seeds × sizes runs. (Under ``wandb agent`` W&B's own server
 proposes them like any parameter: give each one ``value`` in an online file.)
 """
@@ -113,10 +113,8 @@ def run_id(params: dict) -> str:
 
 
 def replicate_keys(sweep: Sweep) -> list[str]:
-    """The replicate parameters a random or bayes sweep crosses with its proposals (those
-    given as ``values``), when something else is left to propose."""
-    if sweep.config["method"] == "grid":
-        return []
+    """The replicate parameters crossed with every proposal (those given as ``values``), when
+    something else is left to propose: for a grid the same runs, grouped into trials."""
     params = sweep.config["parameters"]
     keys = [k for k in REPLICATES if isinstance(params.get(k), dict) and "values" in params[k]]
     return keys if set(params) - set(keys) else []
@@ -183,8 +181,9 @@ def _finished(out: Path, metric: str | None, kind: str, replicates: list[str],
 def expand(sweep: Sweep, out: str | Path, count: int | None = None,
            extra: list[str] | None = None, proposal_seed: int | None = None,
            defaults: list[str] | None = None) -> list[SweepRun]:
-    """The sweep's runs: every grid point, or ``count`` distinct random/bayes proposals beyond
-    those already in ``out``. ``proposal_seed`` makes the proposals reproducible: the same seed
+    """The sweep's runs: every grid point, or ``count`` new random/bayes trials beyond those
+    already in ``out`` (each at every replicate), after the trials there that have not finished
+    (``count=0``: only those). ``proposal_seed`` makes the proposals reproducible: the same seed
     proposes the same runs (one sweep run once per training seed, say). Each run's config is
     built now, so a bad parameter fails before anything is submitted. ``defaults`` start every
     run's arguments (the sweep's W&B group): the file's and ``extra`` win over them."""
@@ -204,7 +203,7 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
     if replicates:  # the engine proposes the rest; each proposal runs at every seed and size
         engine_config["parameters"] = {k: v for k, v in engine_config["parameters"].items()
                                        if k not in replicates}
-    if method != "grid" and not count:
+    if method != "grid" and count is None:
         count = sweep.config.get("run_cap")
         if not count and sweep.release and method == "random" and \
                 _finite(sweep.config["parameters"]):
@@ -213,8 +212,10 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
             logger.info("%s: the release's random sweep over finite values, without a count: "
                         "each combination runs once", sweep.path.name)
             method, engine_config = "grid", {**engine_config, "method": "grid"}
-        elif not count:
+        elif count is None:
             raise ConfigError(f"{sweep.path}: a {method} sweep needs --count N (or run_cap)")
+    if count is not None and count < 0:
+        raise ConfigError(f"--count: expected the number of new trials (0 or more), got {count}")
     metric = (sweep.config.get("metric") or {}).get("name")
     history = (_finished(out, metric, sweep.kind, replicates, len(crossed))
                if method != "grid" else [])
@@ -232,6 +233,8 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             while count is None or len(proposals) < count:
+                if count == 0:
+                    break
                 proposal = sweeps.next_run(engine_config, history + proposals)
                 if proposal is None:
                     break
@@ -253,9 +256,15 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
             np.random.set_state(states[1])
     runs = []
     ignored = release.unused_command_keys(sweep.config) if sweep.release else {}
+    # Trials already in the folder but not finished on every replicate are planned again (a
+    # resubmission finishes them; their finished runs are skipped), then the new proposals.
+    unfinished = [h for h in history if h.state != sweeps.RunState.finished]
+    if unfinished:
+        logger.info("%s: %d unfinished trial(s) already in %s planned again", sweep.path.name,
+                    len(unfinished), out)
     planned = [({**{k: _value(v) for k, v in proposal.config.items()}, **replica},
                 trial_id({k: _value(v) for k, v in proposal.config.items()}, replicates))
-               for proposal in proposals for replica in crossed]
+               for proposal in unfinished + proposals for replica in crossed]
     for params, trial in planned:
         try:
             translated, dropped, retrained = release.translate(params, sweep.release)
@@ -264,11 +273,10 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
         ignored.update(dropped)
         rid = run_id(translated)
         folder = out / "runs" / rid
-        # The release's retrained_model_path: each run scores itself against it (--retrained,
+        # The release's retrained_model_path is translated to evaluate.retrained (--retrained,
         # in extra, wins).
-        scoring = [f"--evaluate.retrained={retrained}"] if retrained else []
-        argv = [*(defaults or []), *sweep.fixed, *run_arguments(translated), *scoring,
-                *(extra or []), f"--output_dir={folder}"]
+        argv = [*(defaults or []), *sweep.fixed, *run_arguments(translated), *(extra or []),
+                f"--output_dir={folder}"]
         config = None
         if sweep.kind in ("train", "unlearn"):
             config_file = _config_argument(argv)
@@ -281,7 +289,8 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
         runs.append(SweepRun(rid, params, argv, folder, config, retrained, trial))
     release.log_ignored(sweep.path.name, ignored)
     logger.info("sweep %s (%s): %d run(s)%s", sweep.path.name, method, len(runs),
-                f" ({len(proposals)} trial(s) × {len(crossed)} of {', '.join(replicates)})"
+                f" ({len(unfinished) + len(proposals)} trial(s) × {len(crossed)} of "
+                f"{', '.join(replicates)})"
                 if replicates else "")
     return runs
 

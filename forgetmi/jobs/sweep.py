@@ -126,8 +126,10 @@ def _evaluate_and_report(sweep, runs, out: Path, hpc: HpcConfig, retrained: str 
     single = single_process(hpc)
     tasks, entries = [], []
     for run in runs:
-        if _scores_itself(sweep, run) and not RunFolder(run.output_dir).finished(sweep.kind):
-            continue  # submitted now: it is evaluated when it ends, by itself
+        folder = RunFolder(run.output_dir)
+        if _scores_itself(sweep, run) and (not folder.finished(sweep.kind)
+                                           or folder.finished("evaluate")):
+            continue  # it is (or was) evaluated when it ended, by itself
         template = retrained if retrained is not None else _reference(run)
         reference = (resolve_run_path(template, run.config) if run.config and template
                      else template)
@@ -163,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="forgetmi sweep", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="W&B sweep YAML (configs/sweeps/*.yaml)")
     parser.add_argument("--out", required=True, help="the sweep's folder (runs/, slurm/ logs)")
-    parser.add_argument("--count", type=int, help="runs to propose (random / bayes sweeps)")
+    parser.add_argument("--count", type=int, help="new trials to propose (random / bayes sweeps; each runs at every seed "
+                             "and forget set listed); trials already in OUT that have not "
+                             "finished are run again first; 0: only those")
     parser.add_argument("--proposal-seed", type=int,
                         help="seed of the random / bayes proposals: the same seed proposes the "
                              "same runs")
