@@ -29,6 +29,7 @@ import pandas as pd
 from forgetmi.errors import DataError
 from forgetmi.evaluation.signal import size_name
 from forgetmi.evaluation.trials import SCORED, UNSCORED, SweepRun, read_params, score_block
+from forgetmi.evaluation.trials import read_json as _read_json
 from forgetmi.utils.atomic import write_csv, write_json, write_text
 
 log = logging.getLogger("forgetmi.report")
@@ -255,21 +256,6 @@ def _read_paired(doc: Mapping[str, Any], path: Path) -> dict[str, tuple[float, f
         if math.isfinite(diff):
             out[figure] = (diff, se if math.isfinite(se) else None)
     return out
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read: {err}", path) from err
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"not valid JSON ({err.msg}, column {err.colno})", path,
-                        row=err.lineno) from err
-    if not isinstance(doc, dict):
-        raise DataError(f"expected a JSON object, got {type(doc).__name__}", path)
-    return doc
 
 
 def _alias_release_mia(doc: dict[str, Any], path: Path) -> None:

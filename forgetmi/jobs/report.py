@@ -8,6 +8,7 @@ import argparse
 import logging
 
 from forgetmi.errors import DataError, exit_on_error
+from forgetmi.utils.arguments import parse_or_exit_code
 from forgetmi.evaluation import by_parameter
 from forgetmi.evaluation.report import (closest_to_retrained, find_metrics_files, load_runs,
                                         margins_by_size, render_tables, summarise, sweep_table,
@@ -48,10 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: list[str] | None = None) -> int:
     """``forgetmi report RESULTS... [--out DIR]``: 0 on success, 2 on bad input."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:  # usage errors and --help: return the code, as for bad input
-        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    args, code = parse_or_exit_code(build_parser(), argv)
+    if args is None:
+        return code
     if not logging.getLogger("forgetmi").handlers:  # called on its own, not from the CLI
         from forgetmi.utils.logs import setup_logging
         setup_logging(0)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from forgetmi.errors import DataError, exit_on_error
+from forgetmi.utils.arguments import parse_or_exit_code
 
 log = logging.getLogger("forgetmi.select")
 
@@ -46,10 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 @exit_on_error
 def main(argv: list[str] | None = None) -> int:
     """0 when every method has a chosen trial, 1 when one has none, 2 on bad input."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:  # usage errors and --help: return the code, as for bad input
-        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    args, code = parse_or_exit_code(build_parser(), argv)
+    if args is None:
+        return code
     from forgetmi.evaluation.selection import presets_text, render, select
     from forgetmi.utils.atomic import write_text
 

@@ -18,3 +18,12 @@ def number_in(low: float, high: float, closed: bool):
             raise argparse.ArgumentTypeError(f"expected a number in {bounds}, got {text!r}")
         return value
     return parse
+
+
+def parse_or_exit_code(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """``(args, None)``, or ``(None, code)`` where argparse would exit (a usage error, --help):
+    a command called in-process returns the code, as for bad input, instead of exiting."""
+    try:
+        return parser.parse_args(argv), None
+    except SystemExit as stop:
+        return None, stop.code if isinstance(stop.code, int) else int(stop.code is not None)
