@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from forgetmi.evaluation.score import DEFINITION
-from forgetmi.evaluation.trials import SweepRun, group, swept_keys
+from forgetmi.evaluation.trials import SweepRun, format_value, group, swept_keys
 
 # Score-block figure -> table column, in table order.
 FIGURES = {"value": "score", "attack_gap": "attack_gap", "utility_gap": "utility_gap",
@@ -67,7 +67,7 @@ def render_markdown(table: pd.DataFrame, keys: Sequence[str]) -> str:
                                        HEADINGS["replicates"], HEADINGS["time_ratio"]]) + " |",
              "|---|" + "---|" * len(keys) + "---:|" * (len(FIGURES) + 2)]
     for row in table.to_dict("records"):
-        cells = [str(row[k]).replace("|", "\\|") for k in keys]
+        cells = [format_value(row[k]).replace("|", "\\|") for k in keys]
         cells += [_number(row[c], signed=c.endswith("_diff")) for c in FIGURES.values()]
         cells += [f"{row['replicates']}/{row['runs']}", _number(row["time_ratio"])]
         lines.append(f"| {row['trial']} | " + " | ".join(cells) + " |")

@@ -225,6 +225,14 @@ def swept_keys(settings: Iterable[dict[str, Any]]) -> list[str]:
             if len({json.dumps(s.get(k), sort_keys=True, default=str) for s in settings}) > 1]
 
 
+def format_value(value: Any) -> str:
+    """A setting for a table: floats to 4 significant digits (a bayes sweep's draws carry 17),
+    the rest as written."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def format_settings(settings: dict[str, Any], keys: Iterable[str] | None = None) -> str:
     keys = sorted(settings) if keys is None else keys
-    return ", ".join(f"{k}={settings.get(k)}" for k in keys)
+    return ", ".join(f"{k}={format_value(settings.get(k))}" for k in keys)
