@@ -82,7 +82,8 @@ def test_token_cache_round_trip_equals_direct_tokenisation(tmp_path, encoder, to
         assert ids.tolist() == direct["input_ids"]
         assert mask.tolist() == direct["attention_mask"]
     assert cache.meta["n_at_max_length"] == 1                  # the long report is truncated
-    assert [p.name for p in tmp_path.iterdir()] == ["tokens"]  # no temporary left behind
+    # no temporary left behind (the lock file of concurrent builders stays, empty)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tokens.lock", "tokens"]
     assert sorted(p.name for p in (tmp_path / "tokens").iterdir()) == [
         "index.json", "input_ids.npy", "lengths.npy"]
     assert "edema" not in (tmp_path / "tokens" / "index.json").read_text()  # no report text
@@ -94,6 +95,44 @@ def test_token_cache_round_trip_equals_direct_tokenisation(tmp_path, encoder, to
         np.testing.assert_array_equal(unpickled.get(study_id)[0], cache.get(study_id)[0])
     with pytest.raises(CacheError, match="not in the token cache"):
         cache.get(59999999)
+
+
+def _build_once(cache_dir: str, queue) -> None:
+    """Child: build the shared cache and read every study of what it got."""
+    try:
+        cache = text.build_token_cache(REPORTS, TABLE, cache_dir, text.default_text_encoder_path(),
+                                       max_length=64)
+        assert [len(cache.get(s)[0]) for s in REPORTS["study_id"]] == [64] * 4
+        queue.put("ok")
+    except Exception as err:  # reported to the parent, which asserts on it
+        queue.put(f"{type(err).__name__}: {err}")
+
+
+def test_concurrent_builders_share_one_token_cache(tmp_path, encoder):
+    """A train and a retrain started together on one data root both build the token cache. Each
+    must wait for the other rather than swap the folder out from under it, then use its cache."""
+    import multiprocessing
+    import queue as queues
+
+    from forgetmi.utils.atomic import build_lock, stamp
+
+    target = tmp_path / "tokens"
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    children = [context.Process(target=_build_once, args=(str(target), results)) for _ in range(2)]
+    with build_lock(target):  # this test is the first builder
+        for child in children:
+            child.start()
+        with pytest.raises(queues.Empty):  # both tokenise, then wait for the lock
+            results.get(timeout=5)
+        text.build_token_cache(REPORTS, TABLE, target, encoder, max_length=64)
+        built = stamp(target / "index.json")
+    outcomes = [results.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(30)
+    assert outcomes == ["ok", "ok"]
+    assert stamp(target / "index.json") == built  # reused, not rebuilt
+    assert not list(tmp_path.glob(".tokens.*.tmp")) and not list(tmp_path.glob(".tokens.old-*"))
 
 
 def test_missing_report_names_split_line_and_field(tmp_path, encoder):

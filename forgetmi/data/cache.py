@@ -16,16 +16,14 @@ cache): the one that waited reuses what the first built.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
-import shutil
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,7 +32,7 @@ from tqdm.auto import tqdm
 from forgetmi.data.formats import resolve_image_path
 from forgetmi.data.images import check_mode, load_image
 from forgetmi.errors import CacheError, DataError
-from forgetmi.utils.atomic import atomic_path
+from forgetmi.utils.atomic import atomic_path, build_lock, remove_stale_temporaries, stamp
 
 logger = logging.getLogger("forgetmi.data.cache")
 
@@ -340,39 +338,6 @@ def _check_files(paths: Sequence[Path], lines: Sequence[int], source: Path | Non
     raise DataError(f"image file not found for table row {first}{count}", paths[first])
 
 
-@contextlib.contextmanager
-def _build_lock(cache_dir: Path) -> Iterator[None]:
-    """Serialise builders of one cache (e.g. the tasks of a Slurm array sharing a folder)."""
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = cache_dir.with_name(f".{cache_dir.name}.lock")
-    with open(lock_path, "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no cross-process lock, builds stay atomic regardless
-            yield
-            return
-        fcntl.lockf(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
-
-
-def _stamp(cache_dir: Path) -> tuple[int, int] | None:
-    try:
-        stat = (cache_dir / INDEX_FILE).stat()
-    except OSError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
-
-
-def _remove_stale_temporaries(cache_dir: Path) -> None:
-    """Delete temporaries of builds that were killed (only called while holding the lock)."""
-    for stale in cache_dir.parent.glob(f".{cache_dir.name}.*.tmp"):
-        logger.info("removing the remains of an interrupted cache build: %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def build_image_cache(table: pd.DataFrame, img_dir: str | os.PathLike,
                       cache_dir: str | os.PathLike, image_size: int, crop_size: int | None = None,
                       ext: str = "auto", workers: int = 1,
@@ -407,9 +372,9 @@ def build_image_cache(table: pd.DataFrame, img_dir: str | os.PathLike,
     paths = _image_paths(table, img_dir, ext)
     _check_files(paths, lines, source)
     fingerprint = _fingerprint(dicom_ids, paths, img_dir, preprocessing)
-    before = _stamp(cache_dir)
-    with _build_lock(cache_dir):
-        if _stamp(cache_dir) != before:
+    before = stamp(cache_dir / INDEX_FILE)
+    with build_lock(cache_dir):
+        if stamp(cache_dir / INDEX_FILE) != before:
             # Another process finished a build while this one waited for the lock: use it if
             # it is the same cache. (A cache that was there before is rebuilt: the caller asked.)
             try:
@@ -419,7 +384,7 @@ def build_image_cache(table: pd.DataFrame, img_dir: str | os.PathLike,
                     "preprocessing": preprocessing})
             except CacheError:
                 pass
-        _remove_stale_temporaries(cache_dir)
+        remove_stale_temporaries(cache_dir)
         _build(paths, dicom_ids, lines, fingerprint, cache_dir, image_size, crop_size, ext,
                workers, source, preprocessing)
     return ImageCache.open(cache_dir)

@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from forgetmi.errors import CacheError, DataError, ForgetMIError
-from forgetmi.utils.atomic import atomic_path
+from forgetmi.utils.atomic import atomic_path, build_lock, remove_stale_temporaries, stamp
 
 logger = logging.getLogger("forgetmi.data.text")
 
@@ -288,6 +288,7 @@ def build_token_cache(reports: pd.DataFrame | Mapping[int, str], table: pd.DataF
     if missing.any():
         raise _missing_report_error(table, missing, source)
     study_ids = list(dict.fromkeys(study_column.tolist()))  # first-appearance order
+    before = stamp(Path(cache_dir) / "index.json")
     tokenizer = load_tokenizer(tokenizer_path)
     if max_length > tokenizer.model_max_length:
         logger.warning("max_length %d exceeds the tokenizer's model_max_length %d",
@@ -323,10 +324,23 @@ def build_token_cache(reports: pd.DataFrame | Mapping[int, str], table: pd.DataF
         "n_at_max_length": at_limit,
     }
     cache_dir = Path(cache_dir)
-    with atomic_path(cache_dir) as tmp:
-        tmp.mkdir()
-        np.save(tmp / "input_ids.npy", input_ids)
-        np.save(tmp / "lengths.npy", lengths)
-        (tmp / "index.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    logger.info("token cache: %d studies x %d tokens at %s", len(study_ids), max_length, cache_dir)
-    return TokenCache.open(cache_dir)
+    with build_lock(cache_dir):
+        # Two jobs sharing a data root (a train and a retrain started together, array tasks)
+        # build the same cache: the one that waited uses the other's rather than swapping the
+        # folder out from under it.
+        if stamp(cache_dir / "index.json") != before:
+            try:
+                return TokenCache.open(cache_dir, expect={
+                    key: meta[key] for key in ("max_length", "tokenizer_fingerprint",
+                                               "reports_fingerprint", "studies_fingerprint")})
+            except CacheError:
+                pass
+        remove_stale_temporaries(cache_dir)
+        with atomic_path(cache_dir) as tmp:
+            tmp.mkdir()
+            np.save(tmp / "input_ids.npy", input_ids)
+            np.save(tmp / "lengths.npy", lengths)
+            (tmp / "index.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        logger.info("token cache: %d studies x %d tokens at %s", len(study_ids), max_length,
+                    cache_dir)
+        return TokenCache.open(cache_dir)

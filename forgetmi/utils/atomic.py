@@ -57,3 +57,43 @@ def write_csv(target: str | os.PathLike, frame, **kwargs) -> Path:
     with atomic_path(target) as tmp:
         frame.to_csv(tmp, **kwargs)
     return Path(target)
+
+
+@contextlib.contextmanager
+def build_lock(target: str | os.PathLike) -> Iterator[None]:
+    """Serialise builders of one folder (e.g. Slurm array tasks sharing a cache): an exclusive
+    lock on a file beside ``target``, so the one that waited can reuse what the first built."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "a+b") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no cross-process lock, builds stay atomic regardless
+            yield
+            return
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
+def stamp(path: str | os.PathLike) -> tuple[int, int] | None:
+    """Identity of a file as it is now (inode, mtime), or None: tells whether another process
+    replaced it meanwhile."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> None:
+    """Delete the temporaries :func:`atomic_path` left beside ``target`` when a build was killed
+    (call only while holding :func:`build_lock`)."""
+    import logging
+    target = Path(target)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        logging.getLogger(__name__).info(
+            "removing the remains of an interrupted build: %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
