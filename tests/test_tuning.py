@@ -56,6 +56,61 @@ def test_tuning_sweep_has_the_shared_budget_on_the_tuning_stand_in(sweep_file, t
     assert sweep.config["metric"] == {"name": "score", "goal": "minimize"}
 
 
+# The same search for every method: method, trial count, learning-rate range and replicates.
+SHARED = {"method": "random", "run_cap": TRIALS}
+SHARED_PARAMETERS = {
+    "lr": {"distribution": "log_uniform_values", "min": 1.0e-4, "max": 1.0e-2},
+    "seed": {"values": [3, 4]},
+    "config": {"value": "configs/experiments/tuning-experiment.yaml"},
+    "evaluate.bootstrap": {"value": 300},
+}
+# Settings a method reads that its sweep fixes on purpose: alternative spellings of what is
+# searched, or a variant the paper does not use.
+FIXED = {
+    "unlearn.preset": "the base the four weight_* replace",
+    "unlearn.weights": "the four weight_* are searched one by one",
+    "unlearn.retention_cap": "the release's retention hinge, not the paper's method",
+}
+
+
+def own_settings(name: str) -> set[str]:
+    """Every config key method ``name`` reads beyond the engine's: its registry ``settings``
+    expanded to leaf fields, plus the noise of the noisy copy for methods that use one."""
+    import dataclasses
+
+    from forgetmi.config import UnlearnConfig
+
+    cls, defaults = METHODS[name], UnlearnConfig()
+    keys = set()
+    for setting in cls.settings:
+        value = getattr(defaults, setting)
+        if dataclasses.is_dataclass(value):
+            keys |= {f"unlearn.{setting}.{f.name}" for f in dataclasses.fields(value)}
+        else:
+            keys.add(f"unlearn.{setting}")
+    if cls.uses_noisy_forget:
+        keys |= {"noise.image_std", "noise.text_level"}
+    return keys - set(FIXED)
+
+
+def _searched(spec: dict) -> bool:
+    return "distribution" in spec or len(spec.get("values", [])) > 1
+
+
+@pytest.mark.parametrize("sweep_file", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_every_method_searches_the_same_space_and_all_of_its_own_settings(sweep_file):
+    config = yaml.safe_load(sweep_file.read_text())
+    assert {k: config.get(k) for k in SHARED} == SHARED
+    parameters = config["parameters"]
+    assert {k: parameters.get(k) for k in SHARED_PARAMETERS} == SHARED_PARAMETERS
+    epochs = parameters["epochs"]       # the cap is the method's time budget (file header)
+    assert epochs["distribution"] == "int_uniform" and epochs["min"] == 1
+    own = own_settings(sweep_file.stem)
+    searched = {k for k, spec in parameters.items() if _searched(spec)}
+    assert own - searched == set(), "settings of the method left at their defaults"
+    assert searched - own - {"lr", "epochs", "seed"} == set(), "searches what it does not read"
+
+
 def test_tuning_protocol_is_the_benchmark_recipe_on_other_data():
     tuning = yaml.safe_load((EXPERIMENTS / "tuning.yaml").read_text())
     benchmark = yaml.safe_load((EXPERIMENTS / "benchmark.yaml").read_text())
