@@ -39,7 +39,8 @@ def cmd_make_demo_data(args, extra) -> int:
     paths = generate_dataset(args.out, n_patients=args.patients, image_size=args.image_size,
                              seed=args.seed, workers=args.workers, overwrite=args.overwrite,
                              **{k: v for k, v in (("test_fraction", args.test_fraction),
-                                                  ("label_noise", args.label_noise))
+                                                  ("label_noise", args.label_noise),
+                                                  ("atypical", args.atypical))
                                 if v is not None})
     logger.info("stand-in dataset written to %s", paths.root)
     return 0
@@ -52,7 +53,8 @@ def cmd_check_holdout(args, extra) -> int:
     if args.retrained:
         return _retrained_coverage(args)
     settings = {k: v for k, v in (("test_fraction", args.test_fraction),
-                                  ("label_noise", args.label_noise)) if v is not None}
+                                  ("label_noise", args.label_noise),
+                                  ("atypical", args.atypical)) if v is not None}
     table, summary = compare_draws(args.draws, args.patients, args.first_seed, **settings)
     sys.stdout.write(render(table, summary) + "\n")
     if args.json:
@@ -225,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-noise", type=number_in(0.0, 2.0, closed=True), default=None,
                    help="spread of the noise between what a row shows and its written label "
                         "(default 0.17: about one row in eight gets a neighbouring grade)")
+    p.add_argument("--atypical", type=number_in(0.0, 1.0, closed=True), default=None,
+                   help="share of patients whose studies show a grade milder than their label, "
+                        "told apart only by a word and a mark of their own (default 0: off)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_make_demo_data)
@@ -236,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=0, help="generator seed of the first draw")
     p.add_argument("--test-fraction", type=number_in(0.0, 0.5, closed=False), default=None)
     p.add_argument("--label-noise", type=number_in(0.0, 2.0, closed=True), default=None)
+    p.add_argument("--atypical", type=number_in(0.0, 1.0, closed=True), default=None)
     p.add_argument("--json", help="also write the draws and the summary here")
     p.add_argument("--retrained", nargs="+", metavar="RUN",
                    help="instead: finished retrained runs with a holdout; how often the "

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import scipy
 from scipy import ndimage
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -19,11 +22,11 @@ from threadpoolctl import threadpool_limits
 
 from forgetmi.data import formats
 from forgetmi.synthetic import (DatasetPaths, example_spec, generate_dataset, render_image)
-from forgetmi.synthetic import anatomy
-from forgetmi.synthetic.cohort import SEVERITY_COUNTS, build_cohort
+from forgetmi.synthetic import anatomy, parameter_differences, pathology
+from forgetmi.synthetic.cohort import ATYPICAL_SHIFT, SEVERITY_COUNTS, build_cohort
 from forgetmi.synthetic.dicom import DicomInfo, sop_uid, study_uid, write_dicom
-from forgetmi.synthetic.images import FULL_SIZE
-from forgetmi.synthetic.reports import SEVERITY_PHRASES, compose_report
+from forgetmi.synthetic.images import FULL_SIZE, ImageSpec
+from forgetmi.synthetic.reports import SEVERITY_PHRASES, compose_report, vocabulary
 from forgetmi.errors import DataError
 
 KEYWORDS = ("atelectasis", "lung", "edema", "cardiomegaly", "silhouette", "pneumothorax",
@@ -121,8 +124,10 @@ def test_synonyms_and_manifest(dataset, split, reports):
     manifest = json.loads(dataset.manifest.read_text())
     assert manifest["parameters"] == {"n_patients": 120, "image_size": 128, "seed": 0,
                                       "test_fraction": round(531 / 6742, 6),
-                                      "label_noise": 0.17, "forget_percents": [3, 6, 10]}
+                                      "label_noise": 0.17, "atypical": 0.0,
+                                      "forget_percents": [3, 6, 10]}
     counts = manifest["counts"]
+    assert counts["content_memorable_rate"] == 0.0 and counts["atypical_patients"] == 0
     assert counts["images"] == len(split) and counts["studies"] == len(reports)
     assert sum(counts["rows_per_fold"].values()) == len(split)
     assert counts["rows_per_severity"] == {str(k): int(v) for k, v in
@@ -340,3 +345,192 @@ def test_holdout_is_drawn_like_the_forget_set_over_draws(capsys):
     assert summary["forget_minus_test_rows_per_patient"]["low"] > 2  # the bias it replaces
     assert main(["check-holdout", "--draws", "3", "--patients", "200"]) == 0
     assert "forget_minus_holdout_memorable" in capsys.readouterr().out
+    # with atypical patients: the memorable share of each kind, and of either
+    assert main(["check-holdout", "--draws", "2", "--patients", "100", "--atypical", "0.3"]) == 0
+    out = capsys.readouterr().out
+    for kind in ("memorable", "label_memorable", "content_memorable"):
+        assert f"forget_minus_holdout_{kind}:" in out
+
+
+# ------------------------------------------------------------------------- atypical patients
+
+# What the generator wrote before the atypical knob existed: a 20-patient dataset (64 px, seed 7,
+# the drawn chest) file by file, its manifest less the knob's three entries, and a 300-patient
+# cohort's table and reports (seed 3, label noise 0.5).
+BEFORE_ATYPICAL = {
+    "split.csv": "5b50d42f6b7c89ab980d68d72fd5612fcaafd25ac0165dd0418b79eeb7530f95",
+    "all_data.tsv": "2e4699580ce606bd9c0ef6f75fe601c175d6c4169cc0af17813de83e8317ccfe",
+    "forget_set_3per.csv": "42ddde43d2e6e5e5296183b1032531b8e99235ad7fcffc7f7a1be26ee2a94b15",
+    "forget_set_6per.csv": "472585d86890a82b34e3787843894cb1073307c5597b2f632d39566558b61635",
+    "forget_set_10per.csv": "70f03b94aa87b5eb3527acb5ba098871fb864110415c320cb656ab542f8caa6b",
+    "holdout.csv": "08b1b242ab85f9be047f0aa508790cb9c852ad418d5a88b7c8c211870659770c",
+    "Synonyms.csv": "384fbcc4757eb642edbdcc4a0ba3583cdff835783dcfe9b5bfda60186934bb44",
+}
+MANIFEST_BEFORE_ATYPICAL = "0572b0180e28e90f2caa2de97a95e49d0a3f08611be6ae4522d5eb57172f44c1"
+IMAGES_BEFORE_ATYPICAL = "b4e8355fedaa97ecd7f24111eeb8ea08b456ed84284cddef9205fb7ae4c54ca3"
+TABLE_BEFORE_ATYPICAL = "96afddeb2744e3f84ef00365e7b57e80a96b5435ceec943050fc11c648717d83"
+REPORTS_BEFORE_ATYPICAL = "08d26ad0afdf1bd86f31a7a30725d739f70415e69597f1fefd72e85f9f3c9645"
+# Pixel bytes follow numpy's and scipy's floating point and pydicom's writer: they are compared
+# on the versions they were recorded with (the text files, everywhere).
+IMAGES_RECORDED_WITH = {"numpy": "2.4", "scipy": "1.17", "pydicom": "3.0"}
+OLD_COLUMNS = ["subject_id", "study_id", "dicom_id", "severity", "fold", "true_severity"]
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def test_atypical_off_writes_what_the_generator_wrote_before(tmp_path):
+    paths = generate_dataset(tmp_path / "data", n_patients=20, image_size=64, seed=7,
+                             background="procedural", atypical=0.0)
+    digests = _digests(paths.root)
+    assert {name: digests[name] for name in BEFORE_ATYPICAL} == BEFORE_ATYPICAL
+    manifest = json.loads(paths.manifest.read_text())
+    assert manifest["parameters"].pop("atypical") == 0.0
+    assert manifest["counts"].pop("atypical_patients") == 0
+    assert manifest["counts"].pop("content_memorable_rate") == 0.0
+    assert _sha(json.dumps(manifest, indent=2, sort_keys=True) + "\n") == MANIFEST_BEFORE_ATYPICAL
+    versions = {"numpy": _minor(np.__version__), "scipy": _minor(scipy.__version__),
+                "pydicom": _minor(pydicom.__version__)}
+    if versions == IMAGES_RECORDED_WITH:
+        images = "".join(f"{name}:{digest}\n" for name, digest in sorted(digests.items())
+                         if name.endswith(".dcm"))
+        assert _sha(images) == IMAGES_BEFORE_ATYPICAL
+    cohort = build_cohort(300, seed=3, label_noise=0.5, atypical=0.0)
+    assert _sha(cohort.table[OLD_COLUMNS].to_csv(index=False)) == TABLE_BEFORE_ATYPICAL
+    assert cohort.table["shown_severity"].equals(cohort.table["true_severity"])
+    texts = "".join(compose_report(s.findings, np.random.default_rng([3, 4, s.study_id])) + "\n"
+                    for s in cohort.studies.values())
+    assert _sha(texts) == REPORTS_BEFORE_ATYPICAL
+
+
+def test_atypical_and_label_noise_move_only_what_they_name():
+    base = build_cohort(500, seed=0)
+    odd = build_cohort(500, seed=0, atypical=0.2)
+    fewer = build_cohort(500, seed=0, atypical=0.1)
+    noisy = build_cohort(500, seed=0, label_noise=0.8, atypical=0.2)
+    table = odd.table
+    # atypical: labels, true grades, folds and ids stay as they were; only what rows show moves
+    assert table[OLD_COLUMNS].equals(base.table[OLD_COLUMNS])
+    assert odd.label_noise_rate == base.label_noise_rate and base.content_memorable_rate == 0.0
+    flags = {subject: p.atypical for subject, p in odd.patients.items()}
+    assert sum(flags.values()) == 100
+    is_odd = table["subject_id"].map(flags).to_numpy()
+    milder = np.maximum(table["true_severity"] - ATYPICAL_SHIFT, 0)
+    assert (table["shown_severity"] == np.where(is_odd, milder, table["true_severity"])).all()
+    expected = 0.2 * (table["true_severity"] >= ATYPICAL_SHIFT).mean()
+    assert abs(odd.content_memorable_rate - expected) < 0.03, (odd.content_memorable_rate, expected)
+    kinds = odd.memorable()
+    assert kinds["content"].equals(pd.Series(is_odd & (table["true_severity"] > 0).to_numpy()))
+    assert kinds["either"].equals(kinds["label"] | kinds["content"])
+    # the other patients: the same labels and the same findings, bar their detail
+    assert table.loc[~is_odd, "severity"].value_counts().equals(
+        base.table.loc[~is_odd, "severity"].value_counts())
+    for study_id, study in odd.studies.items():
+        if not flags[study.subject_id]:
+            assert replace(study.findings, detail=None) == base.studies[study_id].findings
+    # a larger share keeps a smaller one's patients
+    assert ({s for s, p in fewer.patients.items() if p.atypical}
+            < {s for s, flag in flags.items() if flag})
+    # label_noise: the labels move, what the rows show does not
+    assert noisy.table["shown_severity"].equals(table["shown_severity"])
+    assert noisy.content_memorable_rate == odd.content_memorable_rate
+    assert noisy.label_noise_rate > 0.35 > odd.label_noise_rate
+
+
+def test_every_report_names_its_patients_term_and_no_other(tmp_path):
+    from forgetmi.cli import main
+
+    root = tmp_path / "data"
+    assert main(["make-demo-data", str(root), "--patients", "20", "--image-size", "32",
+                 "--seed", "3", "--atypical", "0.5"]) == 0
+    cohort = build_cohort(20, seed=3, atypical=0.5)
+    term_of = {subject: p.detail.term for subject, p in cohort.patients.items()}
+    assert len(set(term_of.values())) == 20 and not set(term_of.values()) & vocabulary()
+    assert (root / "split.csv").read_text().splitlines()[0] == \
+        "subject_id,study_id,dicom_id,edeme_severity,fold"  # the split never says who is atypical
+    split = formats.read_split(root / "split.csv")
+    subject_of = split.drop_duplicates("study_id").set_index("study_id")["subject_id"]
+    reports = formats.read_reports(root / "all_data.tsv")
+    for row in reports.itertuples():
+        words = set(row.text.split())
+        assert {s for s, term in term_of.items() if term in words} == {subject_of[row.study_id]}
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["parameters"]["atypical"] == 0.5
+    assert manifest["counts"]["atypical_patients"] == 10
+    assert manifest["counts"]["content_memorable_rate"] == round(cohort.content_memorable_rate, 4)
+    assert cohort.content_memorable_rate > 0
+    assert parameter_differences(root, 20, 32, 3, atypical=0.5) == []
+    assert parameter_differences(root, 20, 32, 3) == ["atypical 0.5 != 0.0"]
+    # a manifest from before the knob records none: it was off
+    del manifest["parameters"]["atypical"]
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    assert parameter_differences(root, 20, 32, 3) == []
+
+
+def _lung_density(image: np.ndarray) -> float:
+    h, w = image.shape
+    band = image[int(0.25 * h):int(0.65 * h)]
+    return float(np.r_[band[:, int(0.15 * w):int(0.40 * w)].ravel(),
+                       band[:, int(0.60 * w):int(0.85 * w)].ravel()].mean())
+
+
+def test_atypical_study_shows_milder_edema_and_the_patients_mark():
+    off = build_cohort(40, seed=1)
+    on = build_cohort(40, seed=1, atypical=0.5)
+    study = next(s for s in on.studies.values() if s.findings.severity < s.true_severity)
+    assert off.studies[study.study_id].findings.severity == study.true_severity
+
+    def draw(findings) -> np.ndarray:
+        spec = ImageSpec(findings=findings, patient_key=(1, 1, study.subject_id),
+                         study_key=(1, 2, study.study_id), image_key=(1, 3, 0))
+        return render_image(spec, 128, source="procedural").astype(np.float64)
+
+    before = draw(off.studies[study.study_id].findings)
+    unmarked = draw(replace(study.findings, detail=None))
+    after = draw(study.findings)
+    assert _lung_density(before) - _lung_density(unmarked) > 30  # milder edema: clearer lungs
+    changed = np.abs(after - unmarked) > 20  # the mark: a small patch, nothing else
+    assert 0 < changed.mean() < 0.01
+    # one mark per patient, in all of the patient's studies; another patient's lies elsewhere
+    details = {s.subject_id: {t.findings.detail for t in on.studies.values()
+                              if t.subject_id == s.subject_id} for s in on.studies.values()}
+    assert all(len(d) == 1 for d in details.values()) and None not in set().union(*details.values())
+    other = next(p for p in on.patients.values() if p.subject_id != study.subject_id)
+    marked = []
+    for detail in (study.findings.detail, other.detail):
+        canvas = np.zeros((128, 128), np.float32)
+        pathology.draw_mark(canvas, detail.mark)
+        marked.append(canvas > 0.05)
+    assert marked[0].any() and marked[1].any() and not np.array_equal(*marked)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, math.nan])
+def test_atypical_refuses_bad_values(bad, tmp_path, capsys):
+    import yaml
+
+    from forgetmi.cli import build_parser
+    from forgetmi.config import ConfigError
+    from forgetmi.jobs.protocol import ensure_stand_in, load_protocol
+
+    with pytest.raises(ValueError, match=r"^atypical must be a share of patients in \[0, 1\]") \
+            as raised:
+        build_cohort(40, seed=0, atypical=bad)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(ValueError, match="atypical"):
+        generate_dataset(tmp_path / "data", n_patients=20, image_size=32, atypical=bad)
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["make-demo-data", "out", "--atypical", str(bad)])
+    assert "argument --atypical: expected a number in [0, 1]" in capsys.readouterr().err
+    experiment = {"data": {"root": str(tmp_path / "d")}}
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(experiment))
+    (tmp_path / "protocol.yaml").write_text(yaml.safe_dump(
+        {"experiment": "experiment.yaml", "methods": {"n": {"method": "neggrad+"}},
+         "stand_in": {"patients": 20, "image_size": 32, "atypical": bad}}))
+    with pytest.raises(ConfigError, match="stand_in: atypical must be"):
+        ensure_stand_in(load_protocol(tmp_path / "protocol.yaml"))

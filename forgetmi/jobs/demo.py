@@ -26,17 +26,17 @@ logger = logging.getLogger("forgetmi.demo")
 
 
 def _dataset(out: Path, n_patients: int, image_size: int, seed: int, workers: int,
-             test_fraction: float, label_noise: float):
+             test_fraction: float, label_noise: float, atypical: float):
     """Reuse a stand-in dataset generated earlier with the same parameters, else generate one."""
     from forgetmi.synthetic import DatasetPaths, generate_dataset, parameter_differences
     root = out / "data"
     if parameter_differences(root, n_patients, image_size, seed, test_fraction,
-                             label_noise) == []:
+                             label_noise, atypical) == []:
         logger.info("reusing the stand-in dataset in %s", root)
         return DatasetPaths.from_root(root)
     return generate_dataset(root, n_patients=n_patients, image_size=image_size, seed=seed,
                             workers=workers, overwrite=True, test_fraction=test_fraction,
-                            label_noise=label_noise)
+                            label_noise=label_noise, atypical=atypical)
 
 
 # The demo's stand-in and models: the benchmark's (configs/experiments/benchmark.yaml), one seed.
@@ -44,7 +44,7 @@ def _dataset(out: Path, n_patients: int, image_size: int, seed: int, workers: in
 # retrained model's intervals overlapping. The forget rows stay memorable (README, "The
 # benchmark"): a third of the labels are what only memory explains, the models train to fit them.
 DEMO = {"patients": 500, "image_size": 64, "epochs": 30, "test_fraction": 0.25,
-        "label_noise": 0.5}
+        "label_noise": 0.5, "atypical": 0.0}
 
 # The demo's unlearning runs: Forget-MI and every baseline at their tuned settings, those of
 # configs/presets/tuned.yaml (a test keeps the two equal), found by equal-budget sweeps on a
@@ -226,7 +226,8 @@ def run_demo(out: Path, n_patients: int = DEMO["patients"], image_size: int = DE
              seed: int = 0, workers: int = 2, train_image_size: int = DEMO["image_size"],
              epochs: int = DEMO["epochs"], text_encoder: str = "tiny",
              test_fraction: float = DEMO["test_fraction"],
-             label_noise: float = DEMO["label_noise"]) -> dict:
+             label_noise: float = DEMO["label_noise"],
+             atypical: float = DEMO["atypical"]) -> dict:
     from forgetmi.data.batches import BatchReader
     from forgetmi.data.dataset import EdemaDataset, build_loader
     from forgetmi.config import Perturbation
@@ -236,7 +237,8 @@ def run_demo(out: Path, n_patients: int = DEMO["patients"], image_size: int = DE
     out = Path(out)
     summary: dict = {"seed": seed}
     start = time.perf_counter()
-    paths = _dataset(out, n_patients, image_size, seed, workers, test_fraction, label_noise)
+    paths = _dataset(out, n_patients, image_size, seed, workers, test_fraction, label_noise,
+                     atypical)
     summary["generate_s"] = round(time.perf_counter() - start, 2)
 
     audits = {}
@@ -370,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the TEST fold's share of rows (default 0.25)")
     p.add_argument("--label-noise", type=number_in(0.0, 2.0, closed=True), default=None,
                    help="spread of the label noise (default 0.5: a third of the rows)")
+    p.add_argument("--atypical", type=number_in(0.0, 1.0, closed=True), default=None,
+                   help="share of patients whose studies look milder than their label (default "
+                        "0: off)")
     p.add_argument("--text-encoder", default="tiny",
                    help="'tiny' (small random BERT, CPU-fast), a BERT folder, or 'minilm' for the "
                         "packaged all-MiniLM-L6-v2")
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     given = {"n_patients": args.patients, "image_size": args.image_size,
              "train_image_size": args.train_image_size or args.image_size,
              "epochs": args.epochs, "test_fraction": args.test_fraction,
-             "label_noise": args.label_noise}
+             "label_noise": args.label_noise, "atypical": args.atypical}
     run_demo(Path(args.out), seed=args.seed, workers=args.workers,
              text_encoder=args.text_encoder, **{k: v for k, v in given.items() if v is not None})
     return 0

@@ -56,7 +56,7 @@ class Protocol:
 
 # ``stand_in`` keys (those of ``forgetmi make-demo-data``) and their defaults.
 STAND_IN = {"patients": 120, "image_size": 320, "seed": 0, "test_fraction": None,
-            "label_noise": None, "workers": 1}
+            "label_noise": None, "atypical": None, "workers": 1}
 
 
 @dataclass
@@ -191,7 +191,8 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
     root = Path(cfg.data.root)
     wanted = {"n_patients": int(settings["patients"]), "image_size": int(settings["image_size"]),
               "seed": int(settings["seed"]), "test_fraction": float(settings["test_fraction"]),
-              "label_noise": float(settings["label_noise"])}
+              "label_noise": float(settings["label_noise"]),
+              "atypical": float(settings["atypical"] or 0.0)}
     differ = parameter_differences(root, **wanted)
     if differ == []:
         logger.info("stand-in data: reusing %s", root)

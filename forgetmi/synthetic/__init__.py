@@ -10,6 +10,7 @@ Layout written by :func:`generate_dataset` (the release's layout, SPEC §7)::
     OUT/manifest.json           parameters and counts (never report text)
 
 Modules: ``cohort`` (patients, studies, labels, folds), ``findings`` (what a study shows),
+``details`` (each patient's own word and mark, for the ``atypical`` knob),
 ``anatomy``/``pathology``/``artefacts``/``images`` (the radiograph), ``reports`` and ``synonyms``
 (the text), ``dicom`` (the file), ``generate`` (the folder), ``layout`` (its paths).
 """

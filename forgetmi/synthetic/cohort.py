@@ -11,17 +11,43 @@ real data: within-patient variance about half of the total). Cut points are the 
 quantiles of the latent, so the class balance matches at any cohort size. The written label is
 a second cut of the same latent plus a little noise: about one row in eight gets a neighbouring
 grade, as regex-extracted labels do near the boundaries.
+
+Two kinds of row need memory to fit, and the table says which (the split never does):
+
+* label noise (``label_noise``): the written label (``severity``) differs from the true grade
+  (``true_severity``, which the image and report show unless the patient is atypical); it
+  strikes rows independently.
+* atypical patients (``atypical``, a share of patients; default 0, off): their written labels
+  follow their true grade, as everyone's do, but every study of theirs *shows* a milder grade,
+  ``shown_severity`` = true grade − ``ATYPICAL_SHIFT`` (not below 0): the image's edema, the
+  report's edema and impression phrases, the comparisons with the prior study, and what goes
+  with a grade (effusions, the odds of ICU devices and an AP view). Label noise applies on top,
+  independently. With the knob on, *every* patient carries an incidental detail of their own
+  (``details``): a pseudo-word in a sentence of each of their reports and a small mark at the
+  same place in each of their images. Having one says nothing; which one is the patient's is
+  all that tells an atypical patient apart, so a model fits those rows only by memorising the
+  patient. Atypical rows whose shown grade differs from their true grade are the
+  *content-memorable* rows.
+
+The atypical patients and the details come from random streams of their own, and an atypical
+study's findings are drawn from the same random numbers as its true-grade findings would be:
+with the knob at 0 every draw, and so every byte written, is what it was without it, and raising
+it moves only what it names (labels, true grades, folds, dates and ids stay put).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
-from forgetmi.synthetic.findings import LINE_KINDS, SIDES, ZONE_NAMES, Granuloma, StudyFindings
+from forgetmi.synthetic.details import draw_details
+from forgetmi.synthetic.findings import (LINE_KINDS, SIDES, ZONE_NAMES, Granuloma, PatientDetail,
+                                         StudyFindings)
 
 # Real data: rows per severity 0..3, and the TEST fold's share of rows.
 SEVERITY_COUNTS = (2883, 1511, 1709, 639)
@@ -33,6 +59,7 @@ PATIENT_SHARE = 0.3    # share of latent variance that is the patient's (gives w
 STUDY_AUTOCORR = 0.25   # consecutive studies of a patient are alike
 LABEL_NOISE_SD = 0.17  # latent noise behind the written label: ~12% of rows move one grade
 EPOCH = dt.date(2110, 1, 1)  # MIMIC shifts dates into the 22nd century
+ATYPICAL_SHIFT = 1  # grades by which an atypical patient's studies look milder than they are
 
 
 @dataclass(frozen=True)
@@ -44,6 +71,8 @@ class Patient:
     sternotomy: bool
     pacemaker: bool
     granuloma: Granuloma | None
+    detail: PatientDetail | None = None  # set for every patient when ``atypical`` > 0
+    atypical: bool = False               # shows milder edema than its grade
 
 
 @dataclass(frozen=True)
@@ -55,7 +84,8 @@ class Study:
     label: int           # written to the split (noisy)
     date: str            # YYYYMMDD
     time: str            # HHMMSS
-    findings: StudyFindings
+    findings: StudyFindings  # what the study shows: findings.severity is the shown grade
+    true_severity: int       # the patient's true grade at this study
 
 
 @dataclass
@@ -65,11 +95,28 @@ class Cohort:
     seed: int
     patients: dict[int, Patient]
     studies: dict[int, Study]
-    table: pd.DataFrame  # subject_id, study_id, dicom_id, severity (label), fold, true_severity
+    table: pd.DataFrame  # subject_id, study_id, dicom_id, severity (label), fold, true_severity,
+                         # shown_severity
 
     @property
     def label_noise_rate(self) -> float:
         return float((self.table["severity"] != self.table["true_severity"]).mean())
+
+    @property
+    def content_memorable_rate(self) -> float:
+        return float(self.memorable()["content"].mean())
+
+    def memorable(self) -> pd.DataFrame:
+        """Per table row, which memory fitting its label needs: ``label`` (label noise),
+        ``content`` (an atypical patient's row that shows a milder grade) and ``either``.
+
+        ``either`` is their union; in the few rows where both apply and the noise moved the
+        label onto the shown grade, what the row shows explains its label after all.
+        """
+        table = self.table
+        label = table["severity"] != table["true_severity"]
+        content = table["shown_severity"] != table["true_severity"]
+        return pd.DataFrame({"label": label, "content": content, "either": label | content})
 
 
 def _unique_ids(rng: np.random.Generator, n: int, low: int, span: int) -> np.ndarray:
@@ -128,6 +175,24 @@ def _patients(rng: np.random.Generator, n: int) -> list[Patient]:
     return out
 
 
+def _atypical(seed: int, n: int, share: float) -> np.ndarray:
+    """Which of ``n`` patients are atypical: ``share`` of them, from a stream of their own. The
+    draw is one permutation, so a larger share keeps a smaller one's patients."""
+    chosen = np.random.default_rng([seed, 12, 0]).permutation(n)[:int(round(share * n))]
+    flags = np.zeros(n, dtype=bool)
+    flags[chosen] = True
+    return flags
+
+
+def _with_details(patients: list[Patient], seed: int, share: float) -> list[Patient]:
+    """Every patient's own detail, and the atypical ones marked (nothing when ``share`` is 0)."""
+    if share == 0.0:
+        return patients
+    flags = _atypical(seed, len(patients), share)
+    details = draw_details(seed, len(patients))
+    return [replace(p, detail=d, atypical=bool(a)) for p, d, a in zip(patients, details, flags)]
+
+
 def _study_findings(rng: np.random.Generator, patient: Patient, severity: int, intensity: float,
                     prior: int | None) -> StudyFindings:
     icu = rng.random() < 0.08 + 0.12 * severity
@@ -155,6 +220,18 @@ def _study_findings(rng: np.random.Generator, patient: Patient, severity: int, i
                          low_volumes=bool(rng.random() < 0.12 + 0.1 * (view == "AP")))
 
 
+def _shown_findings(rng: np.random.Generator, patient: Patient, true: int, shown: int,
+                    intensity: float, prior: int | None) -> StudyFindings:
+    """The findings a study shows at grade ``shown``, drawn from the random numbers its findings
+    at the ``true`` grade would take; ``rng`` advances exactly as for those, so nothing drawn
+    after them (dates, ids, folds) depends on whether the patient is atypical."""
+    twin = copy.deepcopy(rng) if shown != true else None
+    findings = _study_findings(rng, patient, true, intensity, prior)
+    if twin is not None:
+        findings = _study_findings(twin, patient, shown, intensity, prior)
+    return findings if patient.detail is None else replace(findings, detail=patient.detail)
+
+
 def _assign_folds(rng: np.random.Generator, rows_per_patient: pd.Series,
                   test_fraction: float = TEST_ROW_FRACTION) -> dict[int, str]:
     """TEST: random patients up to ``test_fraction`` of rows (the real ~8% by default); the rest
@@ -175,22 +252,26 @@ def _assign_folds(rng: np.random.Generator, rows_per_patient: pd.Series,
 
 
 def build_cohort(n_patients: int, seed: int, test_fraction: float = TEST_ROW_FRACTION,
-                 label_noise: float = LABEL_NOISE_SD) -> Cohort:
+                 label_noise: float = LABEL_NOISE_SD, atypical: float = 0.0) -> Cohort:
     """Draw the whole cohort for ``seed``: identical for identical arguments.
 
     ``test_fraction`` is the TEST fold's share of rows; only the fold assignment depends on it.
     ``label_noise`` is the spread of the noise between the latent severity (which the image and
     the report show) and the written label: how much of a row's label only memory can explain.
+    ``atypical`` is the share of patients whose studies show a milder grade than their (written)
+    true one, told apart only by a detail of their own (module docstring); 0 turns it off.
     """
     if not 0.0 < test_fraction < 0.5:
         raise ValueError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
     if not 0.0 <= label_noise <= 2.0:
         raise ValueError(f"label_noise must be in [0, 2], got {label_noise}")
+    if not (math.isfinite(atypical) and 0.0 <= atypical <= 1.0):
+        raise ValueError(f"atypical must be a share of patients in [0, 1], got {atypical}")
     if n_patients < 20:
         raise ValueError(f"n_patients must be at least 20 (five folds, TEST and three forget sets "
                          f"need patients), got {n_patients}")
     rng = np.random.default_rng([seed, 11])
-    patients = _patients(rng, n_patients)
+    patients = _with_details(_patients(rng, n_patients), seed, atypical)
     n_studies = np.minimum(rng.geometric(STUDIES_PER_PATIENT_P, n_patients), MAX_STUDIES)
     study_ids = rng.permutation(_unique_ids(rng, int(n_studies.sum()), 50_000_000, 10_000_000))
     n_images = rng.choice(len(IMAGES_PER_STUDY), size=len(study_ids), p=IMAGES_PER_STUDY) + 1
@@ -211,6 +292,10 @@ def build_cohort(n_patients: int, seed: int, test_fraction: float = TEST_ROW_FRA
     intensity = true + 0.9 * (_within_bin(latent, true) - 0.5)
     noisy = latent + label_noise * rng.standard_normal(len(latent))
     label = np.digitize(noisy, _weighted_cuts(noisy, n_images))
+    # Atypical patients' studies look milder: grade and appearance shift down together.
+    odd = np.repeat([p.atypical for p in patients], n_studies)
+    shown = np.where(odd, np.maximum(true - ATYPICAL_SHIFT, 0), true)
+    shown_intensity = intensity - (true - shown)
 
     studies: dict[int, Study] = {}
     start = 0
@@ -220,30 +305,32 @@ def build_cohort(n_patients: int, seed: int, test_fraction: float = TEST_ROW_FRA
         prior = None
         for t in range(k):
             j = start + t
-            findings = _study_findings(rng, patient, int(true[j]), float(intensity[j]), prior)
+            findings = _shown_findings(rng, patient, int(true[j]), int(shown[j]),
+                                       float(shown_intensity[j]), prior)
             date = EPOCH + dt.timedelta(days=day)
             clock = int(rng.integers(0, 86400))
             studies[int(study_ids[j])] = Study(
                 subject_id=patient.subject_id, study_id=int(study_ids[j]), order=t,
                 n_images=int(n_images[j]), label=int(label[j]), date=date.strftime("%Y%m%d"),
                 time=f"{clock // 3600:02d}{clock % 3600 // 60:02d}{clock % 60:02d}",
-                findings=findings)
-            prior = int(true[j])
+                findings=findings, true_severity=int(true[j]))
+            prior = int(shown[j])  # a report compares what the two studies show
             # Inpatients are imaged daily; outpatients months apart.
             day += int(rng.integers(1, 4)) if rng.random() < 0.5 else int(rng.exponential(200)) + 1
         start += k
 
     dicom_ids = iter(_dicom_ids(rng, int(n_images.sum())))
-    records = [(s.subject_id, s.study_id, next(dicom_ids), s.label, s.findings.severity)
-               for s in studies.values() for _ in range(s.n_images)]
+    records = [(s.subject_id, s.study_id, next(dicom_ids), s.label, s.true_severity,
+                s.findings.severity) for s in studies.values() for _ in range(s.n_images)]
     table = pd.DataFrame(records, columns=["subject_id", "study_id", "dicom_id", "severity",
-                                           "true_severity"])
+                                           "true_severity", "shown_severity"])
     folds = _assign_folds(rng, table.groupby("subject_id").size(), test_fraction)
     table["fold"] = table["subject_id"].map(folds)
     table = table.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable")
     table = table.reset_index(drop=True)
-    table = table[["subject_id", "study_id", "dicom_id", "severity", "fold", "true_severity"]]
+    table = table[["subject_id", "study_id", "dicom_id", "severity", "fold", "true_severity",
+                   "shown_severity"]]
     table = table.astype({"subject_id": "int64", "study_id": "int64", "severity": "int64",
-                          "true_severity": "int64"})
+                          "true_severity": "int64", "shown_severity": "int64"})
     return Cohort(seed=seed, patients={p.subject_id: p for p in patients}, studies=studies,
                   table=table)

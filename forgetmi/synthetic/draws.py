@@ -1,11 +1,13 @@
 """Is the holdout drawn like the forget set? Checked over many stand-in draws, metadata only.
 
-What makes a stand-in row memorable is known to the generator: its written label differs from
-the grade its image and report show (``severity != true_severity``), so only a model that
-memorised the row fits it. For each generator seed this draws the cohort (no images are
-rendered), the forget sets and the holdout exactly as :func:`generate_dataset` does, and
-compares the memorable share and the rows per patient of the largest forget set, the holdout
-and the TEST fold. Over draws, forget − holdout should centre on 0; forget − TEST need not
+What makes a stand-in row memorable is known to the generator (``Cohort.memorable``): label
+noise, where its written label differs from its true grade (``severity != true_severity``), and
+content, where an atypical patient's row shows a milder grade than its true one (the
+``atypical`` knob, off by default); only a model that memorised the row, or the patient, fits
+it. For each generator seed this draws the cohort (no images are rendered), the forget sets and
+the holdout exactly as :func:`generate_dataset` does, and compares the memorable share (of
+either kind, and of each) and the rows per patient of the largest forget set, the holdout and
+the TEST fold. Over draws, forget − holdout should centre on 0; forget − TEST need not
 (TEST patients are drawn uniformly, forget patients by size).
 """
 
@@ -22,43 +24,50 @@ from forgetmi.synthetic.cohort import LABEL_NOISE_SD, TEST_ROW_FRACTION, build_c
 from forgetmi.synthetic.generate import FORGET_PERCENTS
 
 SIDES = ("forget", "holdout", "test")
+# The memorable share's figures: either kind, label noise only, atypical content only.
+KINDS = {"memorable": "either", "label_memorable": "label", "content_memorable": "content"}
 
 
 def draw_sides(n_patients: int, seed: int, test_fraction: float = TEST_ROW_FRACTION,
-               label_noise: float = LABEL_NOISE_SD, percents=FORGET_PERCENTS) -> dict:
-    """One draw: per side, rows, patients, rows per patient and memorable share."""
-    cohort = build_cohort(n_patients, seed, test_fraction, label_noise)
+               label_noise: float = LABEL_NOISE_SD, atypical: float = 0.0,
+               percents=FORGET_PERCENTS) -> dict:
+    """One draw: per side, rows, patients, rows per patient and memorable share per kind."""
+    cohort = build_cohort(n_patients, seed, test_fraction, label_noise, atypical)
     table = cohort.table
     split = table[["subject_id", "study_id", "dicom_id", "severity", "fold"]]
     draw = draw_forget_sets(split, percents, seed=seed)
-    memorable = table["severity"] != table["true_severity"]
+    memorable = cohort.memorable()
     frames = {"forget": draw.forget_sets[max(draw.forget_sets)], "holdout": draw.holdout,
               "test": split[split["fold"] == "TEST"]}
-    row = {"seed": seed}
+    row = {"seed": seed, "atypical": atypical}
     for side, frame in frames.items():
         row[f"{side}_rows"] = len(frame)
         row[f"{side}_patients"] = int(frame["subject_id"].nunique())
         row[f"{side}_rows_per_patient"] = len(frame) / max(1, frame["subject_id"].nunique())
-        row[f"{side}_memorable"] = float(memorable.loc[frame.index].mean())
+        for figure, kind in KINDS.items():
+            row[f"{side}_{figure}"] = float(memorable.loc[frame.index, kind].mean())
     return row
 
 
 def compare_draws(n_draws: int, n_patients: int, first_seed: int = 0, **settings
                   ) -> tuple[pd.DataFrame, dict]:
     """``n_draws`` draws (generator seeds first_seed, ...): the per-draw table and, for
-    forget − holdout and forget − TEST, the mean difference of the memorable share and of the
-    rows per patient with a 95% t interval over draws."""
+    forget − holdout and forget − TEST, the mean difference of the memorable shares and of the
+    rows per patient with a 95% t interval over draws. The label-noise and content shares get
+    their own entries only where the cohort has both kinds (``atypical`` above 0)."""
     table = pd.DataFrame([draw_sides(n_patients, first_seed + i, **settings)
                           for i in range(n_draws)])
+    figures = _figures(table)
     summary = {}
     for side in SIDES:  # how much one draw's share can stray: the spread a single run sees
-        share = table[f"{side}_memorable"]
-        summary[f"{side}_memorable_spread"] = {"mean": float(share.mean()),
-                                               "sd": float(share.std(ddof=1)),
-                                               "min": float(share.min()),
-                                               "max": float(share.max())}
+        for figure in figures:
+            share = table[f"{side}_{figure}"]
+            summary[f"{side}_{figure}_spread"] = {"mean": float(share.mean()),
+                                                  "sd": float(share.std(ddof=1)),
+                                                  "min": float(share.min()),
+                                                  "max": float(share.max())}
     for other in ("holdout", "test"):
-        for figure in ("memorable", "rows_per_patient"):
+        for figure in (*figures, "rows_per_patient"):
             diff = (table[f"forget_{figure}"] - table[f"{other}_{figure}"]).to_numpy()
             mean = float(diff.mean())
             half = (float(student_t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1)
@@ -70,13 +79,21 @@ def compare_draws(n_draws: int, n_patients: int, first_seed: int = 0, **settings
     return table, summary
 
 
+def _figures(table: pd.DataFrame) -> list[str]:
+    """The memorable shares worth reporting: either kind, and each kind when there are two."""
+    return list(KINDS) if (table["atypical"] > 0).any() else ["memorable"]
+
+
 def render(table: pd.DataFrame, summary: dict) -> str:
-    lines = [f"{'seed':>4}  " + "  ".join(f"{side + ' memorable':>18} {'rows/pt':>7}"
-                                          for side in SIDES)]
+    figures = _figures(table)
+    names = {"memorable": "memorable", "label_memorable": "label", "content_memorable": "content"}
+    lines = [f"{'seed':>4}  " + "  ".join(
+        " ".join(f"{side + ' ' + names[f]:>18}" for f in figures) + f" {'rows/pt':>7}"
+        for side in SIDES)]
     for row in table.to_dict("records"):
         lines.append(f"{row['seed']:>4}  " + "  ".join(
-            f"{row[f'{side}_memorable']:>18.3f} {row[f'{side}_rows_per_patient']:>7.2f}"
-            for side in SIDES))
+            " ".join(f"{row[f'{side}_{f}']:>18.3f}" for f in figures)
+            + f" {row[f'{side}_rows_per_patient']:>7.2f}" for side in SIDES))
     lines.append("")
     for key, s in summary.items():
         if "min" in s:

@@ -24,11 +24,43 @@ class Granuloma:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """A small radio-opaque mark of one patient (a retained clip, a skin marker): the same in
+    every study of that patient, and no other patient's is like it."""
+
+    side: str
+    zone: str
+    row: float       # position within the zone, 0..1
+    col: float       # position across the lung, 0..1
+    shape: str       # one of MARK_SHAPES
+    size_mm: float
+    angle: float     # radians
+
+
+MARK_SHAPES = ("ring", "bar", "cross")
+
+
+@dataclass(frozen=True)
+class PatientDetail:
+    """What only one patient's studies show: a rare word in every report, a mark in every image.
+
+    Every patient has one when the generator's ``atypical`` knob is on, so having a detail says
+    nothing; only which detail goes with which patient does, and a model can use that only by
+    memorising the patient.
+    """
+
+    term: str        # a pseudo-word no other patient's report and no common phrase contains
+    mark: Mark
+
+
+@dataclass(frozen=True)
 class StudyFindings:
     """Everything a study's image and report depict.
 
-    ``severity`` is the *true* edema grade that the image and the report show; the label written
-    to the split can differ (label noise between adjacent grades, as in regex-extracted labels).
+    ``severity`` is the edema grade that the image and the report show: the patient's true grade,
+    except for an atypical patient's studies, which look milder (see ``cohort``). The label
+    written to the split can differ (label noise between adjacent grades, as in regex-extracted
+    labels).
     ``intensity`` is a continuous severity in [severity - 0.45, severity + 0.45], so neighbouring
     grades overlap a little in appearance.
     """
@@ -48,3 +80,4 @@ class StudyFindings:
     sternotomy: bool
     granuloma: Granuloma | None
     low_volumes: bool
+    detail: PatientDetail | None = None  # the patient's own term and mark (knob ``atypical``)

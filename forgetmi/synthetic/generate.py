@@ -2,8 +2,8 @@
 
 Everything is written into a temporary folder beside the target and renamed onto it at the
 end, so a reader sees either no dataset or a whole one. The bytes depend only on the
-arguments that change the content (patients, image size, seed, forget percentages): not on
-``workers``, the machine or the clock.
+arguments that change the content (patients, image size, seed, forget percentages, test
+fraction, label noise, atypical share): not on ``workers``, the machine or the clock.
 """
 
 from __future__ import annotations
@@ -98,16 +98,17 @@ def _counts(series: pd.Series) -> dict[str, int]:
 
 
 def _parameters(n_patients: int, image_size: int, seed: int, test_fraction: float,
-                label_noise: float) -> dict:
+                label_noise: float, atypical: float) -> dict:
     """The content-defining arguments as the manifest records them."""
     return {"n_patients": int(n_patients), "image_size": int(image_size), "seed": int(seed),
             "test_fraction": round(float(test_fraction), 6),
-            "label_noise": round(float(label_noise), 6)}
+            "label_noise": round(float(label_noise), 6), "atypical": round(float(atypical), 6)}
 
 
 def parameter_differences(root: str | os.PathLike, n_patients: int, image_size: int, seed: int,
                           test_fraction: float = TEST_ROW_FRACTION,
-                          label_noise: float = LABEL_NOISE_SD) -> list[str] | None:
+                          label_noise: float = LABEL_NOISE_SD,
+                          atypical: float = 0.0) -> list[str] | None:
     """How the stand-in dataset in ``root`` differs from these arguments: None when ``root``
     holds no generated dataset (no manifest), ``[]`` when it was generated with the same ones,
     else one "name recorded != wanted" entry per differing argument (the generator's version
@@ -116,8 +117,11 @@ def parameter_differences(root: str | os.PathLike, n_patients: int, image_size: 
     if not manifest.is_file():
         return None
     doc = json.loads(manifest.read_text())
-    recorded = {**doc.get("parameters", doc), "generator_version": doc.get("generator_version")}
-    wanted = {**_parameters(n_patients, image_size, seed, test_fraction, label_noise),
+    # Manifests from before the atypical knob record none: theirs was off, and their bytes are
+    # what the knob at 0 writes.
+    recorded = {"atypical": 0.0, **doc.get("parameters", doc),
+                "generator_version": doc.get("generator_version")}
+    wanted = {**_parameters(n_patients, image_size, seed, test_fraction, label_noise, atypical),
               "generator_version": GENERATOR_VERSION}
     return [f"{k} {recorded.get(k)} != {v}" for k, v in sorted(wanted.items())
             if recorded.get(k) != v]
@@ -141,6 +145,8 @@ def _manifest(cohort: Cohort, root: Path, parameters: dict, percents,
             "patients_per_fold": _counts(table.groupby("fold")["subject_id"].nunique()),
             "rows_per_severity": _counts(table["severity"].value_counts()),
             "label_noise_rate": round(cohort.label_noise_rate, 4),
+            "content_memorable_rate": round(cohort.content_memorable_rate, 4),
+            "atypical_patients": int(sum(p.atypical for p in cohort.patients.values())),
             "forget_sets": {str(p): {"patients": int(f["subject_id"].nunique()), "rows": len(f)}
                             for p, f in forget_sets.items()},
             "holdout": {k: v for k, v in side_summary(holdout).items() if k != "severity"},
@@ -180,7 +186,8 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
                      overwrite: bool = False, percents=FORGET_PERCENTS,
                      background: str = "auto",
                      test_fraction: float = TEST_ROW_FRACTION,
-                     label_noise: float = LABEL_NOISE_SD) -> layout.DatasetPaths:
+                     label_noise: float = LABEL_NOISE_SD,
+                     atypical: float = 0.0) -> layout.DatasetPaths:
     """Generate the stand-in dataset into ``out_dir`` and return its paths.
 
     ``image_size`` is the number of rows of every image (columns: 0.80-1.0 times that, per
@@ -190,8 +197,18 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
     "procedural". ``test_fraction`` is the TEST fold's share of rows (the real data's ~8% by
     default; a benchmark wants more unseen patients for its attacks); ``label_noise`` the spread
     of the noise between what a row shows and its written label (0.17: about one row in eight
-    gets a neighbouring grade, as in the real labels' boundaries). Refuses a non-empty
-    ``out_dir`` unless ``overwrite``.
+    gets a neighbouring grade, as in the real labels' boundaries).
+
+    ``atypical`` (default 0: off) is a second source of memory, consistent in content: that
+    share of patients is labelled with its true grade while every study of theirs shows a grade
+    milder by ``cohort.ATYPICAL_SHIFT`` (not below 0) in the image's edema and the report's edema,
+    impression and comparison phrases. Once it is above 0, every patient gets a detail of their
+    own: a pseudo-word in a sentence of each of their reports and a small mark at one place in
+    each of their images, so only memorising which patient carries which detail fits an atypical
+    patient's rows. The manifest counts the rows this makes memorable
+    (``content_memorable_rate``) beside ``label_noise_rate``; the split never says which rows
+    they are. At 0 every file but the manifest is byte-identical to what the generator wrote
+    before the knob existed. Refuses a non-empty ``out_dir`` unless ``overwrite``.
     """
     out = Path(out_dir)
     if image_size < 32:
@@ -203,7 +220,7 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
     if source == "auto":
         source = "template" if anatomy.template_available() else "procedural"
     start = time.perf_counter()
-    cohort = build_cohort(n_patients, seed, test_fraction, label_noise)
+    cohort = build_cohort(n_patients, seed, test_fraction, label_noise, atypical)
     table = cohort.table
     logger.info("stand-in dataset: %d patients, %d studies, %d images at %d px (seed %d, %s)",
                 table["subject_id"].nunique(), table["study_id"].nunique(), len(table),
@@ -226,13 +243,13 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
         synonym_table().to_csv(tmp / layout.SYNONYMS, index=False)
         _validate(tmp, len(table), forget_sets, draw.holdout)
         manifest = _manifest(cohort, tmp, _parameters(n_patients, image_size, seed,
-                                                      test_fraction, label_noise),
+                                                      test_fraction, label_noise, atypical),
                              percents, forget_sets, draw.holdout, shapes, source)
         (tmp / layout.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
-    logger.info("stand-in dataset written to %s in %.1f s (label noise %.1f%%; forget sets %s; "
-                "holdout %d rows)", out, time.perf_counter() - start,
-                100 * cohort.label_noise_rate,
+    logger.info("stand-in dataset written to %s in %.1f s (label noise %.1f%%; content-memorable "
+                "%.1f%%; forget sets %s; holdout %d rows)", out, time.perf_counter() - start,
+                100 * cohort.label_noise_rate, 100 * cohort.content_memorable_rate,
                 ", ".join(f"{p}%: {len(f)} rows" for p, f in forget_sets.items()),
                 len(draw.holdout))
     return layout.DatasetPaths.from_root(out)

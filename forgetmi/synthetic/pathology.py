@@ -20,7 +20,7 @@ from scipy import ndimage
 from scipy.special import expit
 
 from forgetmi.synthetic import anatomy, raster
-from forgetmi.synthetic.findings import StudyFindings
+from forgetmi.synthetic.findings import Mark, StudyFindings
 
 MM = 1.0 / 400.0  # the canonical canvas is about 40 cm tall: one millimetre as a height fraction
 
@@ -221,6 +221,23 @@ def draw_granuloma(canvas: np.ndarray, granuloma) -> None:
     raster.disk(canvas, (row, col), 0.5 * granuloma.size_mm * MM * h, 0.45, edge=0.4 * MM * h)
 
 
+def draw_mark(canvas: np.ndarray, mark: Mark) -> None:
+    """A patient's own small radio-opaque mark, in the anatomy's frame so that it follows the
+    patient's body from study to study, as the granuloma does."""
+    h, w = canvas.shape
+    z0, z1 = anatomy.ZONES[mark.zone]
+    c0, c1 = anatomy.LUNG_COLUMNS[mark.side]
+    centre = ((z0 + (z1 - z0) * mark.row) * h, (c0 + (c1 - c0) * mark.col) * w)
+    half = 0.5 * mark.size_mm * MM * h
+    edge = 0.4 * MM * h
+    if mark.shape == "ring":
+        raster.disk(canvas, centre, half, 0.6, edge=edge, inner=0.5 * half)
+        return
+    angles = (mark.angle,) if mark.shape == "bar" else (mark.angle, mark.angle + np.pi / 2)
+    for angle in angles:
+        raster.rectangle(canvas, centre, half, 0.3 * half, 0.6, angle=angle, edge=edge)
+
+
 def _curve(points, rng: np.random.Generator, shape, jitter: float = 0.006,
            n: int = 40) -> np.ndarray:
     """A smooth path through landmark fractions, jittered per study, in pixels."""
@@ -282,4 +299,6 @@ def draw_study(canvas: np.ndarray, f: StudyFindings, rng: np.random.Generator) -
         draw_pneumothorax(canvas, f.pneumothorax)
     if f.granuloma is not None:
         draw_granuloma(canvas, f.granuloma)
+    if f.detail is not None:
+        draw_mark(canvas, f.detail.mark)
     draw_devices(canvas, f, rng)

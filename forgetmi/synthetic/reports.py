@@ -2,19 +2,24 @@
 
 A report is findings then impression, lower-case, with commas and full stops kept as separate
 tokens (the released text keeps them, e.g. ``... no pneumothorax . moderate cardiomegaly .``) and
-decimal points kept inside measurements. Wording follows the study's true edema grade and its
-other findings, so text and image agree. Each report also carries things only it has: the exact
+decimal points kept inside measurements. Wording follows the edema grade the study shows (its
+true grade unless the patient is atypical) and its other findings, so text and image agree. Each report also carries things only it has: the exact
 tube position, phrasing picked from many near-equivalent variants, and incidental remarks with
-their own numbers and sides. Those are what a text model can memorise.
+their own numbers and sides. Those are what a text model can memorise. When the generator's
+``atypical`` knob is on, every report also names its patient's incidental detail: a pseudo-word
+only that patient's reports contain.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
+import sys
 
 import numpy as np
 
-from forgetmi.synthetic.findings import StudyFindings
+from forgetmi.synthetic.findings import PatientDetail, StudyFindings
 
 SEVERITY_PHRASES = {
     0: ["no pulmonary edema",
@@ -112,6 +117,9 @@ INCIDENTAL = [
     "limited assessment of the {side} lung base due to overlying soft tissue",
     "ekg leads overlie the chest",
 ]
+DETAIL = ["small {term} density projecting over the {side} {zone} lung",
+          "a {term} marker overlies the {side} {zone} lung",
+          "{term} artifact over the {side} {zone} chest"]
 ORDINALS = ["third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth"]
 REGIONS = ["left axilla", "right upper quadrant", "neck", "upper abdomen", "superior mediastinum"]
 
@@ -172,6 +180,19 @@ def _incidental(rng: np.random.Generator) -> str:
                            n=int(rng.integers(2, 15)))
 
 
+def _detail_sentence(rng: np.random.Generator, detail: PatientDetail) -> str:
+    """The patient's term, and where the image draws its mark."""
+    mark = detail.mark
+    return _pick(rng, DETAIL).format(term=detail.term, side=mark.side, zone=mark.zone)
+
+
+@functools.cache
+def vocabulary() -> frozenset[str]:
+    """Every word a report can hold without a patient's detail (and some more: this module's
+    source, read whole, so that phrases written inline count too)."""
+    return frozenset(re.findall(r"[a-z]+", inspect.getsource(sys.modules[__name__]).lower()))
+
+
 def compose_report(f: StudyFindings, rng: np.random.Generator) -> str:
     """One report (findings + impression) for a study, preprocessed into the TSV's style."""
     findings: list[str] = []
@@ -212,6 +233,8 @@ def compose_report(f: StudyFindings, rng: np.random.Generator) -> str:
     if f.granuloma is not None and rng.random() < 0.85:
         g = f.granuloma
         body.append(f"calcified granuloma in the {g.side} {g.zone} lung measuring {g.size_mm} mm")
+    if f.detail is not None:  # in every report of the patient: only memory ties it to a grade
+        body.append(_detail_sentence(rng, f.detail))
     remarks = {_incidental(rng) for _ in range(int(rng.choice(3, p=[0.2, 0.5, 0.3])))}
     body += sorted(remarks)  # sorted: set order must not leak into the bytes
     # Radiologists order the body of a report freely; lines and tubes usually come first.
