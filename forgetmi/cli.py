@@ -192,11 +192,36 @@ def cmd_keywords(args, extra) -> int:
     return 0
 
 
+def _import_replaces(dst: Path, overwrite: bool) -> bool:
+    """Whether the import may replace the folder at ``dst``; refuses, before the (slow) import,
+    a ``dst`` that is not free. ``--overwrite`` replaces only a model this command imported
+    (origin ``release``, outside any run folder); an empty folder holds nothing to lose."""
+    from forgetmi.errors import OutputError
+    from forgetmi.utils.run_folder import check_model_target, model_meta
+
+    if dst.is_dir() and not dst.is_symlink() and not any(dst.iterdir()):
+        return True
+    meta = model_meta(dst)
+    in_run = any((dst.parent / name).exists() for name in ("config.yaml", "timing.json"))
+    imported = meta is not None and meta["forgetmi_model"].get("origin") == "release" \
+        and not in_run
+    if meta is not None and not overwrite:
+        raise OutputError(f"{dst}: a forgetmi model is already there; refusing to replace it "
+                          f"({'pass --overwrite to' if imported else 'choose another path to'} "
+                          "write the import)")
+    if overwrite and dst.is_dir() and not imported:
+        raise OutputError(f"{dst}: --overwrite replaces only a model folder written by "
+                          "import-checkpoint, and this is not one; choose another path")
+    check_model_target(dst, replace=overwrite)
+    return overwrite
+
+
 def cmd_import_checkpoint(args, extra) -> int:
     from forgetmi.models.checkpoint import import_published_checkpoint
+    replace = _import_replaces(Path(args.dst), args.overwrite)
     model = import_published_checkpoint(args.src, text_encoder=args.text_encoder,
                                         config=args.config)
-    model.save_pretrained(args.dst)
+    model.save_pretrained(args.dst, replace=replace)
     logger.info("imported %s -> %s (safetensors)", args.src, args.dst)
     return 0
 
@@ -231,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of patients whose studies show a grade milder than their label, "
                         "told apart only by a word and a mark of their own (default 0: off)")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a stand-in dataset generated at OUT before (nothing else)")
     p.set_defaults(func=cmd_make_demo_data)
 
     p = sub.add_parser("check-holdout", help="over many stand-in draws (metadata only), is the "
@@ -302,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "SciBERT); its vocabulary must match the embeddings")
     p.add_argument("--config", help="the original model's BERT config.json, for a weights file "
                                     "without one beside it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a model this command imported to DST before (nothing else)")
     p.set_defaults(func=cmd_import_checkpoint)
 
     return parser

@@ -8,6 +8,7 @@ is the form W&B's ``${args}`` produces; a bare name that is a top-level field me
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -25,6 +26,34 @@ T = TypeVar("T")
 
 class ConfigError(ForgetMIError):
     """A config file or override names an unknown key or a value of the wrong type."""
+
+
+# Range checks, run where each section is declared: a bad value is refused when the config is
+# read, before torch is imported or any folder is made.
+def _finite(key: str, value: float, expected: str) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _positive(key: str, value: float) -> None:
+    """A finite number above zero (a learning rate, a size)."""
+    _finite(key, value, "a finite number > 0")
+    if value <= 0:
+        raise ConfigError(f"{key}: expected a finite number > 0, got {value!r}")
+
+
+def _at_least(key: str, value: float, low: float) -> None:
+    _finite(key, value, f"a finite number >= {low:g}")
+    if value < low:
+        raise ConfigError(f"{key}: expected a number >= {low:g}, got {value!r}")
+
+
+def _between(key: str, value: float, low: float, high: float, high_open: bool = False) -> None:
+    """``value`` in [low, high], or [low, high) when ``high_open``."""
+    bounds = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+    _finite(key, value, f"a number in {bounds}")
+    if value < low or value > high or (high_open and value == high):
+        raise ConfigError(f"{key}: expected a number in {bounds}, got {value!r}")
 
 
 # Frequent keywords of the MIMIC-CXR edema reports (the Forget-MI release's list, without its
@@ -72,14 +101,14 @@ class Perturbation:
     def __post_init__(self):
         words = (str(k).strip().lower() for k in self.keywords)
         self.keywords = tuple(dict.fromkeys(w for w in words if w))  # deduplicated, in order
-        if self.image_std < 0:
-            raise ValueError(f"image_std must be >= 0, got {self.image_std}")
-        if not 0.0 <= self.text_level <= 1.0:
-            raise ValueError(f"text_level must be within [0, 1], got {self.text_level}")
+        _at_least("noise.image_std", self.image_std, 0)
+        _finite("noise.image_mean", self.image_mean, "a finite number")
+        _between("noise.text_level", self.text_level, 0, 1)
         if not self.noise_token.strip() or len(self.noise_token.split()) != 1:
-            raise ValueError(f"noise_token must be one non-empty word, got {self.noise_token!r}")
-        if self.max_masked_keywords < 0 or self.synonym_swaps < 0:
-            raise ValueError("max_masked_keywords and synonym_swaps must be >= 0")
+            raise ConfigError(f"noise.noise_token: expected one non-empty word, got "
+                              f"{self.noise_token!r}")
+        _at_least("noise.max_masked_keywords", self.max_masked_keywords, 0)
+        _at_least("noise.synonym_swaps", self.synonym_swaps, 0)
 
 
 @dataclass
@@ -145,6 +174,15 @@ class DataConfig:
         if self.preprocessing not in (None, "forgetmi", "release"):
             raise ConfigError(f"data.preprocessing: expected forgetmi or release, got "
                               f"{self.preprocessing!r}")
+        _at_least("data.image_size", self.image_size, 1)
+        if self.crop_size is not None and self.crop_size < self.image_size:
+            # The crop is area-downsampled to image_size, never enlarged.
+            raise ConfigError(f"data.crop_size: expected a size >= data.image_size "
+                              f"({self.image_size}) or none, got {self.crop_size!r}")
+        # validation is carved as one of round(1 / fraction) patient folds: at least two.
+        _between("data.val_fraction", self.val_fraction, 0, 0.5, high_open=True)
+        _at_least("data.max_length", self.max_length, 1)
+        _at_least("data.workers", self.workers, 1)
 
     def path(self, name: str) -> Path | None:
         """Resolve one of the path fields against ``root``."""
@@ -163,6 +201,13 @@ class DataConfig:
             return self.path("cache_dir")
         base = Path(self.root) if self.root is not None else self.path("split").parent
         return base / "cache"
+
+
+# What the validation reports each epoch (forgetmi.evaluation.metrics.head_metrics): the names
+# train.early_stopping_metric may take, known here so a misspelling is refused before training.
+VALIDATION_METRICS: tuple[str, ...] = tuple(
+    f"{head}_{metric}" for head in ("image", "text", "joint")
+    for metric in ("auc", "f1", "accuracy"))
 
 
 @dataclass
@@ -203,8 +248,20 @@ class TrainConfig:
         if self.scheduler not in ("cosine", "linear", "constant"):
             raise ConfigError(f"train.scheduler: expected cosine, linear or constant, got "
                               f"{self.scheduler!r}")
-        if self.grad_accum < 1 or self.batch_size < 1 or self.epochs < 0:
-            raise ConfigError("train: batch_size and grad_accum must be >= 1, epochs >= 0")
+        for key in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "checkpoint_every",
+                    "log_every"):
+            _at_least(f"train.{key}", getattr(self, key), 1)
+        for key in ("early_stopping_patience", "num_workers", "max_steps", "stop_after",
+                    "weight_decay", "max_grad_norm"):
+            _at_least(f"train.{key}", getattr(self, key), 0)
+        _positive("train.lr", self.lr)
+        if self.text_lr is not None:
+            _positive("train.text_lr", self.text_lr)
+        _between("train.warmup_ratio", self.warmup_ratio, 0, 1)
+        if self.early_stopping_metric not in VALIDATION_METRICS:
+            raise ConfigError(f"train.early_stopping_metric: expected one of "
+                              f"{', '.join(VALIDATION_METRICS)}, got "
+                              f"{self.early_stopping_metric!r}")
         if self.final_model not in ("best", "last"):
             raise ConfigError(f"train.final_model: expected best or last, got "
                               f"{self.final_model!r}")
@@ -278,6 +335,8 @@ class UnlearnConfig:
             custom = self.weights is not None or any(
                 getattr(self, f"weight_{k}") is not None for k in ("uu", "ur", "mu", "mr"))
             self.objective = "push" if self.preset == "no-noise" and not custom else "pull"
+        if self.retain_batch_size is not None:
+            _at_least("unlearn.retain_batch_size", self.retain_batch_size, 1)
 
 
 @dataclass
@@ -313,6 +372,12 @@ class ExperimentConfig:
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        path = Path(self.output_dir)   # as the jobs write to it
+        if os.path.lexists(path) and not path.is_dir():
+            raise ConfigError(f"output_dir: {self.output_dir} exists and is not a folder; "
+                              "expected a run folder")
 
 
 def _is_dataclass_type(tp) -> bool:

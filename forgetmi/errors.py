@@ -40,6 +40,10 @@ class CacheError(ForgetMIError):
     """A cache is missing, incomplete, or was built for other data or settings."""
 
 
+class OutputError(ForgetMIError):
+    """An output's path holds something this command did not write and may not replace."""
+
+
 def exit_on_error(main):
     """Wrap a command's ``main(argv) -> int``: a :class:`ForgetMIError` is logged as one line
     (it already names what to fix) and the command exits with 2; anything else is a bug and

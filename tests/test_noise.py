@@ -14,7 +14,7 @@ import pytest
 
 from forgetmi.data.formats import read_synonyms
 from forgetmi.data.keywords import derive_keywords, keywords_from_reports
-from forgetmi.config import DEFAULT_KEYWORDS, Perturbation
+from forgetmi.config import DEFAULT_KEYWORDS, ConfigError, Perturbation
 from forgetmi.data.noise import Perturber, char_noise, mask_keywords, sample_seed, word_noise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,11 +73,11 @@ def test_image_noise_statistics_clipping_and_reproducibility():
 
 
 def test_perturbation_rejects_bad_settings():
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="noise.image_std"):
         Perturbation(image_std=-0.1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="noise.text_level"):
         Perturbation(text_level=1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="noise.noise_token"):
         Perturbation(noise_token="two words")
 
 

@@ -146,8 +146,13 @@ def test_refuses_to_overwrite(dataset, tmp_path):
     with pytest.raises(DataError, match="overwrite=True"):
         generate_dataset(out, n_patients=20, image_size=64)
     assert (out / "keep.txt").is_file()
-    paths = generate_dataset(out, n_patients=20, image_size=64, overwrite=True)
-    assert not (out / "keep.txt").exists() and paths.split.is_file()
+    # overwrite replaces a dataset generated before, never a folder of anything else
+    with pytest.raises(DataError, match="not a generated dataset"):
+        generate_dataset(out, n_patients=20, image_size=64, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    generated = generate_dataset(tmp_path / "generated", n_patients=20, image_size=64)
+    paths = generate_dataset(generated.root, n_patients=20, image_size=64, seed=1, overwrite=True)
+    assert paths.split.is_file() and paths.manifest.is_file()
     with pytest.raises(ValueError, match="at least 20"):
         generate_dataset(tmp_path / "tiny", n_patients=5, image_size=64)
 

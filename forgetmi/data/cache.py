@@ -396,7 +396,8 @@ def _build(paths: Sequence[Path], dicom_ids: list[str], lines: Sequence[int], fi
     n = len(paths)
     logger.info("building image cache: %d images at %d px (crop %d, %s preprocessing) with %d "
                 "worker(s) -> %s", n, image_size, crop_size, preprocessing, workers, cache_dir)
-    with atomic_path(cache_dir) as tmp:
+    # The cache folder is the package's own (a name it chose), rebuilt on purpose.
+    with atomic_path(cache_dir, folder=True, replace=True) as tmp:
         tmp.mkdir()
         array_path = tmp / ARRAY_FILE
         np.lib.format.open_memmap(array_path, mode="w+", dtype=STORE_DTYPE,

@@ -32,16 +32,29 @@ def _line(i: int) -> int:
     return i + 2
 
 
-def _read_raw_csv(path: Path) -> pd.DataFrame:
+SPLIT_HEADER = "subject_id,study_id,dicom_id,edema_severity,fold"
+
+
+def _unreadable(err: Exception) -> str:
+    """What went wrong reading a table, in one line (a decode or tokenising error)."""
+    first = (str(err).splitlines() or [type(err).__name__])[0]
+    return f"not a readable UTF-8 text table ({first[:160]})"
+
+
+def read_raw_csv(path: str | os.PathLike, header: str = SPLIT_HEADER) -> pd.DataFrame:
+    """A CSV as text columns (header stripped), or a DataError naming the file when it is
+    missing, empty, binary or malformed; ``header`` is what an empty file is told to hold."""
+    path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path)
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
-        raise DataError("file is empty; expected a CSV header "
-                        "subject_id,study_id,dicom_id,edema_severity,fold", path) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DataError(f"not a readable CSV ({str(err).splitlines()[0]})", path) from None
+        raise DataError(f"file is empty; expected a CSV header {header}", path) from None
+    except ValueError as err:  # pandas' ParserError and UnicodeDecodeError among them
+        raise DataError(_unreadable(err), path) from None
+    except OSError as err:
+        raise DataError(f"cannot be read ({err.strerror})", path) from None
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
@@ -68,7 +81,7 @@ def read_table(path: str | os.PathLike, kind: str = "split") -> pd.DataFrame:
     ``kind`` only changes the wording of errors ("split" or "forget set").
     """
     path = Path(path)
-    raw = _read_raw_csv(path)
+    raw = read_raw_csv(path)
     label = next((c for c in LABEL_COLUMNS if c in raw.columns), None)
     missing = [c for c in ID_COLUMNS + ("fold",) if c not in raw.columns]
     if label is None:
@@ -128,6 +141,28 @@ def read_reports(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", path)
+    try:
+        records = _report_records(path)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(_unreadable(err), path) from None
+    except OSError as err:
+        raise DataError(f"cannot be read ({err.strerror})", path) from None
+    if not records:
+        raise DataError("no reports in file", path)
+    frame = pd.DataFrame(records, columns=["study_id", "label", "text", "line"])
+    dup = frame[frame["study_id"].duplicated(keep=False)]
+    if len(dup):
+        conflicting = dup.groupby("study_id")["text"].nunique()
+        conflicting = conflicting[conflicting > 1]
+        if len(conflicting):
+            line = int(dup[dup["study_id"] == conflicting.index[0]]["line"].iloc[-1])
+            raise DataError("report id appears twice with different text", path, line, "report id")
+        frame = frame.drop_duplicates("study_id")  # identical copies: nothing is lost
+    return frame.drop(columns="line").reset_index(drop=True)
+
+
+def _report_records(path: Path) -> list[tuple[int, str, str, int]]:
+    """(study id, label, text, line) of each report line of the TSV."""
     records = []
     with open(path, encoding="utf-8", newline="") as fh:
         for lineno, fields in enumerate(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
@@ -144,18 +179,7 @@ def read_reports(path: str | os.PathLike) -> pd.DataFrame:
             if not text:
                 raise DataError("empty report text", path, lineno, "text")
             records.append((int(report_id), fields[0].strip(), text, lineno))
-    if not records:
-        raise DataError("no reports in file", path)
-    frame = pd.DataFrame(records, columns=["study_id", "label", "text", "line"])
-    dup = frame[frame["study_id"].duplicated(keep=False)]
-    if len(dup):
-        conflicting = dup.groupby("study_id")["text"].nunique()
-        conflicting = conflicting[conflicting > 1]
-        if len(conflicting):
-            line = int(dup[dup["study_id"] == conflicting.index[0]]["line"].iloc[-1])
-            raise DataError("report id appears twice with different text", path, line, "report id")
-        frame = frame.drop_duplicates("study_id")  # identical copies: nothing is lost
-    return frame.drop(columns="line").reset_index(drop=True)
+    return records
 
 
 def read_synonyms(path: str | os.PathLike) -> dict[str, str]:
@@ -165,7 +189,7 @@ def read_synonyms(path: str | os.PathLike) -> dict[str, str]:
     word (the substitution the text noise makes).
     """
     path = Path(path)
-    raw = _read_raw_csv(path)
+    raw = read_raw_csv(path, "first_word,second_word,similarity,frequency")
     needed = ["first_word", "second_word", "similarity"]
     missing = [c for c in needed if c not in raw.columns]
     if missing:

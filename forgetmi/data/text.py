@@ -336,7 +336,8 @@ def build_token_cache(reports: pd.DataFrame | Mapping[int, str], table: pd.DataF
             except CacheError:
                 pass
         remove_stale_temporaries(cache_dir)
-        with atomic_path(cache_dir) as tmp:
+        # The cache folder is the package's own (a name it chose), rebuilt on purpose.
+        with atomic_path(cache_dir, folder=True, replace=True) as tmp:
             tmp.mkdir()
             np.save(tmp / "input_ids.npy", input_ids)
             np.save(tmp / "lengths.npy", lengths)

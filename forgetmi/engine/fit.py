@@ -3,35 +3,52 @@ model through the engine, with tracking, and the model saved as safetensors."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Callable
 
 from forgetmi.config import to_dict
 from forgetmi.engine.loop import Engine
 from forgetmi.models.joint import save_weights
 from forgetmi.utils.tracking import Tracker
 
+logger = logging.getLogger("forgetmi.engine")
 
-def fit(cfg, accelerator, model, objective, evaluate=None, job: str | None = None) -> dict:
+
+def fit(cfg, accelerator, model, objective, evaluate=None, job: str | None = None,
+        start: Callable[[], None] | None = None) -> dict:
     """Run ``objective`` on the joint ``model`` through the engine, saving it to
     ``cfg.output_dir``: the last step shared by training, retraining and unlearning.
+
+    ``start`` runs on the main process once the checkpoint to resume from (if any) is known to
+    be this run's and the run is not finished yet: the run's first write (its config, say), so
+    a refused or finished run's folder is left untouched.
 
     Returns the ``accelerator``, the engine's final ``state`` (a
     :class:`~forgetmi.engine.state.LoopState`), the ``output_dir`` and the ``world_size``."""
     out = Path(cfg.output_dir)
 
     def save_model(state, path):
-        save_weights(model.config, model.bert_config, state, path)
+        # The engine's own model folders (model/, best/), replaced on every save.
+        save_weights(model.config, model.bert_config, state, path, replace=True)
 
-    tracker = Tracker(out, cfg.tracking, to_dict(cfg), enabled=accelerator.is_main_process,
-                      job=job, seed=cfg.seed)
-    engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker,
+    engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker=None,
                     evaluate=evaluate, save_model=save_model, job=job)
-    try:
-        state = engine.fit()
-    except BaseException:
-        # A crashed or stopped run's wandb record is closed as failed, and says how to upload it.
-        tracker.finish(exit_code=1)
-        raise
-    tracker.finish()  # the engine finishes it too; a run found already done is closed here
+    state = engine.resume()
+    if state.done:
+        logger.info("run already finished in %s; nothing to do", out)
+    else:
+        if start is not None and accelerator.is_main_process:
+            start()
+        engine.tracker = Tracker(out, cfg.tracking, to_dict(cfg),
+                                 enabled=accelerator.is_main_process, job=job, seed=cfg.seed)
+        try:
+            state = engine.fit(state)
+        except BaseException:
+            # A crashed or stopped run's wandb record is closed as failed, and says how to
+            # upload it.
+            engine.tracker.finish(exit_code=1)
+            raise
+        engine.tracker.finish()  # the engine's last act closes it too; closing twice is a no-op
     return {"accelerator": accelerator, "state": state, "output_dir": out,
             "world_size": accelerator.num_processes}

@@ -134,7 +134,6 @@ class Engine:
         self.trainable = trainable_record(model, objective.name)
         if accelerator.is_main_process:
             log_trainable(self.trainable)
-            write_json(self.output_dir / "trainable.json", self.trainable)
         optimizer = build_optimizer(model, train.lr, train.weight_decay,
                                     cpu_offload=offloads_optimizer(accelerator),
                                     text_lr=train.text_lr)
@@ -230,13 +229,15 @@ class Engine:
         self.accelerator.wait_for_everyone()
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self) -> LoopState:
+    def fit(self, state: LoopState | None = None) -> LoopState:
         """Train to the end, resuming from the latest checkpoint when ``train.resume``; return
-        the final loop state."""
-        state = self._initial_state()
+        the final loop state. ``state``: what :meth:`resume` returned, if the caller called it."""
+        state = self.resume() if state is None else state
         if state.done:
             logger.info("run already finished in %s; nothing to do", self.output_dir)
             return state
+        if self.accelerator.is_main_process:
+            write_json(self.output_dir / "trainable.json", self.trainable)
         self.objective.train_mode(self.model)
         window = _Window()   # runs across epochs: a log line may span an epoch's end
         stop = False
@@ -245,9 +246,10 @@ class Engine:
         self._finish(state)
         return state
 
-    def _initial_state(self) -> LoopState:
+    def resume(self) -> LoopState:
         """A fresh state; or, resuming, the latest checkpoint's, its model, optimizer, RNG,
-        schedule and objective state restored."""
+        schedule and objective state restored. Writes nothing: a checkpoint of other settings
+        is refused here, before the run has touched its folder."""
         fingerprint = self._fingerprint()
         state = LoopState(fingerprint=fingerprint)
         if self.train.resume:
@@ -413,8 +415,8 @@ class Engine:
         differ = sorted(k for k in current if before.get(k) != current[k])
         raise ckpt.CheckpointError(
             f"{folder}: the checkpoint was written by a run with other settings ({', '.join(differ)}"
-            " differ: model shapes, data, batch sizes, accumulation, seed or world size); resume "
-            "it with the same settings, or start afresh in another output_dir or with --resume=false")
+            " differ); resume with the same settings, or start afresh in another output_dir or "
+            "with --resume=false")
 
     def _end_of_epoch(self, epoch: int, state: LoopState) -> bool:
         """Validate, track the best model, and decide on early stopping."""

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from pathlib import Path
 
 import yaml
 
 from forgetmi.config import ConfigError, read_yaml
+from forgetmi.errors import OutputError
 from forgetmi.hpc import release
 from forgetmi.utils.atomic import write_text
 
 logger = logging.getLogger("forgetmi.hpc")
+
+# The first words of every converted file: what tells a file convert-sweep wrote from a user's.
+HEADER = "# Converted by `forgetmi convert-sweep`"
 
 COMMAND = ["${env}", "${interpreter}", "-m", "forgetmi.hpc.node_launch", "${program}", "${args}"]
 
@@ -108,7 +113,7 @@ def _yaml(key: str, value) -> str:
 
 def render(source: Path, converted: dict, mapped: dict[str, str], dropped: dict[str, str]) -> str:
     """The converted sweep as commented YAML."""
-    lines = [f"# Converted by `forgetmi convert-sweep` from {source.name} (the Forget-MI release's",
+    lines = [f"{HEADER} from {source.name} (the Forget-MI release's",
              "# sweep), with forgetmi's own key names. Release key -> forgetmi key:"]
     lines += [f"#   {k} -> {v}" for k, v in mapped.items()]
     if dropped:
@@ -130,8 +135,33 @@ def render(source: Path, converted: dict, mapped: dict[str, str], dropped: dict[
     return "\n".join(lines) + "\n"
 
 
-def convert_file(source: str | Path, target: str | Path) -> Path:
-    source = Path(source)
+def _written_here(path: Path) -> bool:
+    """Whether ``path`` is a file an earlier convert-sweep wrote."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read(len(HEADER)) == HEADER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def check_target(target: Path, overwrite: bool) -> None:
+    """Refuse, before anything is written, a ``target`` that is not free: ``overwrite``
+    replaces only a file an earlier convert-sweep wrote."""
+    if target.is_dir():
+        raise OutputError(f"{target}: is a folder; expected the path of the sweep file to write")
+    if not os.path.lexists(target):
+        return
+    if not overwrite:
+        raise OutputError(f"{target}: exists; refusing to replace it (choose another path"
+                          f"{', or pass --overwrite' if _written_here(target) else ''})")
+    if not _written_here(target):
+        raise OutputError(f"{target}: --overwrite replaces only a file convert-sweep wrote, and "
+                          "this is not one; choose another path")
+
+
+def convert_file(source: str | Path, target: str | Path, overwrite: bool = False) -> Path:
+    source, target = Path(source), Path(target)
+    check_target(target, overwrite)
     config = read_yaml(source, "sweep file")
     try:
         converted, mapped, dropped = convert(config)

@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "with forgetmi's key names, commented")
     parser.add_argument("source", help="the release's sweep file (config.yaml)")
     parser.add_argument("target", help="the forgetmi sweep file to write")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a file convert-sweep wrote before (nothing else)")
     args = parser.parse_args(argv)
-    convert_file(args.source, args.target)
+    convert_file(args.source, args.target, overwrite=args.overwrite)
     return 0

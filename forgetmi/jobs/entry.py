@@ -19,8 +19,6 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str,
     ``after(cfg) -> code`` runs on the main process once the workers have finished, if the
     job succeeded (an unlearning run scoring itself)."""
     from forgetmi.config import ExperimentConfig, load_config
-    from forgetmi.engine.distributed import finish
-    from forgetmi.engine.loop import SimulatedCrash
     from forgetmi.errors import ForgetMIError
     from forgetmi.utils.logs import setup_logging
 
@@ -31,9 +29,19 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str,
     parser.add_argument("--config", help="experiment YAML (configs/experiments/*.yaml)")
     args, overrides = parser.parse_known_args(argv)
     setup_logging()
-    accelerator, code, cfg = None, 0, None
     try:
+        # Checked where it is declared: a bad value is refused before torch is imported or
+        # anything is written.
         cfg = load_config(ExperimentConfig, args.config, overrides)
+    except ForgetMIError as err:
+        logger.error("%s", err)
+        return 2
+
+    from forgetmi.engine.distributed import finish
+    from forgetmi.engine.loop import SimulatedCrash
+
+    accelerator, code = None, 0
+    try:
         accelerator = run(cfg)["accelerator"]
     except SimulatedCrash as err:
         logger.warning("%s", err)
@@ -49,5 +57,5 @@ def run_job(run: Callable, argv: list[str] | None, prog: str, description: str,
                      "checkpoint and earlier results are intact: free space and rerun to resume",
                      err.filename or "an output")
         code = 2
-    then = (lambda: after(cfg)) if after is not None and code == 0 and cfg is not None else None
+    then = (lambda: after(cfg)) if after is not None and code == 0 else None
     return finish(accelerator, code, then)

@@ -43,12 +43,17 @@ LOG = "requests.jsonl"
 
 # -- the workspace: salt, log, hashes ----------------------------------------------------------------
 
-def _salt(workspace: Path) -> str:
+def _existing_salt(workspace: Path) -> str | None:
+    path = workspace / "salt"
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _keep_salt(workspace: Path, salt: str) -> None:
+    """Write a new workspace's salt (once the request has passed every check)."""
     path = workspace / "salt"
     if not path.is_file():
-        write_text(path, secrets.token_hex(32))
+        write_text(path, salt)
         path.chmod(0o600)
-    return path.read_text().strip()
 
 
 def patient_hash(salt: str, patient) -> str:
@@ -79,10 +84,11 @@ def _append_log(workspace: Path, entry: dict) -> None:
 def read_request(patients: list[str] | None, request_csv: str | None) -> list[int]:
     """Patient ids from the command line or from a CSV with a ``subject_id`` column."""
     if request_csv:
+        from forgetmi.data.formats import read_raw_csv
         path = Path(request_csv)
         if not path.is_file():
             raise DataError("request file not found", path)
-        frame = pd.read_csv(path, dtype=str)
+        frame = read_raw_csv(path, header="subject_id")
         if "subject_id" not in frame.columns:
             raise DataError("expected a subject_id column", path, 1, "subject_id")
         raw = list(frame["subject_id"])
@@ -136,11 +142,13 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
 
     start = time.perf_counter()
     workspace = Path(workspace)
-    workspace.mkdir(parents=True, exist_ok=True)
-    salt = _salt(workspace)
-    log = read_log(workspace)
+    if workspace.exists() and not workspace.is_dir():
+        raise ForgetMIError(f"--workspace {workspace}: exists and is not a folder")
+    # Every check before the first write: a refused request leaves the workspace as it was.
     cfg = load_config(ExperimentConfig, config_path, overrides)
     split = formats.read_split(cfg.data.path("split"))
+    log = read_log(workspace)
+    salt = _existing_salt(workspace) or secrets.token_hex(32)
     forgotten = {h: e["request"] for e in log if e.get("complete") for h in e["patient_hashes"]}
     validate(ids, split, forgotten, salt)
     hashes = sorted(patient_hash(salt, p) for p in ids)
@@ -150,6 +158,8 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
     before = Path(completed[-1]["model_after"]) if completed else (Path(model) if model else None)
     if before is None or not (before / "model.safetensors").is_file():
         raise ForgetMIError("give --model (the trained model folder) for the first request")
+    workspace.mkdir(parents=True, exist_ok=True)
+    _keep_salt(workspace, salt)
     # A request tried before (recorded incomplete) keeps its number and gets a new attempt; a
     # killed attempt left no record, so rerunning the command resumes it from its checkpoint.
     tries = [e for e in log if e["request_hash"] == request_hash]

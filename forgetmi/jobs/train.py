@@ -10,8 +10,7 @@ import logging
 from pathlib import Path
 
 from forgetmi.config import ExperimentConfig, save_config
-from forgetmi.engine.fit import fit
-from forgetmi.engine.objective import SupervisedObjective
+from forgetmi.utils.run_folder import check_output_dir
 
 logger = logging.getLogger("forgetmi.train")
 
@@ -24,6 +23,8 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     from forgetmi.data.dataset import EdemaDataset
     from forgetmi.data.prepare import build_datasets
     from forgetmi.engine.distributed import build_accelerator
+    from forgetmi.engine.fit import fit
+    from forgetmi.engine.objective import SupervisedObjective
     from forgetmi.evaluation.metrics import head_metrics
     from forgetmi.evaluation.predict import predict
     from forgetmi.models import JointModel
@@ -33,6 +34,7 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
         raise ValueError(f"mode must be train or retrain, got {mode!r}")
     cfg = for_new_model(cfg)  # the model records the image preprocessing it learns on
     out = Path(cfg.output_dir)
+    check_output_dir(out, mode)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)
     set_seed(cfg.seed)
     data, datasets = build_datasets(cfg, accelerator)
@@ -44,8 +46,6 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
 
     set_seed(cfg.seed)  # identical initial weights whatever happened above
     model = JointModel(cfg.model)
-    if accelerator.is_main_process:
-        save_config(cfg, out / "config.yaml")
     objective = SupervisedObjective(train_set, cfg.train.batch_size, cfg.train.ranking_weight,
                                     cfg.train.joint_weight)
     validation = datasets.get("validation")
@@ -55,7 +55,7 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
                                     cfg.train.num_workers))
 
     return fit(cfg, accelerator, model, objective, evaluate if validation is not None else None,
-               job=mode)
+               job=mode, start=lambda: save_config(cfg, out / "config.yaml"))
 
 
 def main(argv: list[str] | None = None, mode: str = "train") -> int:

@@ -17,9 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from forgetmi.config import ExperimentConfig, resolve_run_path, save_config
-from forgetmi.engine.fit import fit
 from forgetmi.errors import ForgetMIError
-from forgetmi.utils.run_folder import RunFolder
+from forgetmi.utils.run_folder import RunFolder, check_output_dir
 
 logger = logging.getLogger("forgetmi.unlearn")
 
@@ -31,6 +30,7 @@ def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
     from accelerate.utils import set_seed
 
     from forgetmi.engine.distributed import build_accelerator
+    from forgetmi.engine.fit import fit
     from forgetmi.models import JointModel
     from forgetmi.models.provenance import align_partitions, align_with_model
     from forgetmi.data.prepare import build_datasets, noisy_forget_dataset
@@ -41,6 +41,7 @@ def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
                             "(e.g. --original=runs/original/model)")
     cfg = replace(cfg, unlearn=replace(cfg.unlearn,
                                        original=resolve_run_path(cfg.unlearn.original, cfg)))
+    check_output_dir(cfg.output_dir, "unlearn", reads=[cfg.unlearn.original])
     cfg = _resolve_references(cfg)  # a missing reference fails now, not after the unlearning
     # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer),
     # and are rows it trained on (an original shared by several forget sizes is checked here).
@@ -56,8 +57,6 @@ def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
     noisy = noisy_forget_dataset(cfg, data) if method.uses_noisy_forget else None
     original = JointModel.from_pretrained(cfg.unlearn.original) if method.uses_original else None
     student = JointModel.from_pretrained(cfg.unlearn.original)
-    if accelerator.is_main_process:
-        save_config(cfg, out / "config.yaml")
     objective = build_objective(cfg.unlearn.method, cfg, datasets, original, noisy)
     details = (f", preset {cfg.unlearn.preset}, objective {cfg.unlearn.objective}"
                if cfg.unlearn.method == "forgetmi" else "")
@@ -65,7 +64,8 @@ def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
                 len(data.partitions.forget), data.partitions.forget["subject_id"].nunique(),
                 cfg.unlearn.method, details)
 
-    return fit(cfg, accelerator, student, objective, job="unlearn")
+    return fit(cfg, accelerator, student, objective, job="unlearn",
+               start=lambda: save_config(cfg, out / "config.yaml"))
 
 
 def _resolve_references(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -20,9 +20,9 @@ from forgetmi.models.fusion import GatedFusion
 from forgetmi.models.image import ImageEncoder
 from forgetmi.models.text import TextEncoder
 from forgetmi.utils.atomic import atomic_path
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+from forgetmi.utils.run_folder import MODEL_CONFIG as CONFIG_NAME
+from forgetmi.utils.run_folder import MODEL_WEIGHTS as WEIGHTS_NAME
+from forgetmi.utils.run_folder import check_model_target
 
 
 @dataclass
@@ -94,13 +94,16 @@ class JointModel(nn.Module):
                            text_logits=text_logits, joint_logits=self.joint_head(joint))
 
     # -- persistence ---------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike, state_dict: dict | None = None) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, state_dict: dict | None = None,
+                        replace: bool = False) -> Path:
         """Write ``config.json`` + ``model.safetensors`` into ``directory`` atomically.
 
-        ``state_dict`` overrides the module's own (e.g. the gathered weights of a ZeRO-3 run).
+        ``state_dict`` overrides the module's own (e.g. the gathered weights of a ZeRO-3 run);
+        ``replace`` lets it replace a forgetmi model folder already there, and nothing else.
         """
         return save_weights(self.config, self.bert_config,
-                            self.state_dict() if state_dict is None else state_dict, directory)
+                            self.state_dict() if state_dict is None else state_dict, directory,
+                            replace)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "JointModel":
@@ -125,11 +128,14 @@ class JointModel(nn.Module):
 
 
 def save_weights(config: ModelConfig, bert_config: BertConfig, state_dict: dict,
-                 directory: str | os.PathLike) -> Path:
+                 directory: str | os.PathLike, replace: bool = False) -> Path:
+    """Write a model folder. ``replace``: an existing forgetmi model folder there may be
+    replaced (the engine saving its model again); anything else there is refused."""
+    check_model_target(directory, replace)
     state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     meta = {"forgetmi_model": dataclasses.asdict(config), "bert": bert_config.to_dict(),
             "format_version": 1}
-    with atomic_path(directory) as tmp:
+    with atomic_path(directory, folder=True, replace=replace) as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))

@@ -175,10 +175,17 @@ def _validate(root: Path, n_rows: int, forget_sets: dict[int, pd.DataFrame],
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
+    """An empty folder, or with ``overwrite`` a dataset generated before, may be replaced; a
+    folder of anything else never is."""
+    if os.path.lexists(out) and not out.is_dir():
         raise DataError("output path exists and is not a folder", out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
         raise DataError("output folder is not empty; pass overwrite=True to replace it", out)
+    if not (out / layout.MANIFEST).is_file():
+        raise DataError(f"output folder is not a generated dataset (no {layout.MANIFEST}); "
+                        "overwrite replaces only one of those: choose another folder", out)
 
 
 def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIENTS,
@@ -229,7 +236,7 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
     anatomy.background(image_size, source)
     anatomy.lung_masks(image_size)
 
-    with atomic_path(out) as tmp:
+    with atomic_path(out, folder=True, replace=out.is_dir()) as tmp:  # checked above
         tmp.mkdir()
         shapes = _write_images(_image_tasks(cohort, tmp, image_size, source), workers)
         _write_reports(cohort, tmp / layout.REPORTS)

@@ -10,16 +10,60 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from forgetmi.errors import OutputError
+
+
+def check_target(target: str | os.PathLike, folder: bool = False, replace: bool = False) -> None:
+    """Refuse, before anything is written, a ``target`` that :func:`atomic_path` may not replace:
+    a folder where a file is to go, anything but a folder where a folder is to go, and a folder
+    unless ``replace`` (the caller's own: a cache it rebuilds, a model it saves again)."""
+    target = Path(target)
+    _check_parent(target)
+    if target.is_dir():
+        if not folder:
+            raise OutputError(f"{target}: is a folder; expected a file path to write (choose "
+                              "another path)")
+        if target.is_symlink():
+            raise OutputError(f"{target}: is a link to a folder; refusing to replace it")
+        if not replace:
+            raise OutputError(f"{target}: folder exists; refusing to replace it (choose another "
+                              "path)")
+    elif folder and os.path.lexists(target):
+        raise OutputError(f"{target}: exists and is not a folder; expected a folder path to "
+                          "write (choose another path)")
+
+
+def _check_parent(target: Path) -> None:
+    """The nearest existing folder above ``target`` must be a folder, not a file in the way."""
+    for parent in target.parents:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise OutputError(f"{target}: cannot create its folder: {parent} is a file, "
+                                  "not a folder")
+            return
+
+
+def _make_parent(target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputError(f"{target}: cannot create its folder (a file is in the way)") from None
+
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, folder: bool = False,
+                replace: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
-    Works for files and folders alike. On error the temporary is removed and ``target``
-    is left as it was.
+    ``folder``: the caller writes a folder there, else a file. A file replaces an existing file;
+    a folder replaces an existing folder only with ``replace``. Anything else is refused by
+    :func:`check_target` before the caller writes a byte, so a file never silently replaces a
+    folder nor a folder a file. On error the temporary is removed and ``target`` is left as it
+    was.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    check_target(target, folder, replace)
+    _make_parent(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     # mkdtemp gives a folder; callers writing a file write to tmp/"payload" via a path we hand out.
     payload = tmp / "payload"
@@ -27,7 +71,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield payload
         if not payload.exists():
             raise FileNotFoundError(f"nothing was written for {target}")
-        if target.is_dir() and not target.is_symlink():
+        if payload.is_dir() != folder:
+            raise OutputError(f"{target}: a {'file' if folder else 'folder'} was written where a "
+                              f"{'folder' if folder else 'file'} was expected; nothing replaced")
+        check_target(target, folder, replace)  # the target may have changed meanwhile
+        if folder and target.is_dir():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(payload, target)

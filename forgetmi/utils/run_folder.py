@@ -9,11 +9,18 @@ resubmission never redoes or skips a run by a different rule.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Iterable
 
-from forgetmi.errors import ForgetMIError
+from forgetmi.errors import ForgetMIError, OutputError
+from forgetmi.utils.atomic import check_target
 
 TRAINING_JOBS = ("train", "retrain", "unlearn")
+# What a saved model folder holds (``JointModel.save_pretrained``), and nothing else.
+MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "model.safetensors"
+# The engine's model folders in a run: the final model and the best-validated one.
+MODEL_FOLDERS = ("model", "best")
 
 
 class RunFolder:
@@ -64,3 +71,62 @@ class RunFolder:
         if kind not in TRAINING_JOBS:
             raise ValueError(f"unknown job kind {kind!r}")
         return self.job == kind
+
+
+def model_meta(path: str | Path) -> dict | None:
+    """The saved config of a forgetmi model folder, or None when ``path`` is anything else (a
+    folder holding more than the model's two files is someone's, not a saved model)."""
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return None
+    if sorted(p.name for p in path.iterdir()) != sorted((MODEL_CONFIG, MODEL_WEIGHTS)):
+        return None
+    try:
+        meta = json.loads((path / MODEL_CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and isinstance(meta.get("forgetmi_model"), dict) \
+        else None
+
+
+def _replaceable_model(path: Path) -> bool:
+    """A forgetmi model folder, or an empty folder (nothing to lose)."""
+    return model_meta(path) is not None or (path.is_dir() and not path.is_symlink()
+                                            and not any(path.iterdir()))
+
+
+def check_model_target(path: str | Path, replace: bool = False) -> None:
+    """Refuse, before anything is written, a model folder target that is not free: with
+    ``replace``, only a forgetmi model folder (or an empty folder) may be there."""
+    path = Path(path)
+    if replace and path.is_dir() and not _replaceable_model(path):
+        raise OutputError(f"{path}: not a forgetmi model folder (only {MODEL_CONFIG} and "
+                          f"{MODEL_WEIGHTS}); refusing to replace it")
+    check_target(path, folder=True, replace=replace)
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    inner, outer = inner.resolve(), outer.resolve()
+    return inner == outer or outer in inner.parents
+
+
+def check_output_dir(out: str | Path, job: str, reads: Iterable[str | Path] = ()) -> None:
+    """Refuse, before the first write, an ``output_dir`` a ``job`` run would falsify or
+    destroy: one that is a file, that holds (or lies inside) a folder the run reads (its
+    original model), that holds another job's finished run, or whose model folders are not
+    models the engine saved."""
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise OutputError(f"output_dir {out}: exists and is not a folder; expected a run folder")
+    for source in map(Path, reads):
+        if _within(source, out) or _within(out, source):
+            raise OutputError(f"output_dir {out}: overlaps {source}, which this run reads; "
+                              "choose another output_dir")
+    finished = RunFolder(out).job
+    if finished is not None and finished != job:
+        raise OutputError(f"output_dir {out}: holds a finished {finished} run; a {job} run "
+                          "there would overwrite its records: choose another output_dir")
+    for name in MODEL_FOLDERS:
+        if os.path.lexists(out / name) and not _replaceable_model(out / name):
+            raise OutputError(f"{out / name}: exists and is not a forgetmi model folder; the "
+                              "run would write its model there: choose another output_dir")
