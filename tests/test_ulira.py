@@ -30,12 +30,12 @@ def test_balanced_membership():
 @pytest.fixture(scope="module")
 def audited(demo_data, fitted_original, tmp_path_factory):
     """The session's original fitted to its rows (linked as ``original``, read-only) and a no-op
-    "unlearning" of it (learning rate 0), so the forget rows are still remembered and the audit
+    "unlearning" of it (learning rate 1e-12: nothing moves), so the forget rows are still remembered and the audit
     must say so."""
     root = tmp_path_factory.mktemp("ulira")
     (root / "original").symlink_to(fitted_original.parent, target_is_directory=True)
     assert unlearn_main([f"--data.root={demo_data.root}", *COMMON, f"--output_dir={root / 'noop'}",
-                         f"--original={fitted_original}", "--epochs=1", "--lr=0",
+                         f"--original={fitted_original}", "--epochs=1", "--lr=1e-12",
                          "--weight_decay=0"]) == 0
     return root
 
@@ -143,7 +143,7 @@ def small_target(demo_data, tmp_path_factory):
     data = [f"--data.root={demo_data.root}", *COMMON]
     assert train_main([*data, f"--output_dir={root / 'original'}", "--epochs=1"]) == 0
     assert unlearn_main([*data, f"--output_dir={root / 'noop-finetune'}", "--method=finetune",
-                         f"--original={root / 'original' / 'model'}", "--epochs=1", "--lr=0",
+                         f"--original={root / 'original' / 'model'}", "--epochs=1", "--lr=1e-12",
                          "--weight_decay=0"]) == 0
     return root
 
