@@ -12,11 +12,17 @@
 
 Both read files that the operating system has already cached in memory, so the numbers are
 CPU costs, not disk speed, for one loading process with one torch thread (a DataLoader worker).
-A second table stacks samples into batches of 16, as a DataLoader's default collate does. Images are full-size 12-bit DICOMs (~2,500 px a side, as MIMIC-CXR),
-written by the package's stand-in generator when available or by this script otherwise.
+A second table stacks samples into batches of 16, as a DataLoader's default collate does. A third
+puts Forget-MI's noisy copy of the same rows (Gaussian image noise, perturbed reports) beside the
+clean rows, through the same loader, in the same run: what the loader hands over (image noise
+is drawn later, on the device, by ``to_device``), and that plus ``to_device`` on the CPU (what a
+CPU-only run pays for the noise). Images are full-size 12-bit DICOMs (~2,500 px a side, as
+MIMIC-CXR), written by the package's stand-in generator when available or by this script
+otherwise.
 
     python benchmarks/bench_data.py                       # generated full-size data
     python benchmarks/bench_data.py --data DIR --sizes 256 2048 --workers 4
+    python benchmarks/bench_data.py --sizes 2048 --skip-release  # the loader tables only
 """
 
 from __future__ import annotations
@@ -220,9 +226,12 @@ def time_loader(dataset, n: int, prefetch: bool, convert: bool = False, seed: in
     return float(np.median(rates))
 
 
-def loader_dataset(table: pd.DataFrame, split: Path, cache, work: Path):
-    """An EdemaDataset over the benchmark rows, with the reports tokenised once."""
+def loader_dataset(table: pd.DataFrame, split: Path, cache, work: Path, noisy: bool = False):
+    """An EdemaDataset over the benchmark rows, with the reports tokenised once; with ``noisy``,
+    Forget-MI's noisy copy of them (the default noise settings)."""
+    from forgetmi.config import DataConfig, Perturbation
     from forgetmi.data.dataset import EdemaDataset
+    from forgetmi.data.noise import Perturber
     from forgetmi.data.formats import read_reports
     from forgetmi.data.text import build_token_cache, default_text_encoder_path
 
@@ -238,7 +247,9 @@ def loader_dataset(table: pd.DataFrame, split: Path, cache, work: Path):
     if token_cache is None:
         from forgetmi.data.text import TokenCache
         token_cache = TokenCache.open(tokens)
-    return EdemaDataset(table.reset_index(drop=True), cache, token_cache)
+    perturb = Perturber(Perturbation(seed=0)) if noisy else None
+    return EdemaDataset(table.reset_index(drop=True), cache, token_cache, perturb=perturb,
+                        reports=reports, length_bucket=DataConfig().length_bucket)
 
 
 def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -265,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="write plain full-size DICOMs here instead of using the generator")
     parser.add_argument("--work-dir", type=Path, help="where to write data and caches "
                         "(default: a temporary folder, removed afterwards)")
+    parser.add_argument("--skip-release", action="store_true",
+                        help="leave out the original per-sample path (the slowest part)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -304,11 +317,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{split_rows}-row split CSV per sample")
         print(f"cache build: {args.workers} worker process(es), crop {RELEASE_CROP} px\n")
 
-        per_sample_rows, batch_rows = [], []
+        per_sample_rows, batch_rows, noise_rows = [], [], []
         for size in args.sizes:
-            n_release = args.n_samples if size < RELEASE_CROP else max(BATCH, args.n_samples // 4)
-            release, release_collated = time_release(release_split, img_dir, ids, size,
-                                                      n_release)
+            release = release_collated = float("nan")
+            if not args.skip_release:
+                n_release = args.n_samples if size < RELEASE_CROP else max(BATCH, args.n_samples // 4)
+                release, release_collated = time_release(release_split, img_dir, ids, size,
+                                                          n_release)
             start = time.perf_counter()
             cache = build_image_cache(table, img_dir, work / f"cache-{size}", size,
                                       crop_size=RELEASE_CROP, ext=".dcm", workers=args.workers)
@@ -319,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
             loader = time_loader(dataset, n_cache, prefetch=False)
             prefetched = time_loader(dataset, n_cache, prefetch=True)
             converted = time_loader(dataset, n_cache, prefetch=True, convert=True)
+            noisy_set = loader_dataset(table, split, cache, work, noisy=True)
+            noisy = time_loader(noisy_set, n_cache, prefetch=True)
+            noisy_converted = time_loader(noisy_set, n_cache, prefetch=True, convert=True)
             per_sample_rows.append((f"{size}²", f"{release:.1f}", f"{per_sample:.0f}",
                                     f"{per_sample / release:.0f}x", f"{raw:.0f}",
                                     f"{raw / release:.0f}x", f"{build_s:.1f}",
@@ -328,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
                                f"{loader / release_collated:.0f}x", f"{prefetched:.0f}",
                                f"{prefetched / release_collated:.0f}x", f"{converted:.0f}",
                                f"{converted / release_collated:.0f}x"))
+            noise_rows.append((f"{size}²", f"{prefetched:.0f}", f"{noisy:.0f}",
+                               f"{noisy / prefetched:.2f}", f"{converted:.0f}",
+                               f"{noisy_converted:.0f}", f"{noisy_converted / converted:.2f}"))
         print("per sample (samples/s):")
         print_table(("size", "(a) release", "(b) cache get", "(b)/(a)", "get_raw uint16",
                      "raw/(a)", "build s (once)", "build img/s"), per_sample_rows)
@@ -337,7 +358,14 @@ def main(argv: list[str] | None = None) -> int:
                      "(b) + float on CPU", "ratio"), batch_rows)
         print("package loader: BatchReader over an EdemaDataset, the training engine's path; its "
               "images are uint16 until the device converts them (last column: converted on the "
-              "CPU, as a CPU-only run does)")
+              "CPU, as a CPU-only run does)\n")
+        print(f"Forget-MI's noisy copy against the clean rows, batches of {BATCH} with the "
+              "prefetch thread (samples/s):")
+        print_table(("size", "clean loader", "noisy loader", "noisy/clean",
+                     "clean + to_device cpu", "noisy + to_device cpu", "noisy/clean"), noise_rows)
+        print("noisy: image noise N(0, 0.1) clipped to [0, 1], seeded per sample, and perturbed "
+              "reports; the loader columns are what a GPU run's loader delivers (the noise is "
+              "drawn on the GPU), the to_device columns what a CPU-only run pays")
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

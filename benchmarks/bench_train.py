@@ -98,7 +98,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
     data, _ = build_datasets(cfg, accelerator)
     rows = pd.concat([data.partitions.retain, data.partitions.forget]).sort_index()
-    train_set = EdemaDataset(rows, data.image_cache, data.token_cache)
+    train_set = EdemaDataset(rows, data.image_cache, data.token_cache,
+                             length_bucket=cfg.data.length_bucket)
     torch.manual_seed(cfg.seed)
     model = JointModel(cfg.model)
     # under ZeRO-3, transformers builds a pretrained BERT already partitioned (zero.Init)

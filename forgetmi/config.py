@@ -166,11 +166,17 @@ class DataConfig:
     # (forgetmi for a new model); a mode that contradicts the model is refused.
     preprocessing: str | None = None
     max_length: int = 320              # tokens per report (the tokenizer is model.text_encoder's)
+    # A batch's tokens are cut to its longest report rounded up to a multiple of this (at most
+    # max_length): a run then sees a handful of sequence lengths, not one new one per step, which
+    # fp16/bf16 attention kernels are built for. 0 or 1: cut to the longest exactly.
+    length_bucket: int = 64
     val_fraction: float = 0.1
     cache_dir: str | None = None       # None = <root or split folder>/cache
     workers: int = 1
 
     def __post_init__(self):
+        if self.length_bucket < 0:
+            raise ConfigError(f"data.length_bucket: expected 0 or more, got {self.length_bucket}")
         if self.preprocessing not in (None, "forgetmi", "release"):
             raise ConfigError(f"data.preprocessing: expected forgetmi or release, got "
                               f"{self.preprocessing!r}")

@@ -21,25 +21,33 @@ def prepared(demo_data):
 
 
 def reference_batch(dataset, positions):
-    return trim_padding(default_collate([dataset[i] for i in positions]))
+    return trim_padding(default_collate([dataset[i] for i in positions]), dataset.length_bucket)
 
 
+def kept(batch):
+    """A batch that outlives the reader's buffers."""
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("bucket", [1, 16], ids=["exact", "bucketed"])
 @pytest.mark.parametrize("noisy", [False, True], ids=["clean", "noisy"])
 @pytest.mark.parametrize("prefetch", [False, True], ids=["direct", "prefetch"])
-def test_batches_equal_the_per_sample_dataset(prepared, noisy, prefetch):
+def test_batches_equal_the_per_sample_dataset(prepared, noisy, prefetch, bucket):
     perturb = build_perturber(Perturbation(seed=3), prepared.config.path("synonyms")) if noisy \
         else None
     reports = prepared.reports.set_index("study_id")["text"]
     dataset = EdemaDataset(prepared.partitions.retain, prepared.image_cache, prepared.token_cache,
-                           perturb=perturb, reports=reports)
+                           perturb=perturb, reports=reports, length_bucket=bucket)
     plan = [[5, 0, 9, 9], [3, 1], [7, 2, 4, 8], [6]]
-    batches = [{k: v.clone() for k, v in b.items()}
-               for b in BatchReader(dataset, plan, prefetch=prefetch)]
+    batches = [kept(b) for b in BatchReader(dataset, plan, prefetch=prefetch)]
     assert len(batches) == len(plan)
-    assert batches[0]["image"].dtype == (torch.float32 if noisy else torch.uint16)
+    # noisy or not, images leave the reader as stored; a noisy batch carries its noise seeds
+    assert batches[0]["image"].dtype == torch.uint16
+    assert ("image_noise" in batches[0]) == noisy
     for positions, batch in zip(plan, batches):
         expected = reference_batch(dataset, positions)
-        batch = to_device(batch, "cpu")  # uint16 images become the dataset's float32 values
+        # uint16 images become the dataset's float32 values, its noise drawn as the dataset's
+        batch = to_device(batch, "cpu")
         assert batch.keys() == expected.keys()
         for key in expected:
             assert batch[key].dtype == expected[key].dtype, key
@@ -66,3 +74,26 @@ def test_errors_reach_the_consumer_and_early_exit_stops_the_thread(prepared):
     for k, _ in enumerate(reader):
         if k == 2:
             break  # the producer thread must not hang the test
+
+
+def test_noise_is_the_same_in_any_epoch_order_or_batch(prepared):
+    """A sample's noise is seeded by its key alone, so a resumed run draws the same noise."""
+    perturb = build_perturber(Perturbation(seed=3, use_text=False))
+    dataset = EdemaDataset(prepared.partitions.retain, prepared.image_cache, prepared.token_cache,
+                           perturb=perturb)
+    clean = EdemaDataset(prepared.partitions.retain, prepared.image_cache, prepared.token_cache)
+
+    def images(data, plan):
+        out = {}
+        for batch in BatchReader(data, plan):
+            batch = to_device(batch, "cpu")
+            out.update(zip(batch["index"].tolist(), batch["image"]))
+        return out
+
+    first = images(dataset, [[0, 1, 2], [3, 4]])
+    again = images(dataset, [[4, 0], [3], [2, 1]])  # another epoch's order and batches
+    plain = images(clean, [[0, 1, 2, 3, 4]])
+    assert first.keys() == again.keys() == plain.keys()
+    for index in first:
+        assert torch.equal(first[index], again[index])
+        assert not torch.equal(first[index], plain[index])

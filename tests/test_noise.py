@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from forgetmi.data.formats import read_synonyms
 from forgetmi.data.keywords import derive_keywords, keywords_from_reports
 from forgetmi.config import DEFAULT_KEYWORDS, ConfigError, Perturbation
-from forgetmi.data.noise import Perturber, char_noise, mask_keywords, sample_seed, word_noise
+from forgetmi.data.noise import (ImageNoise, Perturber, add_image_noise, char_noise, mask_keywords,
+                                 sample_seed, word_noise)
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = ("The heart size is moderately enlarged with cephalization of the pulmonary vasculature "
@@ -70,6 +72,52 @@ def test_image_noise_statistics_clipping_and_reproducibility():
     np.testing.assert_allclose(shifted, 0.7, atol=1e-6)
     off = Perturber(Perturbation(use_image=False)).image(grey, "k")
     np.testing.assert_array_equal(off, grey)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_noise_has_the_configured_distribution(device):
+    # 0.4 + 0.1 is 10 sigma from either bound: no clipping; 4 x 256^2 pixels, 5 SE < 1e-3
+    images = torch.full((4, 1, 256, 256), 0.4, device=device)
+    add_image_noise(images, ImageNoise((1, 2, 3, 4), mean=0.1, std=0.05))
+    delta = (images - 0.4).double()
+    assert abs(float(delta.mean()) - 0.1) < 1e-3
+    assert abs(float(delta.std()) - 0.05) < 1e-3
+    per_sample = delta.flatten(1)
+    assert float((per_sample.mean(1) - 0.1).abs().max()) < 2e-3
+    assert float((per_sample.std(1) - 0.05).abs().max()) < 2e-3
+    # white: neighbouring pixels uncorrelated
+    rows = delta[:, 0] - 0.1
+    assert abs(float((rows[..., 1:] * rows[..., :-1]).mean() / rows.var())) < 0.01
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_noise_is_clipped_and_seeded_per_sample(device):
+    def noisy(value, seeds, std=0.1):
+        images = torch.full((len(seeds), 1, 64, 64), float(value), device=device)
+        return add_image_noise(images, ImageNoise(tuple(seeds), mean=0.0, std=std)).cpu()
+
+    black, white = noisy(0.0, [1, 2]), noisy(1.0, [1, 2])
+    assert float(black.min()) == 0.0 and float(black.max()) <= 1.0
+    assert 0.45 < float((black == 0).float().mean()) < 0.55  # the negative half clipped
+    assert float(white.max()) == 1.0 and float(white.min()) < 1.0
+    grey = noisy(0.5, [7, 8, 9])
+    assert torch.equal(grey, noisy(0.5, [7, 8, 9]))            # same seeds, same noise
+    assert not torch.equal(grey[0], grey[1])                   # other sample, other noise
+    # a sample's noise depends on its seed alone, not on its batch or position
+    assert torch.equal(noisy(0.5, [9])[0], grey[2])
+    assert torch.equal(noisy(0.5, [9, 7])[1], grey[0])
+    assert torch.equal(noisy(0.3, [5], std=0.0), torch.full((1, 1, 64, 64), 0.3))
+
+
+def test_perturber_seeds_image_noise_per_key_and_run_seed():
+    noise = Perturber(Perturbation(seed=3, image_mean=0.01, image_std=0.2)).image_noise(["a", "b"])
+    assert noise.seeds == (sample_seed(3, "image/a"), sample_seed(3, "image/b"))
+    assert (noise.mean, noise.std) == (0.01, 0.2)
+    assert Perturber(Perturbation(seed=4)).image_noise(["a"]).seeds != noise.seeds[:1]
+    assert Perturber(Perturbation(use_image=False)).image_noise(["a"]) is None
 
 
 def test_perturbation_rejects_bad_settings():

@@ -268,11 +268,11 @@ class ImageCache:
             if dtype is np.uint16:
                 out[j] = array[i]
             else:
-                _to_unit(array[i], out[j])
+                to_unit(array[i], out[j])
         return out
 
 
-def _to_unit(stored: np.ndarray, out: np.ndarray) -> np.ndarray:
+def to_unit(stored: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out[:] = stored / STORE_SCALE`` (float32 division: 65535 maps to exactly 1.0)."""
     np.copyto(out, stored, casting="safe")
     out /= np.float32(STORE_SCALE)

@@ -2,8 +2,9 @@
 
 Items come from the two decode-once caches (images, tokens). With a :class:`Perturber` the
 dataset is the *noisy* copy of its partition: each image gets seeded Gaussian noise when it is
-read, and each report is perturbed and re-tokenised once, at construction, so every epoch sees
-the same noisy set at no extra cost.
+read (by :func:`forgetmi.data.batches.to_device` on the batch's device when read in batches), and
+each report is perturbed and re-tokenised once, at construction, so every epoch sees the same
+noisy set at no extra cost.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from forgetmi.data.noise import Perturber
-from forgetmi.data.text import TokenCache, tokenize_texts
+from forgetmi.data.text import TokenCache, padded_length, tokenize_texts
 from forgetmi.errors import CacheError, DataError
 
 logger = logging.getLogger("forgetmi.data.dataset")
@@ -35,6 +36,8 @@ class EdemaDataset(Dataset):
     ``table``: partition rows (subject_id, study_id, dicom_id, severity), indexed by their row
     position in the split. ``image_cache`` / ``token_cache``: the built caches. ``perturb``: make
     this the noisy copy (needs ``reports``, the report texts by study id, when it perturbs text).
+    ``length_bucket``: batches of this dataset cut their token padding to the longest report
+    rounded up to a multiple of it (see :func:`trim_padding`; ``data.length_bucket``).
 
     Item: image float32 (1, H, W), input_ids int64 (L), attention_mask int64 (L), label int64,
     index int64 (split row position), subject_id int64, study_id int64.
@@ -42,13 +45,15 @@ class EdemaDataset(Dataset):
 
     def __init__(self, table: pd.DataFrame, image_cache, token_cache: TokenCache,
                  perturb: Perturber | None = None,
-                 reports: pd.DataFrame | Mapping[int, str] | None = None, tokenizer=None):
+                 reports: pd.DataFrame | Mapping[int, str] | None = None, tokenizer=None,
+                 length_bucket: int = 1):
         if not pd.api.types.is_integer_dtype(table.index):
             raise ValueError("the table's index must be the split row position (integers); "
                              "pass a partition of the split without resetting its index")
         self.image_cache = image_cache
         self.token_cache = token_cache
         self.perturb = perturb
+        self.length_bucket = int(length_bucket)
         self.dicom_ids: list[str] = table["dicom_id"].astype(str).tolist()
         self.positions = table.index.to_numpy(dtype=np.int64)
         self.subject_ids = table["subject_id"].to_numpy(dtype=np.int64)
@@ -134,19 +139,22 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
                       persistent_workers=persistent_workers and num_workers > 0)
 
 
-def trim_padding(batch: dict) -> dict:
-    """Cut ``input_ids``/``attention_mask`` to the longest report in the batch.
+def trim_padding(batch: dict, bucket: int = 1) -> dict:
+    """Cut ``input_ids``/``attention_mask`` to the longest report in the batch, rounded up to a
+    multiple of ``bucket`` and capped at their width (``max_length``).
 
     Reports average far fewer tokens than ``max_length``; attention over the padding is masked
-    anyway, so this changes no result and saves most of the text encoder's work.
+    anyway, so this changes no result and saves most of the text encoder's work. Rounding up
+    leaves a run a handful of sequence lengths instead of one per step: fp16/bf16 attention
+    kernels are built and tuned per shape.
     """
     mask = batch.get("attention_mask")
     if mask is None or mask.ndim != 2:
         return batch
-    longest = int(mask.sum(dim=1).max())
-    if longest >= mask.shape[1]:
+    length = padded_length(int(mask.sum(dim=1).max()), bucket, mask.shape[1])
+    if length >= mask.shape[1]:
         return batch
     out = dict(batch)
-    out["attention_mask"] = mask[:, :longest]
-    out["input_ids"] = batch["input_ids"][:, :longest]
+    out["attention_mask"] = mask[:, :length]
+    out["input_ids"] = batch["input_ids"][:, :length]
     return out

@@ -5,19 +5,27 @@ Text: mask up to two frequent keywords with a noise token, then, with equal chan
 word-level noise (one synonym substitution, then per word: delete, repeat or swap) or
 character-level noise (per word: insert, delete, substitute or swap a letter).
 
-Every draw comes from a numpy Generator seeded by ``sample_seed(seed, key)`` with the sample's
-key (its dicom_id), so the noisy set is the same in every process, worker and rerun. The seed
-is the run's own unless ``noise.seed`` is set, so runs with different seeds get different
-noisy copies (one shared copy would make the seeds' results correlated).
+Every draw is seeded by ``sample_seed(seed, key)`` with the sample's key (its dicom_id), so
+the noisy set is the same in every process, worker, epoch and rerun (a resumed run included).
+The seed is the run's own unless ``noise.seed`` is set, so runs with different seeds get
+different noisy copies (one shared copy would make the seeds' results correlated).
+
+Text draws come from a numpy Generator, once per report when the dataset is built. Image noise
+is drawn by torch on the device the batch lives on (:func:`add_image_noise`), from a torch
+Generator of that device seeded per sample: on a GPU it costs nothing next to the step, where
+numpy on one CPU thread cost more than reading the batch. CPU and CUDA generators are
+different algorithms, so a GPU run's noisy images differ from a CPU run's (each is reproducible).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from forgetmi.config import Perturbation
 
@@ -38,15 +46,33 @@ def sample_seed(base_seed: int, key: str) -> int:
 
 # ---------------------------------------------------------------------------------------- image
 
-def add_image_noise(image: np.ndarray, rng: np.random.Generator, std: float = 0.1,
-                    mean: float = 0.0) -> np.ndarray:
-    """``clip(image + N(mean, std), 0, 1)`` as float32, same shape as ``image``."""
-    image = np.asarray(image, dtype=np.float32)
-    noise = rng.standard_normal(image.shape, dtype=np.float32)
-    noise *= np.float32(std)
-    noise += np.float32(mean)
-    noise += image
-    return np.clip(noise, 0.0, 1.0, out=noise)
+@dataclass(frozen=True)
+class ImageNoise:
+    """What the device needs to add a batch's image noise: one seed per sample, mean and std."""
+
+    seeds: tuple[int, ...]
+    mean: float = 0.0
+    std: float = 0.1
+
+
+def add_image_noise(images: torch.Tensor, noise: ImageNoise) -> torch.Tensor:
+    """``clip(images + N(mean, std), 0, 1)`` in place; row ``j`` draws from ``noise.seeds[j]``.
+
+    ``images`` is float (n, ...) on any device; the noise is drawn there, so each sample's noise
+    depends only on its seed and the device type, never on the batch it travels in.
+    """
+    if len(noise.seeds) != len(images):
+        raise ValueError(f"{len(noise.seeds)} noise seeds for a batch of {len(images)}")
+    if not len(images):
+        return images
+    # One generator a batch, re-seeded per sample (no state shared between threads or calls).
+    generator = torch.Generator(device=images.device)
+    draw = torch.empty_like(images[0])
+    for row, seed in zip(images, noise.seeds):
+        generator.manual_seed(int(seed))
+        draw.normal_(float(noise.mean), float(noise.std), generator=generator)
+        row.add_(draw)
+    return images.clamp_(0.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------- text
@@ -169,12 +195,22 @@ class Perturber:
         seed = 0 if self.config.seed is None else self.config.seed
         return np.random.default_rng(sample_seed(seed, f"{stream}/{key}"))
 
-    def image(self, img: np.ndarray, key: str) -> np.ndarray:
-        """The noisy image for sample ``key`` (float32, same shape); unchanged if disabled."""
+    def image_noise(self, keys: Sequence[str]) -> ImageNoise | None:
+        """The image noise of the samples ``keys`` (in order); None if image noise is off."""
         if not self.config.use_image:
-            return np.asarray(img, dtype=np.float32)
-        return add_image_noise(img, self._rng("image", str(key)),
-                               self.config.image_std, self.config.image_mean)
+            return None
+        seed = 0 if self.config.seed is None else self.config.seed
+        return ImageNoise(tuple(sample_seed(seed, f"image/{key}") for key in keys),
+                          self.config.image_mean, self.config.image_std)
+
+    def image(self, img: np.ndarray, key: str) -> np.ndarray:
+        """The noisy image for sample ``key`` (float32, same shape), drawn on the CPU as a batch
+        on the CPU gets it; unchanged if disabled."""
+        out = np.array(img, dtype=np.float32)
+        noise = self.image_noise([str(key)])
+        if noise is not None:
+            add_image_noise(torch.from_numpy(out)[None], noise)
+        return out
 
     def text(self, text: str, key: str) -> str:
         """The noisy report for sample ``key``; never empty. Unchanged if disabled."""

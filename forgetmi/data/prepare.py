@@ -171,7 +171,8 @@ def build_datasets(cfg, accelerator):
     data = load_partitions(cfg.data, cfg.seed)
     with accelerator.main_process_first():
         ensure_caches(data, cfg.model.text_encoder)
-    datasets = {name: EdemaDataset(frame, data.image_cache, data.token_cache)
+    datasets = {name: EdemaDataset(frame, data.image_cache, data.token_cache,
+                                   length_bucket=cfg.data.length_bucket)
                 for name, frame in data.partitions.items() if len(frame)}
     return data, datasets
 
@@ -191,4 +192,5 @@ def noisy_forget_dataset(cfg, data: PreparedData):
                 "" if cfg.noise.seed is not None else " (the run's seed)")
     perturber = build_perturber(noise, cfg.data.path("synonyms"))
     return EdemaDataset(data.partitions.forget, data.image_cache, data.token_cache,
-                        perturb=perturber, reports=data.reports.set_index("study_id")["text"])
+                        perturb=perturber, reports=data.reports.set_index("study_id")["text"],
+                        length_bucket=cfg.data.length_bucket)

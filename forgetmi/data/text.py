@@ -163,6 +163,14 @@ _EXPECT_WORDS = {"tokenizer_fingerprint": "another tokenizer",
 
 # ------------------------------------------------------------------------------------ the cache
 
+def padded_length(longest: int, bucket: int, width: int) -> int:
+    """``longest`` tokens rounded up to a multiple of ``bucket`` (0 or 1: exact), within
+    [1, ``width``]: the sequence length a batch is cut to."""
+    if bucket > 1:
+        longest = -(-longest // bucket) * bucket
+    return min(max(longest, 1), width)
+
+
 class TokenCache:
     """Read access to a token cache folder; open with :meth:`open`, build with
     :func:`build_token_cache`. Picklable: the arrays are memory-mapped again in each process."""
@@ -236,14 +244,16 @@ class TokenCache:
         mask = (np.arange(self.max_length) < lengths[i]).astype(np.int64)
         return np.array(ids[i], dtype=np.int64), mask
 
-    def rows(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``indices`` as a batch, cut to the longest report among them:
+    def rows(self, indices: np.ndarray, bucket: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``indices`` as a batch, cut to the longest report among them rounded up to a
+        multiple of ``bucket`` (see :func:`padded_length`):
         ``(input_ids int64[n, l], attention_mask int64[n, l])`` with ``l <= max_length``."""
         ids, lengths = self._arrays()
         indices = np.asarray(indices, dtype=np.int64)
         self._check(indices.tolist())
         batch_lengths = lengths[indices]
-        longest = max(1, int(batch_lengths.max())) if len(indices) else 1
+        longest = padded_length(int(batch_lengths.max()) if len(indices) else 1, bucket,
+                                self.max_length)
         input_ids = np.asarray(ids[indices, :longest], dtype=np.int64)
         mask = (np.arange(longest)[None, :] < batch_lengths[:, None]).astype(np.int64)
         return input_ids, mask

@@ -252,7 +252,8 @@ def run_demo(out: Path, n_patients: int = DEMO["patients"], image_size: int = DE
     perturber = build_perturber(Perturbation(seed=seed), paths.synonyms)
     throughput = {}
     for name, frame in data.partitions.items():
-        dataset = EdemaDataset(frame, data.image_cache, data.token_cache)
+        dataset = EdemaDataset(frame, data.image_cache, data.token_cache,
+                               length_bucket=data.config.length_bucket)
         plan = [list(range(i, min(i + 16, len(dataset)))) for i in range(0, len(dataset), 16)]
         tic = time.perf_counter()
         n = sum(len(batch["label"]) for batch in BatchReader(dataset, plan))

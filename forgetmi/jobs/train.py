@@ -40,7 +40,8 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     data, datasets = build_datasets(cfg, accelerator)
     rows = data.partitions.retain if mode == "retrain" else \
         pd.concat([data.partitions.retain, data.partitions.forget]).sort_index()
-    train_set = EdemaDataset(rows, data.image_cache, data.token_cache)
+    train_set = EdemaDataset(rows, data.image_cache, data.token_cache,
+                             length_bucket=cfg.data.length_bucket)
     logger.info("%s: %d training rows (%s), world size %d", mode, len(rows),
                 "retain only" if mode == "retrain" else "retain + forget", accelerator.num_processes)
 
