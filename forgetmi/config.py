@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -126,8 +126,8 @@ class ModelConfig:
     fusion_scale_init: float = 0.1      # the learned, clamped residual scale of the gated fusion
     fusion_scale_max: float = 1.0
     # Provenance, recorded with the weights by training and import-checkpoint (not set by hand).
-    origin: str = "forgetmi"            # forgetmi | release (published weights, imported)
-    image_preprocessing: str = "forgetmi"  # what the weights learned on (data.preprocessing)
+    origin: Literal["forgetmi", "release"] = "forgetmi"  # release: published weights, imported
+    image_preprocessing: Literal["forgetmi", "release"] = "forgetmi"  # what the weights learned on
     # A release-origin model only ever saw 2048² crops (its pooling is a fixed 2×2 average);
     # true runs it at other sizes anyway, e.g. tests on small images.
     allow_other_image_size: bool = False
@@ -164,7 +164,7 @@ class DataConfig:
     # Image preprocessing: forgetmi (display orientation, rescale) | release (the published
     # models' raw pixel_array / max). None = what the model in use was trained with
     # (forgetmi for a new model); a mode that contradicts the model is refused.
-    preprocessing: str | None = None
+    preprocessing: Literal["forgetmi", "release"] | None = None
     max_length: int = 320              # tokens per report (the tokenizer is model.text_encoder's)
     # A batch's tokens are cut to its longest report rounded up to a multiple of this (at most
     # max_length): a run then sees a handful of sequence lengths, not one new one per step, which
@@ -226,7 +226,7 @@ class TrainConfig:
     lr: float = 1e-4
     text_lr: float | None = None       # the pretrained BERT body's rate; None = lr
     weight_decay: float = 0.01
-    scheduler: str = "cosine"          # cosine | linear | constant (the paper's: no warmup, no
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"  # cosine | linear | constant (the paper's: no warmup, no
                                        # decay; warmup_ratio then does nothing)
     warmup_ratio: float = 0.05         # share of the updates that ramp up (cosine and linear)
     grad_accum: int = 1
@@ -236,7 +236,7 @@ class TrainConfig:
     joint_weight: float = 1.0
     early_stopping_patience: int = 3   # epochs without validation improvement; 0 disables
     early_stopping_metric: str = "joint_auc"
-    final_model: str = "best"          # best: the best-validated epoch is the model; last: the
+    final_model: Literal["best", "last"] = "best"  # best: the best-validated epoch is the model; last: the
                                        # last epoch's weights (a model trained to convergence)
     checkpoint_every: int = 50         # optimizer steps between "latest" checkpoints
     log_every: int = 10                # optimizer steps between logged metrics
@@ -316,7 +316,7 @@ class UnlearnConfig:
     method: str = "forgetmi"             # forgetmi | finetune | neggrad+ | scrub | cf-k | eu-k |
                                          # multidelete | random-label
     original: str | None = None          # folder of the trained model (save_pretrained format)
-    preset: str = "unimodal"             # equal | unimodal | multimodal | retention | no-noise
+    preset: Literal["equal", "unimodal", "multimodal", "retention", "no-noise"] = "unimodal"
     weights: list[float] | None = None   # w_UU, w_UR, w_MU, w_MR; overrides the preset's
     # One weight at a time (W&B sweep parameters are scalars): each set replaces that term of
     # the preset's (or of weights), before the four are normalised.
@@ -324,7 +324,7 @@ class UnlearnConfig:
     weight_ur: float | None = None
     weight_mu: float | None = None
     weight_mr: float | None = None
-    objective: str | None = None         # pull (the paper) | push (the release's variant);
+    objective: Literal["pull", "push"] | None = None  # pull (the paper) | push (the release's);
                                          # None = push under no-noise, else pull
     retention_cap: float | None = None   # the release's cap: retention ≤ first-epoch mean + this
     retain_batch_size: int | None = None # None = train.batch_size
@@ -358,7 +358,7 @@ class EvaluateConfig:
 
 @dataclass
 class TrackingConfig:
-    wandb: str = "offline"             # offline | online | disabled
+    wandb: Literal["offline", "online", "disabled"] = "offline"
     project: str = "forgetmi"
     run_name: str | None = None        # display name; None = job, seed and output folder
     entity: str | None = None
@@ -390,6 +390,17 @@ def _is_dataclass_type(tp) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _choice(value: Any, choices: tuple, key: str):
+    """One of ``choices``, or a one-line error naming the key, the choices and the closest."""
+    if value in choices:
+        return value
+    import difflib
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.4)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"{key}: expected one of {' | '.join(map(str, choices))}, got "
+                      f"{value!r}{hint}")
+
+
 def _coerce(value: Any, tp, key: str):
     """Convert ``value`` (from YAML or a command-line string) to the annotated type ``tp``."""
     origin = typing.get_origin(tp)
@@ -407,6 +418,8 @@ def _coerce(value: Any, tp, key: str):
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{key}: cannot be None")
+    if origin is Literal:
+        return _choice(value, args, key)
     if origin in (list, tuple):
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.strip().startswith("[") else \

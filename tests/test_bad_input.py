@@ -97,16 +97,25 @@ CONFIG_CASES = [
     ("train", "--checkpoint_every=0", "train.checkpoint_every"),
     ("train", "--warmup_ratio=2", "train.warmup_ratio"),
     ("train", "--early_stopping_metric=joint_acu", "train.early_stopping_metric"),
+    # choices: typed, with the closest one suggested
+    ("unlearn", "--preset=uni", "unlearn.preset", "did you mean unimodal?"),
+    ("train", "--wandb=ofline", "tracking.wandb", "did you mean offline?"),
+    ("unlearn", "--unlearn.objective=pul", "unlearn.objective", "did you mean pull?"),
+    ("train", "--scheduler=cosin", "train.scheduler", "did you mean cosine?"),
+    ("train", "--precision=fp8", "train.precision"),
+    ("train", "--final_model=lst", "train.final_model", "did you mean last?"),
+    ("train", "--data.preprocessing=relase", "data.preprocessing", "did you mean release?"),
+    ("train", "--model.origin=paper", "model.origin"),
 ]
 
 
-@pytest.mark.parametrize("job,override,key", CONFIG_CASES,
-                         ids=[f"{j}{o}" for j, o, _ in CONFIG_CASES])
+@pytest.mark.parametrize("job,override,key,hint", [(*c, "")[:4] for c in CONFIG_CASES],
+                         ids=[f"{case[0]}{case[1]}" for case in CONFIG_CASES])
 def test_a_bad_config_value_is_refused_before_anything_is_made(caplog, tmp_path, job, override,
-                                                                key):
+                                                                key, hint):
     out = tmp_path / "run"
     message = refused(caplog, [job, f"--data.root={tmp_path / 'no-data'}", f"--output_dir={out}",
-                               "--original=elsewhere/model", override], out, key)
+                               "--original=elsewhere/model", override], out, key, hint)
     assert override.split("=", 1)[1] in message  # the value given, too
 
 
@@ -125,18 +134,20 @@ def test_a_config_file_with_a_bad_value_names_the_file(caplog, tmp_path):
             str(config), "train.lr")
 
 
-def test_config_checks_run_before_torch_is_imported(tmp_path):
+@pytest.mark.parametrize("override,key", [("--epochs=0", "train.epochs"),
+                                          ("--wandb=ofline", "tracking.wandb")])
+def test_config_checks_run_before_torch_is_imported(tmp_path, override, key):
     """The whole stderr of a real process: one line, and torch never loaded."""
     out = tmp_path / "run"
     probe = ("import sys; from forgetmi.cli import main; code = main(sys.argv[1:]); "
              "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", probe, "train", "--epochs=0",
+    done = subprocess.run([sys.executable, "-c", probe, "train", override,
                            f"--output_dir={out}"], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env=env)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
-    assert len(lines) == 1 and len(lines[0]) < 300 and "train.epochs" in lines[0], done.stderr
+    assert len(lines) == 1 and len(lines[0]) < 300 and key in lines[0], done.stderr
     assert not out.exists()
 
 

@@ -100,5 +100,5 @@ def test_constant_scheduler_keeps_the_learning_rate_on_every_step():
         optimizer.step()
         scheduler.step()
     assert rates == [1e-4] * 20
-    with pytest.raises(ConfigError, match=r"train\.scheduler.*cosine, linear or constant"):
+    with pytest.raises(ConfigError, match=r"train\.scheduler: expected one of cosine \| linear \| constant"):
         load_config(ExperimentConfig, None, ["--scheduler=plateau"])

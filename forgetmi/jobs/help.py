@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import inspect
 import re
+import types
 import typing
 from functools import lru_cache
 
@@ -61,7 +62,15 @@ def _summary(cls) -> str:
 
 
 def _type_name(tp) -> str:
-    text = getattr(tp, "__name__", None) if not typing.get_args(tp) else None
+    """``int``, ``float | None``, ``pull|push | None``: a type as a user types values."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is typing.Literal:
+        return "|".join(map(str, args))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if tp is type(None):
+        return "None"
+    text = getattr(tp, "__name__", None) if not args else None
     return text or str(tp).replace("typing.", "").replace("NoneType", "None")
 
 
