@@ -15,6 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from forgetmi import __version__
 from forgetmi.errors import ForgetMIError, exit_on_error
 from forgetmi.jobs import JOBS
 from forgetmi.jobs.help import JobParser
@@ -236,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "models: Forget-MI, its baselines, evaluation and HPC tooling")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("--version", action="version", version=f"forgetmi {__version__}")
     # JobParser: the jobs' `--help` lists every config key (generated from forgetmi.config).
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=JobParser)

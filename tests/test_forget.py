@@ -44,7 +44,7 @@ def request(h, workspace, patients, *extra, first=False):
     return forget_main(args)
 
 
-def test_sequential_requests_purge_and_audit(hospital, tmp_path, caplog):
+def test_sequential_requests_purge_and_audit(hospital, tmp_path, caplog, capsys):
     h, ws = hospital, tmp_path / "ws"
     first, second = h["train_patients"][:2], h["train_patients"][2:4]
     assert request(h, ws, first, "--max-member-probability", "1.0", first=True) == 0
@@ -79,8 +79,10 @@ def test_sequential_requests_purge_and_audit(hospital, tmp_path, caplog):
     assert log[1]["request"] == 2 and log[1]["model_before"] == log[0]["model_after"]
     assert f"excluded {len(rows)} rows of 2 patients" in caplog.text
     caplog.clear()
+    capsys.readouterr()
     assert history_main([str(ws)]) == 0
-    assert "#1" in caplog.text and "#2" in caplog.text
+    table = capsys.readouterr().out                  # the command's output, on stdout
+    assert "#1 " in table and "#2 " in table and "#1" not in caplog.text
 
     # privacy: no raw patient id and no report sentence in anything written or logged
     reports = formats.read_reports(h["paths"].reports)
@@ -89,7 +91,7 @@ def test_sequential_requests_purge_and_audit(hospital, tmp_path, caplog):
                  for s in str(t).split(".") if len(s.strip()) >= 20}
     written = "".join(p.read_text(errors="ignore") for p in ws.rglob("*")
                       if p.is_file() and p.suffix in (".json", ".jsonl", ".txt", ".yaml", ".csv"))
-    for text in (written, caplog.text):
+    for text in (written, caplog.text, table):
         assert not any(str(p) in text for p in first + second)
         assert not any(s in text for s in sentences)
 

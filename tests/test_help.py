@@ -56,3 +56,23 @@ def test_every_config_key_is_listed_with_its_default(capsys, job):
 def test_launch_front_ends_show_the_same_keys(capsys):
     text = help_text(capsys, unlearn_main, ["--help"])
     assert "--unlearn.neggrad.retain_weight" in text and "no-noise" in text
+
+
+def test_version_is_printed_on_stdout(capsys):
+    from forgetmi import __version__
+    from forgetmi.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"forgetmi {__version__}"
+
+
+def test_choices_are_listed_as_the_user_types_them(capsys):
+    from forgetmi.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["unlearn", "--help"])
+    text = capsys.readouterr().out
+    assert "equal|unimodal|multimodal|retention|no-noise = 'unimodal'" in text
+    assert "pull|push | None = None" in text and "Literal" not in text

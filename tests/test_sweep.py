@@ -86,7 +86,7 @@ def test_accelerate_environment_for_slurm_ranks():
 
 
 def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_path, caplog,
-                                                               monkeypatch):
+                                                               capsys, monkeypatch):
     for mode, name in (("train", "original"), ("retrain", "retrained")):
         assert train_main([f"--data.root={demo_data.root}", f"--output_dir={tmp_path / name}/s0",
                            *COMMON, "--epochs=1", "--lr=1e-3", f"--mode={mode}"]) == 0
@@ -125,8 +125,9 @@ def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_pa
     assert sweep_main(args) == 0                                  # idempotent
     assert caplog.text.count("already finished; not resubmitted") == 2
     caplog.clear()
+    capsys.readouterr()
     assert status_main([str(out)]) == 0
-    assert "3 task(s): 3 done" in caplog.text
+    assert "3 task(s): 3 done" in capsys.readouterr().out   # a table on stdout, not a log
     # A task that fails (here: its model is missing) does not stop the array's other tasks.
     sweep.write_text(yaml.safe_dump({
         "program": "launch/unlearn.py", "method": "grid",
@@ -150,10 +151,12 @@ def test_local_sweep_runs_each_point_once_and_gathers_a_report(demo_data, tmp_pa
     assert "forget rows (" in done_log and str(tmp_path / "missing") not in done_log
     assert f"{tasks['done']['name']}: done" in caplog.text
     caplog.clear()
+    capsys.readouterr()
     assert status_main([str(failing)]) == 0
-    assert f"failed         —  log: {tasks['failed']['log']}" in caplog.text
-    assert "2 task(s): " in caplog.text and {"1 done", "1 failed"} == set(
-        caplog.text.split("2 task(s): ")[1].strip().split(", "))
+    table = capsys.readouterr().out
+    assert f"failed         —  log: {tasks['failed']['log']}" in table
+    assert "2 task(s): " in table and {"1 done", "1 failed"} == set(
+        table.split("2 task(s): ")[1].strip().split(", "))
     # Relative paths resolve where the sweep was submitted, not in the package's folder.
     monkeypatch.chdir(tmp_path)
     sweep.write_text(yaml.safe_dump({

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import secrets
+import sys
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -266,13 +267,15 @@ def summary(r: dict) -> str:
 
 
 def history(workspace: str | Path) -> list[dict]:
+    """Print the workspace's requests, one line each, on stdout (the command's output, not a
+    log: ``history | grep`` sees it, ``-q`` does not hide it); return them."""
     entries = read_log(Path(workspace))
     for e in entries:
-        logger.info("#%-3d %s  %d patient(s)  %s  %-10s %s  model %s…", e["request"],
-                    e["created"], e["patients"], e["request_hash"][:12], e["method"],
-                    "complete  " if e["complete"] else "INCOMPLETE", e["model_after_sha256"][:12])
+        sys.stdout.write("#%-3d %s  %d patient(s)  %s  %-10s %s  model %s…\n" % (
+            e["request"], e["created"], e["patients"], e["request_hash"][:12], e["method"],
+            "complete  " if e["complete"] else "INCOMPLETE", e["model_after_sha256"][:12]))
     if not entries:
-        logger.info("no request yet in %s", workspace)
+        sys.stdout.write(f"no request yet in {workspace}\n")
     return entries
 
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+import sys
 from collections import Counter
 
 from forgetmi.errors import exit_on_error
 from forgetmi.hpc.status import task_states
-
-logger = logging.getLogger("forgetmi.hpc")
 
 
 @exit_on_error
@@ -26,14 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tasks = task_states(args.folder)
     if args.json:
-        import sys
         sys.stdout.write(json.dumps(tasks, indent=2) + "\n")
         return 0
+    # The table is the command's output: stdout, so `status | grep failed` works and -q keeps it.
     for task in tasks:
         extra = f"  log: {task['log']}" if task["state"] in ("failed", "timeout", "cancelled") \
             and task.get("log") else ""
         job = task.get("job_id") or "—"
-        logger.info("%-44s %-8s %-14s %s%s", task["name"], task["kind"], task["state"], job, extra)
+        sys.stdout.write("%-44s %-8s %-14s %s%s\n" % (task["name"], task["kind"], task["state"],
+                                                      job, extra))
     counts = Counter(t["state"] for t in tasks)
-    logger.info("%d task(s): %s", len(tasks), ", ".join(f"{n} {s}" for s, n in counts.items()))
+    sys.stdout.write("%d task(s): %s\n" % (len(tasks),
+                                           ", ".join(f"{n} {s}" for s, n in counts.items())))
     return 0
