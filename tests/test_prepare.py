@@ -53,3 +53,18 @@ def test_corrupt_dicom_is_named_before_training(data_copy):
         ensure_caches(load_partitions(config, seed=0), "tiny")
     assert path.name in str(err.value)
     assert not (data_copy / "cache" / "images-32-crop32").exists()  # nothing half-built
+
+
+def test_the_data_summary_is_logged_once_per_process_and_data(demo_data, caplog):
+    """A demo or an evaluation loads the same partitions many times; the summary line once."""
+    import logging
+
+    from forgetmi.data import prepare
+
+    prepare._SAID.clear()
+    with caplog.at_level(logging.INFO, logger="forgetmi.data"):
+        for percent in (3, 3, 6, 3):
+            load_partitions(DataConfig(root=str(demo_data.root),
+                                       forget_set=f"forget_set_{percent}per.csv"), seed=0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("data: ")]
+    assert len(lines) == 2 and lines[0] != lines[1]    # the 3% and the 6% set, once each

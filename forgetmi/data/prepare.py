@@ -20,6 +20,7 @@ from forgetmi.data.splits import (AuditReport, Partitions, audit_partitions, bui
 from forgetmi.errors import CacheError, DataError
 
 logger = logging.getLogger("forgetmi.data")
+_SAID: set[str] = set()   # data summaries already logged by this process
 
 
 @dataclass
@@ -55,11 +56,14 @@ def load_partitions(config: DataConfig, seed: int = 0) -> PreparedData:
         raise DataError(f"study has no report in {config.path('reports')} "
                         f"({int(missing.sum())} row(s) without a report)", split_path, i + 2,
                         "study_id")
-    logger.info("data: %d rows, %d patients; forget %d rows / %d patients%s",
-                len(split), split["subject_id"].nunique(), len(parts.forget),
-                parts.forget["subject_id"].nunique(),
-                f"; holdout {len(parts.holdout)} rows / {parts.holdout['subject_id'].nunique()} "
-                "patients (trained on by no model)" if len(parts.holdout) else "")
+    summary = ("data: %d rows, %d patients; forget %d rows / %d patients%s" % (
+        len(split), split["subject_id"].nunique(), len(parts.forget),
+        parts.forget["subject_id"].nunique(),
+        f"; holdout {len(parts.holdout)} rows / {parts.holdout['subject_id'].nunique()} "
+        "patients (trained on by no model)" if len(parts.holdout) else ""))
+    # Once per process and data: a demo or an evaluation loads the same partitions many times.
+    logger.log(logging.DEBUG if summary in _SAID else logging.INFO, summary)
+    _SAID.add(summary)
     return PreparedData(config=config, split=split, reports=reports, partitions=parts, audit=audit)
 
 

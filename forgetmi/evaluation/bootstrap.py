@@ -100,7 +100,9 @@ def bootstrap_ci(fn: Callable, labels: np.ndarray, logits: np.ndarray, n_boot: i
     for name, value in point.items():
         finite = resampled[name][np.isfinite(resampled[name])]
         if len(finite) < n_boot:
-            log.info("bootstrap %s: %d of %d resamples defined", name, len(finite), n_boot)
+            # Each interval keeps its count (Interval.n); a line per figure would bury the log
+            # (a small request has dozens of figures with a class absent from some resamples).
+            log.debug("bootstrap %s: %d of %d resamples defined", name, len(finite), n_boot)
         low, high = (np.quantile(finite, [alpha / 2, 1 - alpha / 2]) if len(finite)
                      else (np.nan, np.nan))
         out[name] = Interval(value, low, high, len(finite))
