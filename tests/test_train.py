@@ -135,3 +135,20 @@ def test_final_model_setting_is_checked():
     from forgetmi.config import ConfigError, TrainConfig
     with pytest.raises(ConfigError, match="train.final_model: expected best or last"):
         TrainConfig(final_model="newest")
+
+
+def test_each_epoch_logs_its_progress(demo_data, tmp_path, caplog):
+    """A log file (a Slurm task's, say) shows how far a run is: epoch k/N, the loss, the ETA."""
+    import logging
+    import re
+
+    with caplog.at_level(logging.INFO, logger="forgetmi"):
+        assert run(demo_data, tmp_path / "run", "--epochs=2", "--lr=1e-3",
+                   "--checkpoint_every=1000") == 0
+    lines = [r.getMessage() for r in caplog.records if " epoch " in r.getMessage()
+             and "ETA" in r.getMessage()]
+    assert len(lines) == 2, lines
+    for k, line in enumerate(lines, start=1):
+        assert re.match(rf"train epoch {k}/2: loss \d+\.\d{{4}}.*\(\d+\.\d s/epoch, ETA \d+ s\)$",
+                        line), line
+    assert lines[-1].endswith("ETA 0 s)")

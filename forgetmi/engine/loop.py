@@ -58,6 +58,15 @@ def _tally(sums: dict[str, float], counts: dict[str, int], terms: dict[str, floa
         counts[k] = counts.get(k, 0) + 1
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``1 h 05 min``: an ETA as a person reads it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
 def _means(sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
     """Each term's mean over the steps that computed it."""
     return {k: v / counts[k] for k, v in sums.items()}
@@ -241,6 +250,7 @@ class Engine:
         self.objective.train_mode(self.model)
         window = _Window()   # runs across epochs: a log line may span an epoch's end
         stop = False
+        self._pace = (time.perf_counter(), state.epoch)   # for the progress lines' ETA
         while state.epoch < self.train.epochs and not stop:
             stop = self._run_epoch(state, window)
         self._finish(state)
@@ -387,7 +397,21 @@ class Engine:
             self.tracker.log({f"epoch/{k}": v for k, v in means.items()} | {"epoch": epoch},
                              state.updates)
             self.objective.end_epoch(epoch, means)
+            self._log_progress(epoch, means)
         state.epoch_sums, state.epoch_counts = {}, {}
+
+    def _log_progress(self, epoch: int, means: dict) -> None:
+        """``epoch k/N: loss …, s/epoch, ETA``: one line per epoch from rank 0, so a log file or
+        a Slurm log shows how far a run is (the bar is for terminals only)."""
+        if not self.accelerator.is_main_process:
+            return
+        started, first = getattr(self, "_pace", (time.perf_counter(), epoch))
+        done = epoch + 1
+        per_epoch = (time.perf_counter() - started) / max(done - first, 1)
+        terms = "  ".join(f"{k} {means[k]:.4f}" for k in sorted(means, key=lambda k: k != "loss"))
+        logger.info("%s epoch %d/%d: %s  (%.1f s/epoch, ETA %s)", self.job, done,
+                    self.train.epochs, terms, per_epoch,
+                    _duration(per_epoch * (self.train.epochs - done)))
 
     def _fingerprint(self) -> dict:
         """What a checkpoint must agree on to be resumed: the model's shapes, the data each
