@@ -70,6 +70,18 @@ def test_finished_run_is_not_rerun(demo_data, trained, caplog):
     after = weights(trained)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(records(trained)) == lines
+    # where and how it logs may change; what it trains may not: refused in one line, the run
+    # folder left describing the model it holds
+    caplog.clear()
+    assert run(demo_data, trained, "--epochs=4", "--checkpoint_every=4", "--lr=1e-3",
+               "--log_every=3") == 0
+    recorded = (trained / "config.yaml").read_bytes()
+    caplog.clear()
+    assert run(demo_data, trained, "--epochs=4", "--checkpoint_every=4", "--lr=0.05") == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "train.lr 0.001 -> 0.05" in errors[0], errors
+    assert "already finished" not in caplog.text
+    assert (trained / "config.yaml").read_bytes() == recorded
 
 
 def test_retrain_uses_retain_rows_only(demo_data, tmp_path, trained):

@@ -33,7 +33,7 @@ from forgetmi.config import (ConfigError, ExperimentConfig, as_overrides, from_d
 from forgetmi.errors import exit_on_error
 from forgetmi.jobs import JOBS
 from forgetmi.jobs import run as run_kind
-from forgetmi.utils.run_folder import RunFolder
+from forgetmi.utils.run_folder import RunFolder, flatten, setting_differences
 from forgetmi.utils.tracking import group_for
 
 logger = logging.getLogger("forgetmi.protocol")
@@ -84,24 +84,16 @@ class Job:
         saved = RunFolder(self.output_dir).config
         if not saved.is_file():
             return
-        now = _validation_rule(_flatten(to_dict(load_config(ExperimentConfig, self.argv[1],
+        now = _validation_rule(flatten(to_dict(load_config(ExperimentConfig, self.argv[1],
                                                             self.argv[2:]))))
-        before = _validation_rule(_flatten(yaml.safe_load(saved.read_text()) or {}))
-        differ = [f"{key} {before[key]!r} -> {now[key]!r}" for key in sorted(set(now) & set(before))
-                  if before[key] != now[key] and now[key] is not None  # None: the run's choice
-                  and not key.startswith(IRRELEVANT)
-                  and not (key == "data.val_avoid" and _same_avoided(before, now))]
+        before = _validation_rule(flatten(yaml.safe_load(saved.read_text()) or {}))
+        differ = setting_differences(
+            before, now, same=lambda key: key == "data.val_avoid" and _same_avoided(before, now))
         if differ:
             more = "; ..." if len(differ) > 4 else ""
             raise ConfigError(f"{self.output_dir}: finished with other settings than this "
                               f"protocol's ({'; '.join(differ[:4])}{more}); remove it, or "
                               "give the protocol another output_dir")
-
-
-# Settings that do not change what a run computes: a finished run is reused across them (and
-# across a move of its folder).
-IRRELEVANT = ("output_dir", "tracking.", "train.log_every", "train.checkpoint_every", "train.resume",
-              "train.stop_after", "train.num_workers", "data.workers", "data.cache_dir")
 
 
 def _validation_rule(flat: dict) -> dict:
@@ -129,16 +121,6 @@ def _same_avoided(before: dict, now: dict) -> bool:
         return patients(before) == patients(now)
     except (DataError, OSError):
         return False
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 def load_protocol(path: str | Path) -> Protocol:

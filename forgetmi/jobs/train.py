@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from forgetmi.config import ExperimentConfig, save_config
-from forgetmi.utils.run_folder import check_output_dir
+from forgetmi.config import ExperimentConfig, save_config, to_dict
+from forgetmi.utils.run_folder import check_finished_settings, check_output_dir
 
 logger = logging.getLogger("forgetmi.train")
 
@@ -35,6 +35,7 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     cfg = for_new_model(cfg)  # the model records the image preprocessing it learns on
     out = Path(cfg.output_dir)
     check_output_dir(out, mode)
+    check_finished_settings(out, mode, to_dict(cfg))
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)
     set_seed(cfg.seed)
     data, datasets = build_datasets(cfg, accelerator)

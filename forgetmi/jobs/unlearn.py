@@ -16,9 +16,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from forgetmi.config import ExperimentConfig, resolve_run_path, save_config
+from forgetmi.config import ExperimentConfig, resolve_run_path, save_config, to_dict
 from forgetmi.errors import ForgetMIError
-from forgetmi.utils.run_folder import RunFolder, check_output_dir
+from forgetmi.utils.run_folder import RunFolder, check_finished_settings, check_output_dir
 
 logger = logging.getLogger("forgetmi.unlearn")
 
@@ -47,6 +47,7 @@ def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
     # and are rows it trained on (an original shared by several forget sizes is checked here).
     cfg = align_partitions(align_with_model(cfg, cfg.unlearn.original), cfg.unlearn.original,
                            check_rows=not request)
+    check_finished_settings(cfg.output_dir, "unlearn", to_dict(cfg))  # as it would be saved
     method = method_class(cfg.unlearn.method)
     out = Path(cfg.output_dir)
     accelerator = build_accelerator(cfg.train.precision, cfg.train.grad_accum)

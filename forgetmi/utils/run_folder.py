@@ -105,6 +105,55 @@ def check_model_target(path: str | Path, replace: bool = False) -> None:
     check_target(path, folder=True, replace=replace)
 
 
+# Settings that do not change what a run computes: a finished run is reused across them (and
+# across a move of its folder).
+INCIDENTAL = ("output_dir", "tracking.", "train.log_every", "train.checkpoint_every",
+              "train.resume", "train.stop_after", "train.num_workers", "data.workers",
+              "data.cache_dir", "evaluate.")
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """``{"train": {"lr": 1e-3}}`` as ``{"train.lr": 1e-3}`` (tuples as lists, as YAML has them)."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def setting_differences(before: dict, now: dict, same=lambda key: False) -> list[str]:
+    """``key before -> now`` for each setting a run recorded (``before``, flat) that differs from
+    ``now`` (flat), leaving out incidental keys, settings ``now`` leaves to the run (None) and
+    keys ``same(key)`` says are equivalent."""
+    return [f"{key} {before[key]!r} -> {now[key]!r}" for key in sorted(set(now) & set(before))
+            if before[key] != now[key] and now[key] is not None
+            and not key.startswith(INCIDENTAL) and not same(key)]
+
+
+def check_finished_settings(out: str | Path, job: str, config: dict) -> None:
+    """Refuse to rerun a finished ``job`` in ``out`` with settings other than those it recorded
+    (``config``: the new run's, as ``to_dict`` gives it): its folder would then describe a
+    model it does not hold."""
+    import yaml
+
+    folder = RunFolder(out)
+    if folder.job != job or not folder.config.is_file():
+        return
+    try:
+        recorded = yaml.safe_load(folder.config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise OutputError(f"{folder.config}: unreadable ({err}); remove the run to redo it") \
+            from None
+    differ = setting_differences(flatten(recorded), flatten(config))
+    if differ:
+        more = "; ..." if len(differ) > 3 else ""
+        raise OutputError(f"output_dir {out}: a finished {job} run with other settings "
+                          f"({'; '.join(differ[:3])}{more}); give another output_dir, or the "
+                          "recorded settings")
+
+
 def _within(inner: Path, outer: Path) -> bool:
     inner, outer = inner.resolve(), outer.resolve()
     return inner == outer or outer in inner.parents
