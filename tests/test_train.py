@@ -164,3 +164,5 @@ def test_each_epoch_logs_its_progress(demo_data, tmp_path, caplog):
         assert re.match(rf"train epoch {k}/2: loss \d+\.\d{{4}}.*\(\d+\.\d s/epoch, ETA \d+ s\)$",
                         line), line
     assert lines[-1].endswith("ETA 0 s)")
+    validation = [r.getMessage() for r in caplog.records if "validation" in r.getMessage()]
+    assert [v.split(":")[0] for v in validation] == ["train epoch 1/2", "train epoch 2/2"]

@@ -457,7 +457,9 @@ class Engine:
         if score is None:
             raise ForgetMIError(f"early_stopping_metric {self.train.early_stopping_metric!r} is "
                                 f"not among the validation metrics: {', '.join(sorted(metrics))}")
-        logger.info("epoch %d: validation %s = %.4f", epoch, self.train.early_stopping_metric, score)
+        if self.accelerator.is_main_process:   # epochs counted from 1, as the progress line
+            logger.info("%s epoch %d/%d: validation %s = %.4f", self.job, epoch + 1,
+                        self.train.epochs, self.train.early_stopping_metric, score)
         if state.best is None or score > state.best:
             state.best, state.best_epoch, state.bad_epochs = float(score), epoch, 0
             self._save_best("best")
