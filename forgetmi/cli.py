@@ -337,9 +337,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+_QUIET_DEPENDENCY = _BelowError()
+# Loggers of dependencies that print with their own handlers and format (DeepSpeed announces
+# "Setting accelerator to CPU" on every launch on a CPU).
+DEPENDENCY_LOGGERS = ("DeepSpeed",)
+
+
 def hide_dependency_warnings(verbosity: int) -> None:
-    """Warnings raised inside dependencies (pydantic's about W&B's ``sweeps``, say) tell a user
-    nothing they can act on; ``-v`` shows them. forgetmi's own warnings always show."""
+    """Warnings raised inside dependencies (pydantic's about W&B's ``sweeps``, say) and their
+    own loggers' notices tell a user nothing they can act on; ``-v`` shows them. forgetmi's own
+    warnings always show, and a dependency's errors too."""
+    for name in DEPENDENCY_LOGGERS:
+        # A filter, not a level: DeepSpeed sets its logger's level when it is imported.
+        logger = logging.getLogger(name)
+        logger.removeFilter(_QUIET_DEPENDENCY)
+        if verbosity < 1:
+            logger.addFilter(_QUIET_DEPENDENCY)
     if verbosity < 1:
         warnings.filterwarnings("ignore", module=r"(?!forgetmi(\.|$))")
 

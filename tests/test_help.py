@@ -76,3 +76,28 @@ def test_choices_are_listed_as_the_user_types_them(capsys):
     text = capsys.readouterr().out
     assert "equal|unimodal|multimodal|retention|no-noise = 'unimodal'" in text
     assert "pull|push | None = None" in text and "Literal" not in text
+
+
+def test_dependency_notices_show_only_with_verbose(capsys):
+    """DeepSpeed prints "Setting accelerator to CPU" with its own handler on every CPU launch:
+    hidden unless -v; its errors always show."""
+    import logging
+
+    from forgetmi.cli import hide_dependency_warnings
+
+    deepspeed = logging.getLogger("DeepSpeed")
+    handler = logging.StreamHandler()      # as DeepSpeed's own, writing to the current stderr
+    deepspeed.addHandler(handler)
+    try:
+        hide_dependency_warnings(0)
+        deepspeed.warning("Setting accelerator to CPU")
+        deepspeed.error("a real failure")
+        quiet = capsys.readouterr().err
+        hide_dependency_warnings(1)
+        deepspeed.warning("Setting accelerator to CPU")
+        verbose = capsys.readouterr().err
+    finally:
+        deepspeed.removeHandler(handler)
+        hide_dependency_warnings(1)
+    assert "a real failure" in quiet and "accelerator" not in quiet
+    assert "Setting accelerator to CPU" in verbose
