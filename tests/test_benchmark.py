@@ -30,8 +30,6 @@ from forgetmi.jobs.protocol import ensure_stand_in, load_protocol
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK = REPO / "configs" / "experiments" / "benchmark.yaml"
 DEMO_RUN = REPO / "forgetmi-demo"             # where README command 1 writes
-# What may differ between the demo's runs and this test's: places and logging.
-INCIDENTAL = {("output_dir",), ("data", "root"), ("data", "workers"), ("train", "log_every")}
 
 pytestmark = pytest.mark.slow
 CLI = "import sys; from forgetmi.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -41,30 +39,12 @@ def _override(key: str, value) -> str:
     return f"--{key}={value}"
 
 
-def _without_incidental(config: dict) -> dict:
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
-    for path in INCIDENTAL:
-        section = out
-        for key in path[:-1]:
-            section = section[key]
-        section.pop(path[-1], None)
-    return out
-
-
-def _same(wanted, recorded) -> bool:
-    """Equal, where a setting left to None (derived when the run starts) matches what the run
-    recorded for it."""
-    if isinstance(wanted, dict):
-        return isinstance(recorded, dict) and set(wanted) == set(recorded) and all(
-            _same(wanted[k], recorded[k]) for k in wanted)
-    return wanted is None or wanted == recorded
-
-
 def _demo_runs(spec: dict, train_args: list[str]) -> Path | None:
     """The demo's folder when its original and retrained runs are this test's pair, made by the
     current code; else None (then the test trains its own)."""
     from forgetmi.config import ExperimentConfig, load_config, to_dict
     from forgetmi.synthetic import parameter_differences
+    from forgetmi.utils.run_folder import flatten, setting_differences
 
     summary = DEMO_RUN / "summary.json"
     if not summary.is_file():
@@ -87,9 +67,10 @@ def _demo_runs(spec: dict, train_args: list[str]) -> Path | None:
         if json.loads((run / "timing.json").read_text()).get("job") != mode:
             return None
         wanted = load_config(ExperimentConfig, spec["experiment"], train_args)
-        recorded = _without_incidental(yaml.safe_load((run / "config.yaml").read_text()))
-        wanted = _without_incidental(yaml.safe_load(yaml.safe_dump(to_dict(wanted))))
-        if not _same(wanted, recorded):
+        recorded = flatten(yaml.safe_load((run / "config.yaml").read_text()))
+        wanted = flatten(yaml.safe_load(yaml.safe_dump(to_dict(wanted))))
+        # The rule a protocol reuses a finished run by; the data folder is the demo's own.
+        if setting_differences(recorded, wanted, same=lambda key: key == "data.root"):
             return None
     return DEMO_RUN
 
