@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 from forgetmi.errors import OutputError
+
+logger = logging.getLogger(__name__)
 
 
 def check_target(target: str | os.PathLike, folder: bool = False, replace: bool = False) -> None:
@@ -139,9 +142,7 @@ def stamp(path: str | os.PathLike) -> tuple[int, int] | None:
 def remove_stale_temporaries(target: str | os.PathLike) -> None:
     """Delete the temporaries :func:`atomic_path` left beside ``target`` when a build was killed
     (call only while holding :func:`build_lock`)."""
-    import logging
     target = Path(target)
     for stale in target.parent.glob(f".{target.name}.*.tmp"):
-        logging.getLogger(__name__).info(
-            "removing the remains of an interrupted build: %s", stale)
+        logger.info("removing the remains of an interrupted build: %s", stale)
         shutil.rmtree(stale, ignore_errors=True)
