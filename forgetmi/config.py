@@ -120,7 +120,7 @@ class ModelConfig:
     # Text encoder: a BERT folder (None = the packaged all-MiniLM-L6-v2), or "tiny" for a small
     # randomly initialised BERT over the packaged vocabulary (tests, smoke runs).
     text_encoder: str | None = None
-    text_dropout: float = 0.1
+    text_dropout: float = 0.1           # before the text head; also inside the tiny BERT
     tiny_text_hidden: int = 32
     tiny_text_layers: int = 2
     fusion_scale_init: float = 0.1      # the learned, clamped residual scale of the gated fusion

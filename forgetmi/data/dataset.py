@@ -95,6 +95,12 @@ class EdemaDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dicom_ids)
 
+    def token_lengths(self) -> np.ndarray:
+        """Real tokens of each item's report (the noisy copy's where it has one)."""
+        if self.noisy_mask is not None:
+            return self.noisy_mask.sum(axis=1)
+        return self.token_cache.lengths()[self.token_rows]
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image = self.image_cache.get(int(self.image_rows[i]))
         if self.perturb is not None and self.perturb.config.use_image:

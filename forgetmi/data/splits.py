@@ -13,6 +13,7 @@ validation = a patient-disjoint, label-stratified slice carved out of retain (ne
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 
@@ -153,9 +154,19 @@ def carve_validation(rows: pd.DataFrame, fraction: float, seed: int):
     n_patients = rows["subject_id"].nunique()
     if n_patients < n_splits:
         raise DataError(f"too few patients ({n_patients}) to carve a {fraction:.0%} validation split")
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(folds.split(rows, rows["severity"], groups=rows["subject_id"]))
-    return rows.iloc[np.sort(train_idx)], rows.iloc[np.sort(val_idx)]
+    # The same carve is asked for several times per job (each model and partition an
+    # evaluation loads) and costs ~2 s at 5,000 rows: kept per process, by what decides it.
+    key = (hashlib.sha1(pd.util.hash_pandas_object(rows[["subject_id", "severity"]])
+                        .to_numpy().tobytes()).hexdigest(), n_splits, seed)
+    if key not in _CARVED:
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        train_idx, val_idx = next(folds.split(rows, rows["severity"], groups=rows["subject_id"]))
+        _CARVED[key] = (np.sort(train_idx), np.sort(val_idx))
+    train_idx, val_idx = _CARVED[key]
+    return rows.iloc[train_idx], rows.iloc[val_idx]
+
+
+_CARVED: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def _weighted_order(rows_per_patient: pd.Series, rng: np.random.Generator,

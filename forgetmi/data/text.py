@@ -237,6 +237,10 @@ class TokenCache:
             raise CacheError(f"a study is not in the token cache {self.cache_dir}; "
                              "rebuild it for this split") from None
 
+    def lengths(self) -> np.ndarray:
+        """Real tokens of every row (int32, in cache order)."""
+        return self._arrays()[1]
+
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Row ``i``: ``(input_ids int64[L], attention_mask int64[L])``."""
         self._check((i,))

