@@ -1,7 +1,7 @@
 """The ``forgetmi`` command.
 
-The jobs (train, retrain, unlearn, evaluate, report, select, ulira, protocol, sweep, status,
-convert-sweep, forget, history, demo) come from the one job table, :data:`forgetmi.jobs.JOBS`,
+The jobs (train, retrain, unlearn, evaluate, report, select, rankings, ulira, protocol, sweep,
+status, convert-sweep, forget, history, demo) come from the one job table, :data:`forgetmi.jobs.JOBS`,
 and parse their own arguments; the data tools (make-demo-data, make-forget-set, audit,
 build-cache, keywords, import-checkpoint) are defined here. ``main(argv)`` runs in-process.
 """

@@ -39,6 +39,9 @@ JOBS: dict[str, Entry] = {
     "select": Entry("forgetmi.jobs.select:main",
                     "each method's settings from its evaluated sweep: the eligible trial "
                     "closest to the retrained model -> a presets file"),
+    "rankings": Entry("forgetmi.jobs.rankings:main",
+                      "each kind of memory's method ranking and the agreement between them "
+                      "(Kendall's tau)"),
     "ulira": Entry("forgetmi.jobs.ulira:main",
                    "per-example audit of an unlearned model with shadow pipelines (U-LiRA)"),
     "protocol": Entry("forgetmi.jobs.protocol:main",

@@ -51,6 +51,8 @@ class Protocol:
                                                      # in the file, also a presets file's path
     evaluate: dict = field(default_factory=lambda: {"bootstrap": 1000})
     stand_in: dict = field(default_factory=dict)     # generate the stand-in data first (below)
+    data: dict = field(default_factory=dict)         # data.* overrides for every run, e.g. the
+                                                     # root: one experiment, several stand-ins
     base_dir: str = "."                              # where relative paths resolve (the file's folder)
 
 
@@ -135,7 +137,7 @@ def load_protocol(path: str | Path) -> Protocol:
         presets = Path(values["methods"])
         presets = presets if presets.is_absolute() else path.parent / presets
         values["methods"] = read_yaml(presets, "presets file")
-    for key in ("train", "unlearn", "methods", "forget_sets", "evaluate", "stand_in"):
+    for key in ("train", "unlearn", "methods", "forget_sets", "evaluate", "stand_in", "data"):
         if not isinstance(values.get(key, {}), dict):
             raise ConfigError(f"{path}: '{key}' must be a mapping")
     # No methods: the original and retrained models only (the references a sweep tunes against).
@@ -169,7 +171,8 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
     settings["test_fraction"] = settings["test_fraction"] or TEST_ROW_FRACTION
     settings["label_noise"] = (LABEL_NOISE_SD if settings["label_noise"] is None
                                else settings["label_noise"])
-    cfg = load_config(ExperimentConfig, _experiment_path(protocol), list(extra or []))
+    cfg = load_config(ExperimentConfig, _experiment_path(protocol),
+                      [*_data_overrides(protocol), *(extra or [])])
     root = Path(cfg.data.root)
     wanted = {"n_patients": int(settings["patients"]), "image_size": int(settings["image_size"]),
               "seed": int(settings["seed"]), "test_fraction": float(settings["test_fraction"]),
@@ -192,11 +195,17 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
         raise ConfigError(f"protocol stand_in: {err}") from None
 
 
+def _data_overrides(protocol: Protocol) -> list[str]:
+    """The protocol's ``data`` block as overrides; a relative ``root`` resolves like the
+    experiment's own (from where the command runs), so the protocol file reads the same."""
+    return as_overrides({f"data.{key}": value for key, value in protocol.data.items()})
+
+
 def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
     """Every job of the protocol, in dependency order; ``extra`` overrides apply to all runs."""
     experiment = _experiment_path(protocol)
     root = Path(protocol.output_dir)
-    extra = list(extra or [])
+    extra = [*_data_overrides(protocol), *(extra or [])]
     # Every run of the protocol is one W&B group, unless the protocol's settings say otherwise.
     group = f"--tracking.group={group_for('protocol', root)}"
     sizes = protocol.forget_sets or {"default": None}

@@ -1,0 +1,76 @@
+"""``forgetmi rankings KIND=RESULTS... [--out DIR]``: the methods' ranking under each kind of
+memory and the agreement between them (:mod:`forgetmi.evaluation.rankings`).
+
+Each ``KIND=RESULTS`` names one benchmark's evaluated runs (a protocol's output folder, as
+``forgetmi report`` takes it), e.g. ``label=runs/evidence/label``. Prints the rankings and
+Kendall's τ; with ``--out``, writes ``rankings.md`` and ``rankings.json`` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from forgetmi.errors import DataError, exit_on_error
+from forgetmi.utils.arguments import parse_or_exit_code
+
+log = logging.getLogger("forgetmi.rankings")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forgetmi rankings",
+        description="Rank the unlearning methods by closeness to the retrained model under "
+                    "each kind of memory, and measure how far the rankings agree (Kendall's τ).")
+    parser.add_argument("kinds", nargs="+", metavar="KIND=RESULTS",
+                        help="a name and a folder of evaluated runs (metrics.json), at least two")
+    parser.add_argument("--out", type=Path, help="write rankings.md and rankings.json here")
+    return parser
+
+
+def _pairs(items: list[str]) -> list[tuple[str, Path]]:
+    pairs = []
+    for item in items:
+        kind, sep, folder = item.partition("=")
+        if not sep or not kind or not folder:
+            raise DataError(f"expected KIND=RESULTS (e.g. label=runs/evidence/label), got "
+                            f"{item!r}", field="KIND=RESULTS")
+        if not Path(folder).is_dir():
+            raise DataError("not a folder of evaluated runs", folder)
+        pairs.append((kind, Path(folder)))
+    names = [k for k, _ in pairs]
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise DataError(f"expected at least two kinds, each named once; got {', '.join(names)}",
+                        field="KIND=RESULTS")
+    return pairs
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> int:
+    """0 on success, 2 on bad input."""
+    args, code = parse_or_exit_code(build_parser(), argv)
+    if args is None:
+        return code
+    from forgetmi.evaluation.rankings import agreement, json_document, rank_kind, render_markdown
+    from forgetmi.evaluation.report import find_metrics_files, load_runs
+    from forgetmi.utils.atomic import check_target, write_json, write_text
+
+    pairs = _pairs(args.kinds)
+    if args.out is not None:  # before anything is read or written
+        for name in ("rankings.md", "rankings.json"):
+            check_target(args.out / name, replace=True)
+    rankings = []
+    for kind, folder in pairs:
+        runs = load_runs(find_metrics_files([folder]))
+        if not runs:
+            raise DataError("holds no evaluated runs (metrics.json)", folder)
+        rankings += rank_kind(kind, runs)
+    taus = agreement(rankings)
+    markdown = render_markdown(rankings, taus)
+    sys.stdout.write(markdown)
+    if args.out is not None:
+        log.info("wrote %s", write_text(args.out / "rankings.md", markdown))
+        log.info("wrote %s", write_json(args.out / "rankings.json", json_document(rankings, taus)))
+    return 0
