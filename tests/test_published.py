@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -22,6 +23,7 @@ from forgetmi.models import JointModel
 from forgetmi.models.checkpoint import import_published_checkpoint
 from forgetmi.models.provenance import align_with_model
 from tests.published import MINILM_VOCAB, published_folder, published_state, tokenizer_folder
+from tests.test_bad_input import refused
 from tests.test_images import release_preprocess
 
 TINY = {"widths": [4, 4, 4, 8, 8, 8, 8], "hidden": 32, "vocab": MINILM_VOCAB}  # 32-d embeddings
@@ -105,6 +107,96 @@ def test_the_refusal_names_the_offending_global_without_escapes(tmp_path):
     message = str(err.value)
     assert "GLOBAL print was not an allowed global" in message
     assert "\x1b" not in message and "\n" not in message
+
+
+class Blocked:
+    def __reduce__(self):   # a module torch blocks outright, not merely one it does not allow
+        return (os.system, ("touch this-must-never-exist",))
+
+
+def test_a_blocked_module_is_refused_without_advice_to_load_unsafely(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, folder, state = published_folder(tmp_path, **TINY)
+    torch.save({**state, "evil": Blocked()}, folder / "pytorch_model.bin")
+    with pytest.raises(ForgetMIError) as err:
+        import_published_checkpoint(folder)
+    message = str(err.value)
+    assert "refused to load" in message and "is blocked" in message
+    assert "system" in message                                  # the global it names
+    assert "weights_only=False" not in message and "weights_only" not in message
+    assert "\x1b" not in message and "\n" not in message and len(message) < 300
+    assert not (tmp_path / "this-must-never-exist").exists()
+
+
+def test_imported_weights_are_readable_as_any_new_file_is(tmp_path):
+    _, folder, _ = published_folder(tmp_path, **TINY)
+    before = os.umask(0o022)
+    try:
+        assert main(["import-checkpoint", str(folder), str(tmp_path / "a")]) == 0
+        os.umask(0o002)                                          # a group-shared cluster's
+        assert main(["import-checkpoint", str(folder), str(tmp_path / "b")]) == 0
+    finally:
+        os.umask(before)
+    for name, mode in (("a", 0o644), ("b", 0o664)):
+        for file in ("model.safetensors", "config.json"):
+            assert oct((tmp_path / name / file).stat().st_mode & 0o777) == oct(mode), (name, file)
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode | 0o111
+
+
+def test_release_weights_run_only_at_2048_in_the_library_too(tmp_path):
+    _, folder, _ = published_folder(tmp_path, **TINY)
+    model = import_published_checkpoint(folder).eval()
+    ids, mask = torch.ones(1, 8, dtype=torch.long), torch.ones(1, 8, dtype=torch.long)
+    with pytest.raises(ForgetMIError) as err:
+        model(torch.rand(1, 1, 1024, 1024), ids, mask)
+    message = str(err.value)
+    assert "1024×1024" in message and "2048" in message and "allow_other_image_size" in message
+    assert "\n" not in message and len(message) < 300
+    with torch.no_grad():
+        assert model(torch.rand(1, 1, 2048, 2048), ids, mask).image_embedding.shape == (1, 32)
+    model.save_pretrained(tmp_path / "imported")
+    with pytest.raises(ForgetMIError, match="2048"):
+        JointModel.from_pretrained(tmp_path / "imported")(torch.rand(1, 1, 64, 64), ids, mask)
+    allowed = JointModel.from_pretrained(tmp_path / "imported", allow_other_image_size=True)
+    with torch.no_grad():
+        assert allowed.eval()(torch.rand(1, 1, 64, 64), ids, mask).image_embedding.shape == (1, 32)
+    saved = json.loads((tmp_path / "imported" / "config.json").read_text())["forgetmi_model"]
+    assert saved["allow_other_image_size"] is False             # a run's choice, never recorded
+    torch.manual_seed(0)
+    ours = JointModel(ModelConfig(text_encoder="tiny"))           # forgetmi's: any size
+    assert ours.eval()(torch.rand(1, 1, 64, 64), ids, mask).image_embedding.shape == (1, 768)
+
+
+def test_a_release_folder_given_as_the_original_says_to_import_it(tmp_path, caplog):
+    _, folder, _ = published_folder(tmp_path, **TINY)
+    message = refused(caplog, ["unlearn", f"--original={folder}",
+                               f"--output_dir={tmp_path / 'out'}", "--wandb=disabled"],
+                      folder, str(folder), "forgetmi import-checkpoint", "unlearn.original")
+    assert "not a forgetmi model config" not in message
+    with pytest.raises(ForgetMIError, match="forgetmi import-checkpoint"):
+        JointModel.from_pretrained(folder)
+    epoch = tmp_path / "unlearned" / "epoch_3"                  # a bare weights file's folder
+    epoch.mkdir(parents=True)
+    (folder / "pytorch_model.bin").rename(epoch / "model_state_dict.pth")
+    with pytest.raises(ForgetMIError, match="--config ORIGINAL/config.json"):
+        align_with_model(ExperimentConfig(), epoch)
+
+
+def test_an_imported_original_runs_the_release_sweep_as_it_is(tmp_path):
+    """The release's runs name no image size: its translation sets its 2048² crops, which an
+    imported original needs."""
+    from forgetmi.config import load_config
+    from forgetmi.hpc.release import translate
+    from forgetmi.hpc.sweep import run_arguments
+
+    _, folder, _ = published_folder(tmp_path, **TINY)
+    assert main(["import-checkpoint", str(folder), str(tmp_path / "imported")]) == 0
+    translated, _, _ = translate({"base_model_path": str(tmp_path / "imported"),
+                                  "use_noise": True}, release_program=True)
+    cfg = align_with_model(load_config(ExperimentConfig, None, run_arguments(translated)),
+                           tmp_path / "imported")
+    assert (cfg.data.image_size, cfg.data.crop_size, cfg.data.preprocessing) == \
+        (2048, 2048, "release")
 
 
 def test_the_release_pool_equals_ours_only_on_the_2048_map():

@@ -112,7 +112,8 @@ def _predictions(cfg, model_dir: Path, parts: tuple[str, ...], batch_size: int):
     accelerator = build_accelerator(None, 1)
     # Each model sees its own preprocessing and tokenizer (a retrained reference may differ).
     data, datasets = build_datasets(align_with_model(cfg, model_dir), accelerator)
-    model = JointModel.from_pretrained(model_dir).to(accelerator.device)
+    model = JointModel.from_pretrained(model_dir, cfg.model.allow_other_image_size).to(
+        accelerator.device)
     subjects = data.split["subject_id"]
     out = {}
     for part in parts:

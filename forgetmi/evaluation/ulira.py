@@ -218,7 +218,8 @@ def _statistics(cfg, model_dir: Path, batch_size: int):
 
     accelerator = build_accelerator(None, 1)
     data, datasets = build_datasets(align_with_model(cfg, model_dir), accelerator)
-    p = predict(accelerator, JointModel.from_pretrained(model_dir), datasets["forget"], batch_size)
+    model = JointModel.from_pretrained(model_dir, cfg.model.allow_other_image_size)
+    p = predict(accelerator, model, datasets["forget"], batch_size)
     patients = data.split["subject_id"].loc[p["index"]].to_numpy()
     return summed_lira_statistic(p), patients
 

@@ -92,10 +92,6 @@ def _fixed_arguments(command: list) -> list[str]:
             and "${" not in c]
 
 
-def _finite(parameters: dict) -> bool:
-    return all(isinstance(p, dict) and ("value" in p or "values" in p) for p in parameters.values())
-
-
 def _value(raw):
     return raw.get("value") if isinstance(raw, dict) else raw
 
@@ -205,10 +201,9 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
                                        if k not in replicates}
     if method != "grid" and count is None:
         count = sweep.config.get("run_cap")
-        if not count and sweep.release and method == "random" and \
-                _finite(sweep.config["parameters"]):
+        if not count and sweep.release and release.runs_each_combination_once(sweep.config):
             # The release's file is random over finite values with no cap (an agent ran until
-            # stopped): run each combination once.
+            # stopped): run each combination once (convert-sweep writes it as a grid).
             logger.info("%s: the release's random sweep over finite values, without a count: "
                         "each combination runs once", sweep.path.name)
             method, engine_config = "grid", {**engine_config, "method": "grid"}

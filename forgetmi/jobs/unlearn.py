@@ -56,8 +56,10 @@ def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
     if "forget" not in datasets:
         raise ForgetMIError("the forget set selects no rows; nothing to unlearn")
     noisy = noisy_forget_dataset(cfg, data) if method.uses_noisy_forget else None
-    original = JointModel.from_pretrained(cfg.unlearn.original) if method.uses_original else None
-    student = JointModel.from_pretrained(cfg.unlearn.original)
+    allow = cfg.model.allow_other_image_size
+    original = JointModel.from_pretrained(cfg.unlearn.original, allow) \
+        if method.uses_original else None
+    student = JointModel.from_pretrained(cfg.unlearn.original, allow)
     objective = build_objective(cfg.unlearn.method, cfg, datasets, original, noisy)
     details = (f", preset {cfg.unlearn.preset}, objective {cfg.unlearn.objective}"
                if cfg.unlearn.method == "forgetmi" else "")

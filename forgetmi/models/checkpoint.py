@@ -38,7 +38,11 @@ _IGNORABLE = ("text_model.bert.embeddings.position_ids",)
 WEIGHT_FILES = ("pytorch_model.bin", "model_state_dict.pth")
 FUSION_SEED = 0  # the new fusion (and a missing joint head) start from this seed, every import
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_GLOBAL = re.compile(r"GLOBAL \S+ was not an allowed global")
+# torch's refusals name the global: "GLOBAL print was not an allowed global" (not allowlisted),
+# "GLOBAL posix.system whose module posix is blocked" (a module torch blocks outright).
+_GLOBAL = re.compile(r"GLOBAL \S+ (?:was not an allowed global|whose module \S+ is blocked)")
+# torch's advice to load the file unsafely: never repeated to the user.
+_UNSAFE_ADVICE = re.compile(r"weights_only|re-run|trust", re.IGNORECASE)
 
 
 class CheckpointImportError(ForgetMIError):
@@ -56,14 +60,15 @@ def _rename(key: str) -> str:
 
 
 def _refusal_reason(err: BaseException) -> str:
-    """torch's refusal without its terminal colours, keeping the line that names the global
-    (its first line only advises loading unsafely, which this package never does)."""
+    """torch's refusal without its terminal colours: the phrase that names the global, else its
+    first line that does not advise loading unsafely (which this package never does)."""
     text = _ANSI.sub("", str(err))
     named = _GLOBAL.search(text)
     if named:
         return named.group(0)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    lines = [line.strip() for line in re.split(r"[\n.]\s", text) if line.strip()]
+    safe = [line for line in lines if not _UNSAFE_ADVICE.search(line)]
+    return safe[0] if safe else type(err).__name__
 
 
 def load_published_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:

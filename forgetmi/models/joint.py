@@ -18,8 +18,9 @@ from forgetmi.errors import ForgetMIError
 from forgetmi.config import ModelConfig
 from forgetmi.models.fusion import GatedFusion
 from forgetmi.models.image import ImageEncoder
+from forgetmi.models.provenance import RELEASE_IMAGE_SIZE
 from forgetmi.models.text import TextEncoder
-from forgetmi.utils.atomic import atomic_path
+from forgetmi.utils.atomic import atomic_path, file_mode
 from forgetmi.utils.run_folder import MODEL_CONFIG as CONFIG_NAME
 from forgetmi.utils.run_folder import MODEL_WEIGHTS as WEIGHTS_NAME
 from forgetmi.utils.run_folder import check_model_target
@@ -67,6 +68,9 @@ class JointModel(nn.Module):
                                             tiny_layers=config.tiny_text_layers)
         self.fusion = GatedFusion(dim, dim, config.fusion_scale_init, config.fusion_scale_max)
         self.joint_head = nn.Linear(dim, config.num_labels)
+        # Release-origin weights at other sizes than 2048²: allowed by the record, or by the run
+        # (model.allow_other_image_size, passed to from_pretrained); never saved with the model.
+        self.allow_other_image_size = config.allow_other_image_size
 
     def parameters_reaching(self, outputs) -> set[str]:
         """Names of the parameters on which any of ``outputs`` (ModelOutput fields) depends:
@@ -86,12 +90,26 @@ class JointModel(nn.Module):
         # Half-precision weights (DeepSpeed's fp16 mode) get images of their own dtype; under
         # autocast the weights stay fp32 and nothing changes.
         image = image.to(self.img_model.conv1.weight.dtype)
+        if self.config.origin == "release" and not self.allow_other_image_size:
+            self._check_release_size(image)
         image_embedding, image_logits = self.img_model(image)
         text_embedding, text_logits = self.text_model(input_ids, attention_mask)
         joint = self.fusion(image_embedding, text_embedding)
         return ModelOutput(image_embedding=image_embedding, text_embedding=text_embedding,
                            joint_embedding=joint, image_logits=image_logits,
                            text_logits=text_logits, joint_logits=self.joint_head(joint))
+
+    @staticmethod
+    def _check_release_size(image: torch.Tensor) -> None:
+        """Release-origin weights compute what the release did only at 2048²: their fixed 2×2
+        average pool read the 4×4 map of such an image, the adaptive pool here reads any."""
+        side = tuple(image.shape[-2:])
+        if side != (RELEASE_IMAGE_SIZE, RELEASE_IMAGE_SIZE):
+            raise ForgetMIError(
+                f"JointModel: release-origin weights were given a {side[0]}×{side[1]} image; "
+                f"they compute the release's embedding only at {RELEASE_IMAGE_SIZE}²: feed "
+                "2048² crops, or load with from_pretrained(DIR, allow_other_image_size=True) "
+                "(tests on small images)")
 
     # -- persistence ---------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, state_dict: dict | None = None,
@@ -106,9 +124,15 @@ class JointModel(nn.Module):
                             replace)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "JointModel":
+    def from_pretrained(cls, directory: str | os.PathLike,
+                        allow_other_image_size: bool = False) -> "JointModel":
+        """A saved model folder. ``allow_other_image_size``: a release-origin model may run at
+        sizes other than 2048² (the run's ``model.allow_other_image_size``)."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        published = release_folder_advice(directory)
+        if published:
+            raise ForgetMIError(published)
         if not config_path.is_file() or not weights_path.is_file():
             raise ForgetMIError(f"{directory}: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
                                 "(a folder written by save_pretrained)")
@@ -119,6 +143,7 @@ class JointModel(nn.Module):
         except (ValueError, KeyError, TypeError) as err:
             raise ForgetMIError(f"{config_path}: not a forgetmi model config ({err})") from None
         model = cls(config, pretrained_text=False, bert_config=bert_config)
+        model.allow_other_image_size = config.allow_other_image_size or allow_other_image_size
         try:
             state = load_file(str(weights_path))
         except Exception as err:  # safetensors raises its own error types for damaged files
@@ -138,8 +163,26 @@ def save_weights(config: ModelConfig, bert_config: BertConfig, state_dict: dict,
     with atomic_path(directory, folder=True, replace=replace) as tmp:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        # safetensors writes its file owner-only (0600): a model on a shared cluster is read by
+        # the group's jobs, so it gets the mode any new file gets (0666 less the umask).
+        os.chmod(tmp / WEIGHTS_NAME, file_mode())
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2, default=str))
     return Path(directory)
+
+
+def release_folder_advice(directory: str | os.PathLike) -> str | None:
+    """One line for a folder in the release's layout (a BERT config.json beside
+    pytorch_model.bin, or a bare model_state_dict.pth) given where a forgetmi model is read:
+    how to import it. None for anything else."""
+    directory = Path(directory)
+    weights = next((directory / n for n in ("pytorch_model.bin", "model_state_dict.pth")
+                    if (directory / n).is_file()), None)
+    if weights is None or (directory / WEIGHTS_NAME).is_file():
+        return None
+    config = "" if (directory / CONFIG_NAME).is_file() else " --config ORIGINAL/config.json"
+    return (f"{directory}: a Forget-MI release model ({weights.name}), not a forgetmi one; "
+            f"import it once (`forgetmi import-checkpoint THIS_FOLDER DST{config}`) and give DST "
+            "as unlearn.original (base_model_path)")
 
 
 def load_state_strict(model: nn.Module, state: dict, source, allow_missing: tuple[str, ...] = ()):

@@ -31,8 +31,11 @@ class ProvenanceError(ForgetMIError):
 
 def read_model_record(directory: str | os.PathLike) -> tuple[ModelConfig, BertConfig]:
     """The model and BERT configs of a saved model folder, without loading its weights."""
-    from forgetmi.models.joint import CONFIG_NAME
+    from forgetmi.models.joint import CONFIG_NAME, release_folder_advice
 
+    advice = release_folder_advice(directory)
+    if advice:
+        raise ProvenanceError(advice)
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise ForgetMIError(f"{directory}: no {CONFIG_NAME}; expected a model folder written by "

@@ -89,6 +89,21 @@ def atomic_path(target: str | os.PathLike, folder: bool = False,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def file_mode() -> int:
+    """The mode a new file gets from ``open``: 0666 less this process's umask (read from
+    /proc where it can be, so the umask is never changed, even for a moment)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_text(target: str | os.PathLike, text: str) -> Path:
     with atomic_path(target) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
