@@ -25,3 +25,13 @@ def rendezvous(argv: list[str]) -> int:
         time.sleep(0.02)
     print(f"task {mine.stem} met {other.stem}", flush=True)
     return 0
+
+
+def whoami(argv: list[str]) -> int:
+    """``FILE``: write this process's parent pid, its working folder and two variables."""
+    import json
+    Path(argv[0]).write_text(json.dumps({
+        "ppid": os.getppid(), "cwd": os.getcwd(), "task": os.environ.get("FORGETMI_TEST_TASK"),
+        "threads": os.environ.get("OMP_NUM_THREADS"), "stale": os.environ.get("FORGETMI_STALE")}))
+    print("whoami done", flush=True)
+    return int(argv[1]) if len(argv) > 1 else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -276,6 +277,29 @@ def test_one_task_at_a_time_fails_the_pair_naming_the_task_and_its_log(tmp_path,
     with pytest.raises(ForgetMIError, match=r"^1 of 2 task\(s\) failed: pair/a \(log: "
                                             rf"{tmp_path}/slurm/pair_a.log\); the others"):
         raise_failures(failures(jobs), len(tasks))
+
+
+def test_single_process_tasks_start_warm_each_its_own_process(tmp_path, monkeypatch):
+    """Forked from one server that imported torch & co. once, yet each task has the
+    environment, folder, log and exit code it would have had as a fresh process."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    tasks = [Task(f"who/{i}", "tests.local_tasks:whoami", [str(tmp_path / f"{i}.json"), str(code)],
+                  str(tmp_path), env={"FORGETMI_TEST_TASK": str(i)}, cwd=str(REPO))
+             for i, code in ((0, 0), (1, 0), (2, 3))]
+    jobs = submit_array(HpcConfig(executor="local", jobs=2), tasks, tmp_path / "slurm", "who")
+    assert [j.error is None for j in jobs] == [True, True, False]
+    assert "exited with code 3" in jobs[2].error
+    seen = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(3)]
+    assert [s["task"] for s in seen] == ["0", "1", "2"]
+    assert all(s["cwd"] == str(REPO) and s["threads"] == "1" for s in seen)
+    assert len({s["ppid"] for s in seen}) == 1 and seen[0]["ppid"] != os.getpid()  # one server
+    assert all("whoami done" in j.log.read_text() for j in jobs)
+    # Started cold (FORGETMI_WARM_START=0), a task is this process's child instead.
+    monkeypatch.setenv("FORGETMI_WARM_START", "0")
+    monkeypatch.setenv("FORGETMI_STALE", "yes")
+    jobs = submit_array(HpcConfig(executor="local", jobs=1), tasks[:1], tmp_path / "cold", "who")
+    cold = json.loads((tmp_path / "0.json").read_text())
+    assert failures(jobs) == [] and cold["ppid"] == os.getpid() and cold["stale"] == "yes"
 
 
 # -- what a sweep would do, and where it cannot run -----------------------------------------------

@@ -1,7 +1,8 @@
 """Running an array's tasks on this machine, several at once (``--executor local --jobs N``).
 
 Each task is a child process, as on Slurm, with its output (stdout and stderr) in its own log
-file under the submission folder; at most ``jobs`` run at a time (default: one per core), each
+file under the submission folder (a single-process task forked from a warm server,
+:mod:`forgetmi.hpc.warm`, to skip the imports); at most ``jobs`` run at a time (default: one per core), each
 with one thread unless ``OMP_NUM_THREADS`` says otherwise. A task that fails does not stop the
 others; the caller records every task's log and end in the manifest, then fails naming each
 failed task and its log.
@@ -67,6 +68,8 @@ def run_tasks(tasks: list[Task], folder: Path, jobs: int = 0) -> list[LocalJob]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     env = thread_env()
+    from forgetmi.hpc import warm
+    started_warm = warm.enabled()
     logger.info("running %d task(s) here, %d at a time, %s thread(s) each; logs in %s",
                 len(tasks), jobs, env["OMP_NUM_THREADS"], folder)
 
@@ -74,7 +77,9 @@ def run_tasks(tasks: list[Task], folder: Path, jobs: int = 0) -> list[LocalJob]:
         log = log_path(folder, task.name)
         logger.info("%s: started (log: %s)", task.name, log)
         try:
-            dataclasses.replace(task, env={**env, **task.env}, log=str(log))()
+            # Single-process tasks fork from a server that has imported torch & co. once.
+            dataclasses.replace(task, env={**env, **task.env}, log=str(log),
+                                warm=started_warm and not task.accelerate_config)()
         except Exception as err:  # says the exit code and the log, which holds the traceback
             logger.error("%s failed: %s", task.name, err)
             return LocalJob(task.name, log, str(err))

@@ -32,6 +32,7 @@ class Task:
     # Where the task was made: relative paths in argv resolve here, as where the command was typed.
     cwd: str = field(default_factory=os.getcwd)
     log: str | None = None                   # the job's stdout + stderr (None: this process's)
+    warm: bool = False                       # start as a fork of the warm server (hpc.warm)
 
     def __call__(self) -> dict:
         """Run the job in a child process (one per Slurm task, i.e. per rank).
@@ -66,7 +67,11 @@ class Task:
         if restarts:
             logger.info("%s: restart %d, resuming from the latest checkpoint", self.name, restarts)
         cmd = [sys.executable, "-m", "forgetmi.hpc.run", self.target, *self.argv]
-        if self.log:
+        if self.warm and self.log and int(env.get("WORLD_SIZE", "1")) == 1 \
+                and not self.accelerate_config:
+            from forgetmi.hpc import warm
+            code = warm.run(self.target, self.argv, env, self.cwd, self.log)
+        elif self.log:
             with open(self.log, "w", encoding="utf-8") as out:
                 code = subprocess.run(cmd, env=env, cwd=self.cwd, stdout=out,
                                       stderr=subprocess.STDOUT).returncode
