@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The evidence run (README, "The evidence run"), each stage timed into runs/evidence/stages.log:
+#   bash benchmarks/evidence.sh tune    # tuning references, one sweep per method, and
+#                                       # forgetmi select -> configs/presets/evidence.yaml
+#   bash benchmarks/evidence.sh table   # the table on the untouched draw, per kind of memory,
+#                                       # then forgetmi rankings across the kinds
+# Every stage resumes: a rerun skips what has finished. Tasks run $JOBS at a time (default 2),
+# one thread each. Run from anywhere; paths are the repository's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FORGETMI=${FORGETMI:-.venv/bin/forgetmi}
+JOBS=${JOBS:-2}
+export OMP_NUM_THREADS=1
+mkdir -p runs/evidence
+
+stage() {
+  local name=$1 start end
+  shift
+  start=$(date +%s)
+  "$@"
+  end=$(date +%s)
+  echo "$(date -u +%FT%TZ) stage $name: $((end - start)) s" | tee -a runs/evidence/stages.log
+}
+
+tune() {
+  stage tuning-references "$FORGETMI" protocol configs/experiments/evidence/tuning.yaml \
+    --executor local --jobs "$JOBS"
+  for sweep in configs/sweeps/tune/*.yaml; do
+    method=$(basename "$sweep" .yaml)
+    stage "tune-$method" "$FORGETMI" sweep "$sweep" --out "runs/evidence/tune/$method" \
+      --executor local --jobs "$JOBS" --proposal-seed 0
+  done
+  stage select "$FORGETMI" select runs/evidence/tune/* --write configs/presets/evidence.yaml \
+    ${FORCE:+--force}
+}
+
+table() {
+  for kind in label content both; do
+    stage "table-$kind" "$FORGETMI" protocol "configs/experiments/evidence/$kind.yaml" \
+      --executor local --jobs "$JOBS"
+  done
+  stage rankings "$FORGETMI" rankings label=runs/evidence/label content=runs/evidence/content \
+    both=runs/evidence/both --out runs/evidence/rankings
+}
+
+case "${1:-}" in
+  tune) tune ;;
+  table) table ;;
+  *) echo "usage: bash benchmarks/evidence.sh tune|table" >&2; exit 2 ;;
+esac
