@@ -43,16 +43,16 @@ def test_tuning_sweep_has_the_shared_budget_on_the_tuning_stand_in(sweep_file, t
     for run in runs:
         trials.setdefault(run.trial, set()).add(run.config.seed)
     assert len(trials) == TRIALS and all(seeds == {3, 4} for seeds in trials.values())
-    tuning = load_config(ExperimentConfig, EXPERIMENTS / "tuning-experiment.yaml")
+    tuning = load_config(ExperimentConfig, EXPERIMENTS / "evidence/experiment.yaml")
     benchmark = load_config(ExperimentConfig, EXPERIMENTS / "benchmark-experiment.yaml")
     for run in runs:
         cfg, seed = run.config, run.config.seed
         assert cfg.unlearn.method == sweep_file.stem
         assert cfg.data.root == tuning.data.root != benchmark.data.root
         assert resolve_run_path(cfg.unlearn.original, cfg) == \
-            f"runs/tuning/original/s{seed}/model"
+            f"runs/evidence/tuning/original/s{seed}/model"
         assert resolve_run_path(cfg.evaluate.retrained, cfg) == \
-            f"runs/tuning/retrained/10/s{seed}"
+            f"runs/evidence/tuning/retrained/6/s{seed}"
     assert sweep.config["metric"] == {"name": "score", "goal": "minimize"}
 
 
@@ -61,7 +61,7 @@ SHARED = {"method": "random", "run_cap": TRIALS}
 SHARED_PARAMETERS = {
     "lr": {"distribution": "log_uniform_values", "min": 1.0e-4, "max": 1.0e-2},
     "seed": {"values": [3, 4]},
-    "config": {"value": "configs/experiments/tuning-experiment.yaml"},
+    "config": {"value": "configs/experiments/evidence/experiment.yaml"},
     "evaluate.bootstrap": {"value": 300},
 }
 # Settings a method reads that its sweep fixes on purpose: alternative spellings of what is
