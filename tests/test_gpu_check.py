@@ -127,3 +127,18 @@ def test_data_and_model_snippets_run_on_the_cpu_at_tiny_sizes(tmp_path):
     shapes = re.search(r"shapes (\[.*?\])", out).group(1)
     lengths = {length for _, length in ast.literal_eval(shapes)}
     assert lengths and all(length % 64 == 0 or length == 320 for length in lengths), out
+
+
+def test_fp16_loss_scale_suits_short_runs_in_every_launcher():
+    """The same start (2^8) and growth window (100 updates) for DeepSpeed and Accelerate's
+    GradScaler: DeepSpeed's default 2^16 skipped 10 of a run's first 12 updates."""
+    import json
+
+    from forgetmi.engine.distributed import FP16_SCALER, build_accelerator
+
+    for name in ("zero2", "zero3"):
+        fp16 = json.loads((REPO / "configs" / "deepspeed" / f"{name}.json").read_text())["fp16"]
+        assert 2.0 ** fp16["initial_scale_power"] == FP16_SCALER["init_scale"]
+        assert fp16["loss_scale_window"] == FP16_SCALER["growth_interval"]
+    handler = build_accelerator(None, 1).scaler_handler
+    assert (handler.init_scale, handler.growth_interval) == (2.0 ** 8, 100)
