@@ -3,8 +3,9 @@
 Writes the unlearned model (``model/``), the merged config, per-step and per-epoch losses
 (``metrics.jsonl``) and the wall time of unlearning alone (``timing.json``: no evaluation runs
 inside the timed loop, and no retrained model is needed). With ``evaluate.retrained`` (a sweep's
-trial) the run then scores itself: ``forgetmi evaluate RUN --retrained REF`` in a fresh process
-once the workers have finished, so ``metrics.json`` and the W&B run's summary hold its score.
+trial) the run then scores itself: ``forgetmi evaluate RUN --retrained REF`` once the workers
+have finished (in a fresh process, unless the run was one plain CPU process), so
+``metrics.json`` and the W&B run's summary hold its score.
 """
 
 from __future__ import annotations
@@ -107,21 +108,37 @@ def score_run(cfg: ExperimentConfig) -> int:
     if _scored_against(Path(cfg.output_dir), ev.retrained):
         logger.info("%s: already scored against %s", cfg.output_dir, ev.retrained)
         return 0
-    argv = [sys.executable, "-c", "import sys; from forgetmi.cli import main; "
-            "sys.exit(main(sys.argv[1:]))", "evaluate", cfg.output_dir,
-            "--retrained", ev.retrained, "--bootstrap", str(ev.bootstrap)]
+    args = [cfg.output_dir, "--retrained", ev.retrained, "--bootstrap", str(ev.bootstrap)]
     if ev.references:
-        argv += ["--references", *ev.references]
-    env = {k: v for k, v in os.environ.items() if k not in _WORKER_ENV
-           and not k.startswith(("ACCELERATE_", "TORCHELASTIC_"))}
+        args += ["--references", *ev.references]
     logger.info("scoring %s against %s", cfg.output_dir, ev.retrained)
-    code = subprocess.call(argv, env=env)
+    if _plain_process(cfg):
+        from forgetmi.jobs.evaluate import main as evaluate
+        code = evaluate(args)
+    else:
+        argv = [sys.executable, "-c", "import sys; from forgetmi.cli import main; "
+                "sys.exit(main(sys.argv[1:]))", "evaluate", *args]
+        env = {k: v for k, v in os.environ.items() if k not in _WORKER_ENV
+               and not k.startswith(("ACCELERATE_", "TORCHELASTIC_"))}
+        code = subprocess.call(argv, env=env)
     if code != 0:
         logger.error("%s: unlearned, but not scored (evaluation exit %d); score it with: "
                      "forgetmi evaluate %s --retrained %s", cfg.output_dir, code,
                      cfg.output_dir, ev.retrained)
         return 2
     return 0
+
+
+def _plain_process(cfg: ExperimentConfig) -> bool:
+    """Whether the run was one CPU process in fp32, whose Accelerate state an evaluation can
+    share: then it is scored here (a fresh process costs seconds of imports, and a sweep
+    scores every trial); a launcher's, DeepSpeed's or a GPU's state gets a fresh process."""
+    import torch
+
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or any(
+        k.startswith(("ACCELERATE_USE_", "TORCHELASTIC_")) for k in os.environ)
+    precision = cfg.train.precision or os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    return not launched and precision == "no" and not torch.cuda.is_available()
 
 
 def _scored_against(run: Path, retrained: str) -> bool:
