@@ -107,7 +107,11 @@ def test_the_table_runs_every_method_at_every_size_and_seed(kind, tmp_path):
     path = tmp_path / f"{kind}.yaml"
     path.write_text(yaml.safe_dump(doc))
     protocol = load_protocol(path)
-    names = {j.name for j in expand(protocol)}
+    jobs = expand(protocol)
+    names = {j.name for j in jobs}
+    # The protocol's data block reaches every run: each kind trains on its own stand-in.
+    assert all(f"--data.root=forgetmi-evidence/{kind}/data" in j.argv
+               for j in jobs if j.kind in ("train", "retrain", "unlearn"))
     for method in METHODS:
         for size in ("3", "6", "10"):
             for seed in protocol.seeds:
