@@ -57,8 +57,12 @@ def _child(target: str, argv: list[str], env: dict[str, str], cwd: str, log: str
     os.environ.update(env)
     os.chdir(cwd)
     import torch
+    from tqdm import tqdm
 
     torch.set_num_threads(max(1, int(env.get("OMP_NUM_THREADS") or 1)))
+    # One process, one lock: tqdm's default also makes a cross-process semaphore, which a task
+    # leaving by os._exit never releases (the server's resource tracker then warns of leaks).
+    tqdm.set_lock(threading.RLock())
     from forgetmi.hpc.run import run as run_job
 
     try:
