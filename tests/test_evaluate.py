@@ -124,6 +124,34 @@ def test_evaluate_writes_metrics_that_match_an_independent_computation(halves, t
         assert not any(str(v) in text for v in split[column].unique() if len(str(v)) >= 6)
 
 
+def test_a_retrained_references_predictions_are_kept_and_read_back(halves, tmp_path):
+    """The second evaluation with the same retrained models reads their predictions instead of
+    running them (the same figures), other inputs are a new entry, and no patient id is
+    stored."""
+    paths, files, runs = halves
+    kept = paths.root / "cache" / "predictions"
+
+    def entries():
+        return {p: p.stat().st_mtime_ns for p in kept.glob("*.npz")}
+    first = evaluate_run(runs["A"], retrained=runs["C"], n_boot=50, out=tmp_path / "one")
+    before = entries()
+    assert before                                    # A and C are retrained runs: both kept
+    second = evaluate_run(runs["A"], retrained=runs["C"], n_boot=50, out=tmp_path / "two")
+    assert entries() == before                       # read, not predicted and written again
+    for key in ("metrics", "gap", "paired", "logit_similarity", "forget_quality"):
+        assert json.dumps(first[key], sort_keys=True) == json.dumps(second[key], sort_keys=True)
+    with np.load(next(iter(before)), allow_pickle=False) as stored:
+        assert not any(name.endswith("/group") for name in stored.files)
+        values = np.concatenate([stored[n].ravel().astype(str) for n in stored.files
+                                 if n.endswith("/index")])
+    subjects = {str(v) for v in pd.read_csv(paths.split)["subject_id"].unique()}
+    assert len(subjects & set(values)) < len(subjects)   # row positions, not patient ids
+    # Another batch size pads reports differently: its own entries, never the kept ones.
+    evaluate_run(runs["A"], retrained=runs["C"], n_boot=50, out=tmp_path / "three",
+                 batch_size=32)
+    assert len(set(entries()) - set(before)) == 2    # A's and C's
+
+
 def test_evaluate_errors(tmp_path, caplog):
     assert evaluate_main([str(tmp_path)]) == 2
     assert "no model/ folder" in caplog.text

@@ -109,20 +109,32 @@ def _predictions(cfg, model_dir: Path, parts: tuple[str, ...], batch_size: int):
     from forgetmi.models.provenance import align_with_model
     from forgetmi.data.prepare import build_datasets
 
-    accelerator = build_accelerator(None, 1)
+    from forgetmi.data.prepare import load_partitions
+    from forgetmi.evaluation import prediction_cache
+
     # Each model sees its own preprocessing and tokenizer (a retrained reference may differ).
-    data, datasets = build_datasets(align_with_model(cfg, model_dir), accelerator)
-    model = JointModel.from_pretrained(model_dir, cfg.model.allow_other_image_size).to(
-        accelerator.device)
+    aligned = align_with_model(cfg, model_dir)
+    # Kept for retrained models only: the references other runs' evaluations read again.
+    kept = (prediction_cache.path_for(aligned, prediction_cache.key(aligned, model_dir, parts,
+                                                                    batch_size))
+            if RunFolder(Path(model_dir).parent).job == "retrain" else None)
+    out = prediction_cache.load(kept) if kept is not None else None
+    if out is not None:
+        logger.debug("predictions of %s read from %s", model_dir, kept)
+        data = load_partitions(aligned.data, aligned.seed)
+    else:
+        accelerator = build_accelerator(None, 1)
+        data, datasets = build_datasets(aligned, accelerator)
+        model = JointModel.from_pretrained(model_dir, cfg.model.allow_other_image_size).to(
+            accelerator.device)
+        out = {part: predict(accelerator, model, datasets[part], batch_size, embeddings=True)
+               for part in parts if part in datasets}
+        if kept is not None:
+            prediction_cache.save(kept, out)
     subjects = data.split["subject_id"]
-    out = {}
-    for part in parts:
-        if part not in datasets:
-            continue
-        p = predict(accelerator, model, datasets[part], batch_size, embeddings=True)
+    for p in out.values():
         # Patient ids stay in memory as grouping keys; they are never written.
         p["group"] = subjects.loc[p["index"]].astype(str).to_numpy()
-        out[part] = p
     return out
 
 
