@@ -31,3 +31,24 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
         from deepspeed.ops.adam import DeepSpeedCPUAdam
         return DeepSpeedCPUAdam(param_groups, lr=lr, adamw_mode=True)
     return torch.optim.AdamW(param_groups, lr=lr)
+
+
+SCHEDULERS = ("cosine", "linear", "constant")
+
+
+def build_scheduler(optimizer, kind: str, total_steps: int, warmup_ratio: float) -> LambdaLR:
+    """Linear warmup, then cosine / linear decay to zero; or ``constant``: the base rate on
+    every step, with no warmup (the paper's effective schedule: its scheduler never stepped)."""
+    if kind not in SCHEDULERS:
+        raise ValueError(f"scheduler must be cosine, linear or constant, got {kind!r}")
+    warmup = 0 if kind == "constant" else int(round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+    return LambdaLR(optimizer, factor)
