@@ -24,14 +24,6 @@ VERSION = 1
 _MODEL_FILES = ("config.json", "model.safetensors")
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _stat(path: Path | None):
     if path is None or not path.exists():
         return None
@@ -42,6 +34,7 @@ def _stat(path: Path | None):
 def key(cfg, model_dir: Path, parts: tuple[str, ...], batch_size: int) -> str:
     """The entry's name: what the predictions depend on, hashed."""
     from forgetmi.config import to_dict
+    from forgetmi.engine.checkpoint import sha256_file
 
     data = cfg.data
     files = [_stat(data.path(name)) for name in ("split", "reports", "forget_set", "holdout",
@@ -49,7 +42,7 @@ def key(cfg, model_dir: Path, parts: tuple[str, ...], batch_size: int) -> str:
     files += [_stat(data.resolve(p)) for p in data.val_avoid]
     what = {"version": VERSION, "data": to_dict(data), "seed": cfg.seed, "parts": list(parts),
             "batch_size": batch_size, "files": files,
-            "model": [_file_digest(Path(model_dir) / name) for name in _MODEL_FILES
+            "model": [sha256_file(Path(model_dir) / name) for name in _MODEL_FILES
                       if (Path(model_dir) / name).is_file()]}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
