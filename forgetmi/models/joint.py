@@ -18,12 +18,13 @@ from forgetmi.errors import ForgetMIError
 from forgetmi.config import ModelConfig
 from forgetmi.models.fusion import GatedFusion
 from forgetmi.models.image import ImageEncoder
-from forgetmi.models.provenance import RELEASE_IMAGE_SIZE
 from forgetmi.models.text import TextEncoder
 from forgetmi.utils.atomic import atomic_path, file_mode
 from forgetmi.utils.run_folder import MODEL_CONFIG as CONFIG_NAME
 from forgetmi.utils.run_folder import MODEL_WEIGHTS as WEIGHTS_NAME
 from forgetmi.utils.run_folder import check_model_target
+
+RELEASE_IMAGE_SIZE = 2048  # the release trained on 2048² crops only
 
 
 @dataclass

@@ -19,10 +19,9 @@ from transformers import BertConfig
 
 from forgetmi.errors import ForgetMIError
 from forgetmi.config import ModelConfig
+from forgetmi.models.joint import RELEASE_IMAGE_SIZE
 
 logger = logging.getLogger("forgetmi.models")
-
-RELEASE_IMAGE_SIZE = 2048  # the release trained on 2048² crops only
 
 
 class ProvenanceError(ForgetMIError):
