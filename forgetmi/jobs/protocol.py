@@ -182,9 +182,10 @@ def _experiment_path(protocol: Protocol) -> Path:
 
 
 def _stand_in_plan(protocol: Protocol, extra: list[str] | None = None) -> tuple | None:
-    """What :func:`ensure_stand_in` would generate, ``(root, settings)``, or None when nothing
-    (no ``stand_in``, or the same dataset is already there). Refuses, writing nothing, a
-    folder holding other data or a stand-in generated with other settings."""
+    """What :func:`ensure_stand_in` would do: None without ``stand_in``, else ``(root,
+    settings)`` to generate, with settings None when the same dataset is already there.
+    Refuses, writing nothing, a folder holding other data or a stand-in generated with other
+    settings."""
     from forgetmi.synthetic import parameter_differences
     from forgetmi.synthetic.cohort import LABEL_NOISE_SD, TEST_ROW_FRACTION
 
@@ -207,8 +208,7 @@ def _stand_in_plan(protocol: Protocol, extra: list[str] | None = None) -> tuple 
         raise ConfigError(f"protocol stand_in: expected numbers ({err})") from None
     differ = parameter_differences(root, **wanted)
     if differ == []:
-        logger.info("stand-in data: reusing %s", root)
-        return None
+        return root, None
     if differ:
         raise ConfigError(f"{root}: holds a stand-in dataset generated with other settings "
                           f"({', '.join(differ)}); remove it, or set data.root to another folder")
@@ -228,6 +228,9 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
     if plan is None:
         return
     root, settings = plan
+    if settings is None:
+        logger.info("stand-in data: reusing %s", root)
+        return
     try:
         generate_dataset(root, overwrite=root.exists(), **settings)
     except ValueError as err:
@@ -252,7 +255,8 @@ def check_protocol(protocol: Protocol, jobs: list[Job], source: str | Path,
             close = difflib.get_close_matches(method, sorted(METHODS), n=1, cutoff=0.5)
             hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(METHODS))}"
             raise ConfigError(f"{source}: methods.{name}: unknown method {method!r} ({hint})")
-    if _stand_in_plan(protocol, extra) is None:
+    plan = _stand_in_plan(protocol, extra)
+    if plan is None or plan[1] is None:  # the data is there, not still to be generated
         _check_data_files(jobs, source)
     for job in jobs:
         job.done()  # a finished run of other settings is refused, not reused
