@@ -53,6 +53,8 @@ def cmd_check_holdout(args, extra) -> int:
 
     if args.retrained:
         return _retrained_coverage(args)
+    if args.draws < 2:  # the interval over draws needs two at least
+        raise ForgetMIError(f"--draws {args.draws}: expected 2 or more draws")
     settings = {k: v for k, v in (("test_fraction", args.test_fraction),
                                   ("label_noise", args.label_noise),
                                   ("atypical", args.atypical)) if v is not None}

@@ -111,6 +111,10 @@ class Perturbation:
         _at_least("noise.synonym_swaps", self.synonym_swaps, 0)
 
 
+# The labels' classes: edema grades 0-3 (forgetmi.data.formats.SEVERITIES, checked on read).
+EDEMA_GRADES = 4
+
+
 @dataclass
 class ModelConfig:
     num_labels: int = 4
@@ -131,6 +135,17 @@ class ModelConfig:
     # A release-origin model only ever saw 2048² crops (its pooling is a fixed 2×2 average);
     # true runs it at other sizes anyway, e.g. tests on small images.
     allow_other_image_size: bool = False
+
+    def __post_init__(self):
+        # Every row's label is an edema grade 0-3 (forgetmi.data.formats.SEVERITIES): a head
+        # with fewer outputs fails deep in the loss on the first row of a higher grade.
+        if isinstance(self.num_labels, int) and self.num_labels < EDEMA_GRADES:
+            raise ConfigError(f"model.num_labels: expected {EDEMA_GRADES} or more (one per edema "
+                              f"grade 0-{EDEMA_GRADES - 1}), got {self.num_labels!r}")
+        if not self.image_widths or any(w < 1 for w in self.image_widths):
+            raise ConfigError(f"model.image_widths: expected one or more widths >= 1, got "
+                              f"{self.image_widths!r}")
+        _at_least("model.image_pool", self.image_pool, 1)
 
     @property
     def image_dim(self) -> int:
@@ -401,6 +416,12 @@ def _choice(value: Any, choices: tuple, key: str):
                       f"{value!r}{hint}")
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (an error line stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _coerce(value: Any, tp, key: str):
     """Convert ``value`` (from YAML or a command-line string) to the annotated type ``tp``."""
     origin = typing.get_origin(tp)
@@ -429,6 +450,11 @@ def _coerce(value: Any, tp, key: str):
         items = [_coerce(v, args[0] if args else Any, key) for v in value]
         return items if origin is list else tuple(items)
     if tp is Any:
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping (key: value lines), got "
+                              f"{type(value).__name__} {_short(value)}")
         return value
     if tp is bool:
         if isinstance(value, bool):
@@ -464,13 +490,30 @@ def _coerce(value: Any, tp, key: str):
     return value
 
 
+def unknown_keys_message(unknown: list[str], known, prefix: str = "", what: str = "config") -> str:
+    """One short line for keys a section does not have: the closest known key when there is
+    one, else a few of them (a section of 25 fields would fill the terminal)."""
+    import difflib
+    names = ", ".join(prefix + u for u in unknown)
+    close = difflib.get_close_matches(str(unknown[0]), sorted(known), n=1, cutoff=0.6)
+    if close:
+        hint = f" (did you mean {prefix}{close[0]}?)"
+    elif what == "config":
+        hint = "; `forgetmi unlearn --help` lists every key"
+    else:
+        shown = sorted(known)
+        hint = f"; known: {', '.join(shown[:6])}{', ...' if len(shown) > 6 else ''}"
+    if len(unknown) > 3:
+        names = f"{', '.join(prefix + u for u in unknown[:3])} (and {len(unknown) - 3} more)"
+    return f"unknown {what} key(s) {names}{hint}"
+
+
 def _build(cls: type[T], values: dict, prefix: str = "", what: str = "config") -> T:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown {what} key(s) {', '.join(prefix + u for u in unknown)}; "
-                          f"known: {', '.join(sorted(prefix + k for k in known))}")
+        raise ConfigError(unknown_keys_message(unknown, known, prefix, what))
     kwargs = {name: _coerce(v, hints[name], prefix + name) for name, v in values.items()}
     return cls(**kwargs)
 

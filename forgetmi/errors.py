@@ -40,6 +40,11 @@ class CacheError(ForgetMIError):
     """A cache is missing, incomplete, or was built for other data or settings."""
 
 
+class SettingError(ForgetMIError, ValueError):
+    """An argument outside its range (the stand-in generator's patients, say): one line from
+    the command line, a ValueError to library callers that check arguments."""
+
+
 class OutputError(ForgetMIError):
     """An output's path holds something this command did not write and may not replace."""
 

@@ -365,3 +365,379 @@ def test_nan_is_never_a_valid_range():
                   lambda: Perturbation(image_mean=math.inf)):
         with pytest.raises(ConfigError):
             build()
+
+
+# -- sweep files: checked before W&B's engine sees them ---------------------------------------
+
+GOOD_SWEEP = {"program": "launch/unlearn.py", "method": "random", "run_cap": 2,
+              "metric": {"name": "score", "goal": "maximize"},
+              "parameters": {"lr": {"distribution": "log_uniform_values", "min": 1e-5,
+                                    "max": 1e-3}}}
+SWEEP_CASES = [
+    # (what changes, the words the line must hold)
+    ({"parameters": {"lr": {"distribution": "log-uniform", "min": 1e-5, "max": 1e-3}}},
+     ["parameters.lr", "'log-uniform'", "did you mean log_uniform?"]),
+    ({"parameters": {"lr": {"values": []}}}, ["parameters.lr", "non-empty list"]),
+    ({"parameters": {"lr": {"min": 0.1, "max": 0.01}}}, ["parameters.lr", "min 0.1", "swap"]),
+    ({"parameters": {"lr": {"vals": [1e-3]}}}, ["parameters.lr", "'vals'", "did you mean values?"]),
+    ({"parameters": {"lr": 0.001}}, ["parameters.lr", "expected a mapping"]),
+    ({"parameters": {"lr": {"distribution": "uniform", "min": 0}}}, ["parameters.lr", "max"]),
+    ({"parameters": {"epochs": {"distribution": "int_uniform", "min": 1, "max": 2.5}}},
+     ["parameters.epochs", "integer"]),
+    ({"parameters": {"lr": {"distribution": "log_uniform_values", "min": 0, "max": 1}}},
+     ["parameters.lr", "min > 0"]),
+    ({"method": "grid"}, ["parameters.lr", "grid", "values"]),
+    ({"run_cap": 0}, ["run_cap", "got 0"]),
+    ({"run_cap": -3}, ["run_cap", "got -3"]),
+    ({"paramters": {}}, ["'paramters'", "did you mean parameters?"]),
+    ({"metric": {"name": "score", "goal": "maximise"}}, ["metric.goal", "did you mean maximize?"]),
+    ({"method": "bayesian"}, ["method", "did you mean bayes?"]),
+]
+
+
+@pytest.mark.parametrize("change,needles", SWEEP_CASES,
+                         ids=[next(iter(c[0])) + str(i) for i, c in enumerate(SWEEP_CASES)])
+def test_a_bad_sweep_file_is_refused_naming_the_file_and_parameter(caplog, tmp_path, change,
+                                                                    needles):
+    import yaml
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({**GOOD_SWEEP, **change}))
+    out = tmp_path / "out"
+    for mode in (["--dry-run"], ["--executor", "local"]):
+        refused(caplog, ["sweep", str(sweep), "--out", str(out), *mode], tmp_path, str(sweep),
+                *needles)
+
+
+def test_a_sweep_count_below_zero_is_refused(caplog, tmp_path):
+    import yaml
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(GOOD_SWEEP))
+    refused(caplog, ["sweep", str(sweep), "--out", str(tmp_path / "out"), "--count", "-1",
+                     "--executor", "local"], tmp_path, "--count -1")
+
+
+def test_every_shipped_sweep_file_passes_the_checks():
+    from forgetmi.hpc.sweep import load_sweep
+    for path in sorted((REPO / "configs" / "sweeps").rglob("*.yaml")):
+        load_sweep(path)
+
+
+# -- a model that does not fit the config: refused before any step ---------------------------
+
+def model_with_labels(folder: Path, labels: int) -> Path:
+    """A saved model whose heads have ``labels`` outputs (a 2-label one as another package or
+    an older config could have written: the config check is bypassed on purpose)."""
+    import torch.nn as nn
+
+    from forgetmi.config import ModelConfig
+    from forgetmi.models import JointModel
+    model = JointModel(ModelConfig(text_encoder="tiny", image_widths=[8, 16]))
+    dim = model.img_model.embed_dim
+    model.img_model.fc1 = nn.Linear(dim, labels)
+    model.text_model.classifier = nn.Linear(dim, labels)
+    model.joint_head = nn.Linear(dim, labels)
+    model.config.num_labels = labels
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("labels", [2, 5])
+@pytest.mark.parametrize("method", ["forgetmi", "finetune"])
+def test_an_original_of_another_label_count_is_refused_before_unlearning(caplog, tmp_path,
+                                                                         labels, method):
+    """Once an IndexError deep in the loss, and with the default method an exit code 0."""
+    original = model_with_labels(tmp_path / "original" / "model", labels)
+    out = tmp_path / "run"
+    message = refused(caplog, ["unlearn", f"--data.root={tmp_path / 'no-data'}",
+                               f"--output_dir={out}", f"--original={original}", *TINY,
+                               "--epochs=1", f"--method={method}"], tmp_path, str(original),
+                      "num_labels", str(labels))
+    assert "4" in message
+
+
+def test_a_model_config_that_contradicts_its_weights_is_one_short_line(caplog, tmp_path):
+    import json
+    original = model_with_labels(tmp_path / "original" / "model", 4)
+    meta = json.loads((original / "config.json").read_text())
+    meta["forgetmi_model"]["image_widths"] = [8, 24]
+    (original / "config.json").write_text(json.dumps(meta))
+    refused(caplog, ["unlearn", f"--data.root={tmp_path / 'no-data'}",
+                     f"--output_dir={tmp_path / 'run'}", f"--original={original}", *TINY,
+                     "--epochs=1"], tmp_path, str(original), "image_widths [8, 24]", "[8, 16]",
+            "config.json")
+    # the loader's own check, met by a folder read without the provenance step: short too
+    from forgetmi.errors import ForgetMIError
+    from forgetmi.models import JointModel
+    with pytest.raises(ForgetMIError) as err:
+        JointModel.from_pretrained(original)
+    message = str(err.value)
+    assert "img_model.layer2" in message and "config.json" in message, message
+    assert len(message) < 300 and "\n" not in message, message
+
+
+def test_widths_follow_the_model_unless_the_config_names_others(caplog, tmp_path):
+    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.models.provenance import ProvenanceError, align_with_model
+    original = model_with_labels(tmp_path / "model", 4)
+    cfg = align_with_model(load_config(ExperimentConfig, None, ["--text_encoder=tiny"]),
+                           original)
+    assert cfg.model.image_widths == [8, 16]   # the saved config tells the model's truth
+    with pytest.raises(ProvenanceError, match=r"image_widths \[8, 16\] .* gives \[8, 32\]"):
+        align_with_model(load_config(ExperimentConfig, None, ["--text_encoder=tiny",
+                                                              "--model.image_widths=[8,32]"]),
+                         original)
+
+
+# -- a protocol's dry run checks what a run would --------------------------------------------
+
+def protocol_files(tmp_path: Path, **changes) -> Path:
+    """A protocol over a data folder whose files exist (their content is never read here)."""
+    import yaml
+    root = tmp_path / "data"
+    root.mkdir(exist_ok=True)
+    for name in ("split.csv", "all_data.tsv", "forget_set_3per.csv", "forget_set_10per.csv"):
+        (root / name).write_text("")
+    experiment = {"data": {"root": str(root), **changes.pop("data", {})}}
+    (tmp_path / "experiment.yaml").write_text(yaml.safe_dump(experiment))
+    protocol = {"experiment": "experiment.yaml", "output_dir": str(tmp_path / "runs"),
+                "seeds": [0], "forget_sets": {"3": "forget_set_3per.csv"},
+                "methods": {"ft": {"method": "finetune"}}, "evaluate": {"bootstrap": 10},
+                **changes}
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump(protocol))
+    return path
+
+
+PROTOCOL_CASES = [
+    ({"forget_sets": {"7": "forget_set_7per.csv"}}, [], ["forget_set_7per.csv", "file not found",
+                                                         "forget_sets"]),
+    ({"data": {"holdout": "holdout.csv"}}, [], ["holdout.csv", "data.holdout"]),
+    ({"data": {"root": "/nowhere/data"}}, [], ["/nowhere/data/split.csv", "data.root"]),
+    ({"methods": {"ft": {"method": "fine-tune"}}}, [], ["methods.ft", "'fine-tune'",
+                                                        "did you mean finetune?"]),
+    ({"evaluate": {"bootsrap": 10}}, [], ["evaluate.bootsrap", "did you mean evaluate.bootstrap?"]),
+    ({"evaluate": {"bootstrap": 0}}, [], ["evaluate.bootstrap", "positive integer"]),
+    ({}, ["--executor", "local", "--hpc-config", "{hpc}"], ["sbatch", "expected a mapping",
+                                                             "got list"]),
+    ({}, ["--hpc-config", "{hpc}"], ["--hpc-config", "--executor"]),
+    ({}, ["--partition", "gpu"], ["--partition", "--executor"]),
+]
+
+
+@pytest.mark.parametrize("changes,flags,needles", PROTOCOL_CASES,
+                         ids=[f"case{i}" for i in range(len(PROTOCOL_CASES))])
+def test_a_protocol_dry_run_refuses_what_a_run_would(caplog, tmp_path, changes, flags, needles):
+    path = protocol_files(tmp_path, **changes)
+    hpc = tmp_path / "cluster.yaml"
+    hpc.write_text("sbatch: [exclusive]\n")
+    flags = [f.format(hpc=hpc) for f in flags]
+    for mode in (["--dry-run"], []):
+        refused(caplog, ["protocol", str(path), *mode, *flags], tmp_path, *needles)
+
+
+def test_a_protocol_dry_run_passes_when_everything_is_there(caplog, tmp_path):
+    path = protocol_files(tmp_path)
+    with caplog.at_level(logging.INFO, logger="forgetmi"):
+        assert main(["protocol", str(path), "--dry-run"]) == 0
+    assert "unlearn/ft/3/s0" in caplog.text and not (tmp_path / "runs").exists()
+
+
+# -- HPC options ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sbatch,needles", [
+    ("sbatch: [exclusive]", ["sbatch: expected a mapping", "'exclusive: true'", "got list"]),
+    ("sbatch: exclusive", ["sbatch: expected a mapping", "got str"]),
+    ("sbatch: {exclusive: [1, 2]}", ["sbatch.exclusive: expected one value", "got list"]),
+])
+def test_an_hpc_file_with_a_wrong_type_is_one_line(caplog, tmp_path, sbatch, needles):
+    import yaml
+    hpc = tmp_path / "cluster.yaml"
+    hpc.write_text(sbatch + "\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump(GOOD_SWEEP))
+    refused(caplog, ["sweep", str(sweep), "--out", str(tmp_path / "out"), "--executor", "local",
+                     "--hpc-config", str(hpc)], tmp_path, str(hpc), *needles)
+
+
+def test_hpc_options_without_an_executor_are_refused_where_jobs_would_run_here(caplog, tmp_path):
+    """protocol and ulira run their jobs in this process without --executor: the options
+    would be ignored. sweep's tasks always go to an executor (slurm unless the file says)."""
+    hpc = tmp_path / "cluster.yaml"
+    hpc.write_text("partition: gpu\n")
+    config = tmp_path / "experiment.yaml"
+    config.write_text("seed: 0\n")
+    refused(caplog, ["ulira", "--config", str(config), "--train-config", str(config),
+                     "--target", str(tmp_path / "model"), "--out", str(tmp_path / "ulira"),
+                     "--hpc-config", str(hpc)], tmp_path, "--hpc-config", "--executor")
+    refused(caplog, ["protocol", str(protocol_files(tmp_path)), "--hpc-config", str(hpc)],
+            tmp_path, "--hpc-config", "--executor")
+    # sweep: the file's settings are used (its executor, or Slurm), never dropped
+    import argparse
+
+    from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
+    hpc.write_text("executor: local\npartition: gpu\n")
+    parser = argparse.ArgumentParser()
+    add_hpc_arguments(parser)
+    settings = hpc_from_args(parser.parse_args(["--hpc-config", str(hpc)]))
+    assert (settings.executor, settings.partition) == ("local", "gpu")
+
+
+# -- a checkpoint that cannot be resumed: one line, never resumed without a part ------------
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def _damage(latest: Path, how: str) -> None:
+    """Damage one file of a checkpoint and rewrite its manifest to match: the checksums catch
+    damage by accident, not a file replaced on purpose (or by a buggy copy)."""
+    import json
+
+    import torch
+
+    from forgetmi.engine.checkpoint import MANIFEST, _manifest
+    if how == "rng-missing":
+        (latest / "random_states_0.pkl").unlink()
+    elif how == "rng-truncated":
+        path = latest / "random_states_0.pkl"
+        path.write_bytes(path.read_bytes()[:20])
+    elif how == "rng-not-a-state":
+        torch.save({"random_state": "no", "numpy_random_seed": 1,
+                    "torch_manual_seed": torch.zeros(3)}, latest / "random_states_0.pkl")
+    elif how == "optimizer-tampered":
+        torch.save({"state": {}, "param_groups": [], "extra": _Payload()},
+                   latest / "optimizer.bin")
+    elif how == "optimizer-truncated":
+        path = latest / "optimizer.bin"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "model-truncated":
+        path = latest / "model.safetensors"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    (latest / MANIFEST).write_text(json.dumps(_manifest(latest)))
+
+
+@pytest.fixture(scope="module")
+def crashed_run(demo_data, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A training run stopped after its second update, checkpointed at each."""
+    run = tmp_path_factory.mktemp("crashed") / "run"
+    args = [f"--data.root={demo_data.root}", *TINY, "--epochs=2", "--checkpoint_every=1"]
+    assert main(["train", *args, f"--output_dir={run}", "--stop_after=2"]) == 3
+    return run, args
+
+
+DAMAGE = {"rng-missing": ["random_states_0.pkl", "RNG state"],
+          "rng-truncated": ["random_states_0.pkl", "RNG state", "truncated"],
+          "rng-not-a-state": ["random_states_0.pkl", "not an RNG state"],
+          "optimizer-tampered": ["optimizer.bin", "objects other than tensors"],
+          "optimizer-truncated": ["optimizer.bin", "truncated"],
+          "model-truncated": ["model.safetensors", "truncated"]}
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_a_checkpoint_that_cannot_be_resumed_is_refused_in_one_line(caplog, capsys, tmp_path,
+                                                                    crashed_run, how):
+    """Once: an RNG state that did not load was skipped without a word (the run went on with
+    other draws), a tampered optimizer state printed torch's advice to load it with every
+    safety off, a truncated one quoted torch's 444-character line."""
+    run = tmp_path / "run"
+    shutil.copytree(crashed_run[0], run)
+    _damage(run / "checkpoints" / "latest", how)
+    message = refused(caplog, ["train", *crashed_run[1], f"--output_dir={run}"], run,
+                      "start afresh with --resume=false", *DAMAGE[how])
+    assert "weights_only" not in message
+    assert "this must never run" not in capsys.readouterr().out
+
+
+# -- evaluate MODEL_DIR: the run's own config, or what to pass --------------------------------
+
+def test_evaluating_a_model_folder_outside_a_run_says_what_to_pass(caplog, tmp_path):
+    model = model_with_labels(tmp_path / "imported", 4)
+    refused(caplog, ["evaluate", str(model), "--bootstrap=5"], tmp_path, str(model), "--config",
+            "--data.root")
+
+
+def test_evaluating_a_runs_model_folder_uses_the_runs_config(caplog, trained_run):
+    """Once "split.csv: file not found": the model folder of a run is scored as that run."""
+    with caplog.at_level(logging.INFO, logger="forgetmi"):
+        assert main(["evaluate", str(trained_run / "model"), "--bootstrap=5"]) == 0
+    assert (trained_run / "metrics.json").is_file()
+    assert not (trained_run / "model" / "metrics.json").exists()
+
+
+# -- every command, as a user runs it: exit 2, one line on stderr, nothing touched -----------
+
+def commands() -> list[str]:
+    """Every `forgetmi` subcommand, from the CLI's own table (the jobs and the data tools)."""
+    import argparse
+
+    from forgetmi.cli import build_parser
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(sub.choices)
+
+
+# One bad input per command ({t}: the test's folder, where every file below is made). A new
+# command without a case fails test_every_command_has_a_bad_input_case.
+COMMAND_CASES = {
+    "audit": "--split {t}/missing.csv --forget {t}/missing.csv --report {t}/audit.txt",
+    "build-cache": "--data.root={t}/no-data",
+    "check-holdout": "--draws 0 --json {t}/draws.json",
+    "convert-sweep": f"{RELEASE_SWEEP} {{t}}/mine",
+    "demo": "--patients 3 --out {t}/demo",
+    "evaluate": "{t}/bare-model",
+    "forget": "--workspace {t}/workspace --config {t}/experiment.yaml --request {t}/binary.csv",
+    "history": "{t}/no-workspace",
+    "import-checkpoint": "{t}/no-checkpoint {t}/imported",
+    "keywords": "{t}/binary.csv",
+    "make-demo-data": "{t}/mine --patients 20 --image-size 64 --overwrite",
+    "make-forget-set": "--split {t}/binary.csv --out {t}/sets",
+    "protocol": "{t}/protocol.yaml --hpc-config {t}/cluster.yaml",
+    "report": "{t}/empty --out {t}/report",
+    "retrain": "--epochs=0 --output_dir={t}/run",
+    "select": "{t}/empty --budget=0 --write {t}/presets.yaml",
+    "status": "{t}/empty",
+    "sweep": "{t}/sweep.yaml --out {t}/sweep --executor local",
+    "train": "--lr=-1 --output_dir={t}/run",
+    "ulira": "--config {t}/experiment.yaml --train-config {t}/experiment.yaml --target "
+             "{t}/bare-model --out {t}/ulira --hpc-config {t}/cluster.yaml",
+    "unlearn": "--preset=uni --original={t}/bare-model --output_dir={t}/run",
+}
+
+
+def test_every_command_has_a_bad_input_case():
+    assert sorted(COMMAND_CASES) == commands()
+
+
+@pytest.fixture(scope="module")
+def command_folder(tmp_path_factory) -> Path:
+    """What the cases read: a binary file, YAML files, a user's folder, a bare model folder."""
+    import yaml
+    t = tmp_path_factory.mktemp("commands")
+    (t / "binary.csv").write_bytes(BINARY)
+    (t / "experiment.yaml").write_text("seed: 0\n")
+    (t / "cluster.yaml").write_text("partition: gpu\n")
+    (t / "protocol.yaml").write_text("experiment: experiment.yaml\nseeds: [0]\n")
+    (t / "sweep.yaml").write_text(yaml.safe_dump(
+        {**GOOD_SWEEP, "parameters": {"lr": {"distribution": "unifrom", "min": 0, "max": 1}}}))
+    (t / "empty").mkdir()
+    (t / "bare-model").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (t / "bare-model" / name).write_text("")
+    user_folder(t / "mine")
+    return t
+
+
+@pytest.mark.parametrize("command", commands())
+def test_every_command_refuses_bad_input_in_one_line(command_folder, command):
+    """The whole stderr of a real process: one line, no traceback; nothing written."""
+    argv = COMMAND_CASES[command].format(t=command_folder).split()
+    before = snapshot(command_folder)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "forgetmi.cli", command, *argv],
+                          cwd=command_folder, capture_output=True, text=True, timeout=300,
+                          env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(lines[0]) < 300, lines[0]
+    assert snapshot(command_folder) == before

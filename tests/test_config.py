@@ -83,6 +83,39 @@ def test_bad_yaml(tmp_path):
         load_config(ExperimentConfig, tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("text,needles", [
+    ("train:\n  lrr: 0.1\n", ["train.lrr", "did you mean train.lr?"]),
+    ("unlearn:\n  scrub:\n    temprature: 2\n", ["unlearn.scrub.temprature",
+                                                  "did you mean unlearn.scrub.temperature?"]),
+    ("train:\n  zzz: 1\n", ["train.zzz", "--help"]),
+])
+def test_an_unknown_nested_key_is_one_short_line_with_the_closest(tmp_path, text, needles):
+    """Not the section's 25 sibling keys: the closest one, or where to find them all."""
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, path)
+    message = str(err.value)
+    assert all(n in message for n in needles), message
+    assert "\n" not in message and len(message) < 200 and "warmup_ratio" not in message, message
+
+
+def test_a_mapping_field_refuses_other_types():
+    from forgetmi.config import from_dict
+    from forgetmi.hpc.executor import HpcConfig
+    with pytest.raises(ConfigError, match=r"cluster.yaml: sbatch: expected a mapping .* got list"):
+        from_dict(HpcConfig, {"sbatch": ["exclusive"]}, "cluster.yaml", what="HPC config")
+
+
+def test_a_model_config_refuses_fewer_labels_than_edema_grades():
+    from forgetmi.config import ModelConfig
+    with pytest.raises(ConfigError, match=r"model.num_labels: expected 4 or more .* got 2"):
+        load_config(ExperimentConfig, None, ["--model.num_labels=2"])
+    with pytest.raises(ConfigError, match="model.image_widths"):
+        ModelConfig(image_widths=[])
+    assert ModelConfig(num_labels=5).num_labels == 5
+
+
 def test_constant_scheduler_keeps_the_learning_rate_on_every_step():
     """The paper's schedule was effectively constant: no warmup ramp, no decay."""
     import torch

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -138,6 +139,14 @@ def test_a_task_of_two_ranks_runs_deepspeed_zero2(slurm_cluster, demo_data, orig
     shards = list((Path(state["output_dir"]) / "checkpoints/latest/pytorch_model")
                   .glob("zero_pp_rank_*_optim_states.pt"))
     assert len(shards) == 2                                    # the optimizer state is sharded
+    # the rendezvous port lies outside the node's ephemeral range (submitit's draw does not)
+    from forgetmi.hpc.launcher import ephemeral_ports
+    logs = "".join(p.read_text(errors="replace") for p in (out / "slurm").rglob("*_log.*"))
+    ports = {int(port) for port in re.findall(r"rendezvous at \S+:(\d+)", logs)}
+    assert len(ports) == 1, logs[-3000:]                      # every rank meets at one port
+    [port] = ports
+    low, high = ephemeral_ports()
+    assert not low <= port <= high, port
 
 
 def test_pipeline_runs_as_dependent_arrays_and_gathers_a_report(slurm_cluster, demo_data,

@@ -105,8 +105,9 @@ def test_import_reports_missing_and_unexpected_keys(tmp_path):
     with pytest.raises(ForgetMIError) as err:
         import_published_checkpoint(folder)
     message = str(err.value)
-    assert "missing keys: img_model.fc1.weight" in message
-    assert "unexpected keys: img_model.layer8.0.conv1.weight" in message
+    assert "1 missing key(s), first img_model.fc1.weight" in message
+    assert "1 unexpected key(s), first img_model.layer8.0.conv1.weight" in message
+    assert "\n" not in message and len(message) < 300, message
 
 
 class Payload:

@@ -78,6 +78,29 @@ def test_bad_sweeps_are_refused(tmp_path):
         expand(load_sweep(path), tmp_path)
 
 
+def test_the_rendezvous_port_is_outside_the_ephemeral_range(tmp_path):
+    """submitit draws from 20000-60000, inside Linux's ephemeral 32768-60999: a client socket
+    of any process on the node could hold the port while the ranks wait for each other."""
+    from forgetmi.hpc.launcher import LINUX_EPHEMERAL, ephemeral_ports, rendezvous_port
+
+    ports = {rendezvous_port(f"{job}_{task}", LINUX_EPHEMERAL)
+             for job in range(1000, 1020) for task in range(5)}
+    assert all(10000 <= port <= 32767 for port in ports)
+    assert len(ports) > 90                                   # jobs rarely share one
+    assert rendezvous_port("4242_3", LINUX_EPHEMERAL) == rendezvous_port("4242_3", LINUX_EPHEMERAL)
+    # the node's own range, wherever it lies
+    assert all(not 15000 <= rendezvous_port(str(j), (15000, 40000)) <= 40000 for j in range(200))
+    assert all(45001 <= rendezvous_port(str(j), (1024, 45000)) <= 65535 for j in range(200))
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("20000\t50000\n")
+    assert ephemeral_ports(ranges) == (20000, 50000)
+    assert ephemeral_ports(tmp_path / "absent") == LINUX_EPHEMERAL
+    ranges.write_text("garbage\n")
+    assert ephemeral_ports(ranges) == LINUX_EPHEMERAL
+    low, high = ephemeral_ports()                            # this machine's
+    assert not low <= rendezvous_port("1") <= high
+
+
 def test_accelerate_environment_for_slurm_ranks():
     env = accelerate_env("configs/accelerate/zero2.yaml", REPO, cuda=False)
     assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["DS_ACCELERATOR"] == "cpu"

@@ -95,19 +95,110 @@ def verify(folder: Path) -> dict:
     return state
 
 
+# What every checkpoint's per-rank RNG file holds (accelerate's save_state).
+RNG_FILE = "random_states_{rank}.pkl"
+RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+# Advice that ends every refusal of a checkpoint that cannot be resumed.
+AFRESH = "start afresh with --resume=false or another output_dir"
+
+
+def _load_pickle(path: Path):
+    """A ``torch.save`` file, read as accelerate reads it (tensors and numbers only)."""
+    from accelerate.utils import load
+    return load(path, map_location="cpu")
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``path`` cannot be loaded, in a few words (torch's own messages run to several
+    lines, and one of them advises loading the file with every safety off)."""
+    import pickle
+    if isinstance(err, pickle.UnpicklingError):
+        return "holds objects other than tensors and numbers (changed since it was written?)"
+    return "truncated or damaged"
+
+
+def check_rng_states(folder: Path, world_size: int) -> list[dict]:
+    """Every rank's RNG state, loaded and checked before anything is restored: accelerate
+    would go on without one it cannot load, and the resumed run would then draw other batches
+    and noise than the run it continues."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = []
+    for rank in range(world_size):
+        path = folder / RNG_FILE.format(rank=rank)
+        if not path.is_file():
+            raise CheckpointError(f"{folder}: no RNG state of rank {rank} ({path.name}), so the "
+                                  f"run cannot continue as it would have; {AFRESH}")
+        try:
+            saved = _load_pickle(path)
+            missing = [k for k in RNG_KEYS if k not in saved]
+            if missing:
+                raise CheckpointError(f"{path}: no {missing[0]} in the RNG state; {AFRESH}")
+            random.Random().setstate(saved["random_state"])
+            np.random.RandomState().set_state(saved["numpy_random_seed"])
+            if not isinstance(saved["torch_manual_seed"], torch.ByteTensor):
+                raise TypeError("torch_manual_seed is not a byte tensor")
+        except CheckpointError:
+            raise
+        except Exception as err:  # any reason the state cannot be restored
+            reason = _unreadable(path, err) if not isinstance(err, (TypeError, ValueError,
+                                                                    KeyError)) \
+                else "not an RNG state this engine writes"
+            raise CheckpointError(f"{path}: the RNG state cannot be loaded: {reason}; "
+                                  f"{AFRESH}") from None
+        states.append(saved)
+    return states
+
+
+def _culprit(folder: Path, err: Exception) -> str:
+    """The one-line reason ``accelerator.load_state`` failed: the first file that does not
+    load on its own, else the error itself, cut short."""
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix not in (".bin", ".pkl", ".pt", ".safetensors"):
+            continue
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors import safe_open
+                with safe_open(str(path), framework="pt") as weights:
+                    for key in weights.keys():
+                        weights.get_slice(key)
+            else:
+                _load_pickle(path)
+        except Exception as file_err:  # the first file that does not load
+            return f"{path}: {_unreadable(path, file_err)}; {AFRESH}"
+    first = (str(err).splitlines() or [type(err).__name__])[0]
+    first = first if len(first) <= 100 else first[:97] + "..."
+    return f"{folder}: the checkpoint does not fit this run ({first}); {AFRESH}"
+
+
 def load_latest(accelerator: Accelerator, root: Path, check=None) -> dict | None:
     """Restore model, optimizer, RNG and trainer state from the latest checkpoint, if any.
 
     Files are verified against the checksums written with them before anything is
-    deserialised, so only bytes this engine wrote are ever loaded.
+    deserialised, so only bytes this engine wrote are ever loaded; each rank's RNG state is
+    checked first (:func:`check_rng_states`) and a file that does not load is refused in one
+    line, never resumed without.
     """
+    import torch
+
     folder = find_latest(root)
     if folder is None:
         return None
     state = verify(folder)
     if check is not None:
         check(state, folder)  # e.g. refuse a checkpoint of a run with other settings
-    accelerator.load_state(str(folder))
+    rng = check_rng_states(folder, accelerator.num_processes)[accelerator.process_index]
+    try:
+        accelerator.load_state(str(folder))
+    except CheckpointError:
+        raise
+    except Exception as err:  # torch's and safetensors' errors: many lines, or one of 400
+        raise CheckpointError(_culprit(folder, err)) from None
+    if not torch.equal(torch.get_rng_state(), rng["torch_manual_seed"]):
+        raise CheckpointError(f"{folder}: the RNG state was not restored; {AFRESH}")
     logger.info("resumed from %s (epoch %d, step %d)", folder, state["epoch"], state["step"])
     return own_rank(state, accelerator.process_index)
 

@@ -56,13 +56,28 @@ def _run_config(run: Path, config: str | None = None, overrides: list[str] | Non
     ``overrides`` on top."""
     from forgetmi.config import ExperimentConfig, load_config
     if is_model_folder(run):
-        return load_config(ExperimentConfig, config, overrides)
+        cfg = load_config(ExperimentConfig, config, overrides)
+        split = cfg.data.path("split")
+        if config is None and not split.is_file():
+            raise ForgetMIError(f"{run}: a model folder outside a run records no data to score "
+                                "it on (no config.yaml beside it); pass --config EXPERIMENT.yaml "
+                                "or --data.root=DIR")
+        return cfg
     if not (run / "model").is_dir():
         raise ForgetMIError(f"{run}: no model/ folder (is this a finished training, retraining "
                             "or unlearning run?)")
     if not (run / "config.yaml").is_file():
         raise ForgetMIError(f"{run}: no config.yaml beside the model")
     return load_config(ExperimentConfig, run / "config.yaml", overrides)
+
+
+def as_run_folder(path: Path) -> Path:
+    """``RUN/model`` as its run folder ``RUN`` (its config.yaml says what data the model was
+    made on, and its metrics.json goes there); any other path as it is."""
+    path = Path(path)
+    if path.name == "model" and is_model_folder(path) and (path.parent / "config.yaml").is_file():
+        return path.parent
+    return path
 
 
 def _model_dir(run: Path) -> Path:
@@ -313,6 +328,11 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     from forgetmi.evaluation.score import score
 
     run = Path(run)
+    if config is None and as_run_folder(run) != run:
+        run = as_run_folder(run)
+        logger.info("evaluating the run %s (the model's own config.yaml gives the data)", run)
+    retrained = as_run_folder(retrained) if retrained is not None else None
+    references = [as_run_folder(r) for r in references or []]
     cfg = _run_config(run, config, overrides)
     # Every check before the first write: a bad reference leaves no metrics.json behind.
     if overrides and not is_model_folder(run) and RunFolder(run).job == "train":

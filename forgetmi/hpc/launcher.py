@@ -48,6 +48,40 @@ def accelerate_env(config_file: str | Path | None, repo: Path | None = None,
     return env
 
 
+# Where a rendezvous port is drawn from when the kernel's ephemeral range leaves no room below
+# it: the registered ports above 1023 that few daemons listen on.
+PORT_FLOOR = 10000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LINUX_EPHEMERAL = (32768, 60999)
+
+
+def ephemeral_ports(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The range the kernel draws client sockets' local ports from (Linux's default when the
+    file is absent or unreadable)."""
+    try:
+        low, high = (int(v) for v in path.read_text().split()[:2])
+    except (OSError, ValueError):
+        return LINUX_EPHEMERAL
+    return (low, high) if 0 < low <= high <= 65535 else LINUX_EPHEMERAL
+
+
+def rendezvous_port(job_id: str, ephemeral: tuple[int, int] | None = None) -> int:
+    """The rank-0 port of a multi-rank Slurm task: the same on every rank (drawn from the job
+    id), outside the ephemeral range. submitit draws from 20000-60000, which overlaps Linux's
+    32768-60999: a client socket of any process on the node may hold that port, and the other
+    ranks then wait for a rendezvous that never comes."""
+    import zlib
+
+    low, high = ephemeral or ephemeral_ports()
+    if low - 1 >= PORT_FLOOR:
+        first, last = PORT_FLOOR, low - 1           # below the range: 10000-32767 on Linux
+    elif high + 1 <= 65535 - 1000:
+        first, last = high + 1, 65535               # above it, when a range starts low
+    else:
+        first, last = 1024, max(1024, low - 1)      # a range that fills nearly everything
+    return first + zlib.crc32(str(job_id).encode()) % (last - first + 1)
+
+
 def _has_cuda() -> bool:
     try:
         import torch

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from forgetmi.config import from_dict, read_yaml
+from forgetmi.config import ConfigError, from_dict, read_yaml
 from forgetmi.errors import ForgetMIError
 from forgetmi.hpc.executor import EXECUTORS, HpcConfig
 from forgetmi.hpc.local import LocalJob
@@ -50,6 +50,39 @@ def add_hpc_arguments(parser: argparse.ArgumentParser) -> None:
                    help="extra sbatch option, repeatable (e.g. --sbatch exclusive=true)")
 
 
+def hpc_options_given(args) -> list[str]:
+    """The HPC options given on the command line (``--hpc-config``, ``--partition``, ...)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_hpc_arguments(parser)
+    return [action.option_strings[0] for action in parser._actions
+            if action.option_strings and action.dest != "executor"
+            and getattr(args, action.dest, None) not in (None, [])]
+
+
+def require_executor_flag(args) -> None:
+    """Refuse HPC options without ``--executor`` where its absence means "run the jobs one by
+    one in this process": they would be silently ignored."""
+    given = hpc_options_given(args)
+    if given and not getattr(args, "executor", None):
+        raise ForgetMIError(f"{given[0]} is for tasks run with --executor slurm|local|debug; add "
+                            "--executor, or drop it (without --executor the jobs run one by one "
+                            "in this process)")
+
+
+def _sbatch_options(values: dict, source) -> dict:
+    """The ``sbatch:`` mapping of an HPC config, checked: option name -> one value."""
+    sbatch = values.get("sbatch") or {}
+    where = f"{source}: " if source else ""
+    if not isinstance(sbatch, dict):
+        raise ConfigError(f"{where}sbatch: expected a mapping of sbatch options (e.g. "
+                          f"'exclusive: true'), got {type(sbatch).__name__} {sbatch!r:.60}")
+    for key, value in sbatch.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise ConfigError(f"{where}sbatch.{key}: expected one value (a string, number or "
+                              f"true), got {type(value).__name__} {value!r:.60}")
+    return dict(sbatch)
+
+
 def hpc_from_args(args) -> HpcConfig:
     """The settings of ``--hpc-config`` overridden by those given on the command line."""
     values = read_yaml(args.hpc_config, "HPC config") if args.hpc_config else {}
@@ -57,7 +90,7 @@ def hpc_from_args(args) -> HpcConfig:
         given = getattr(args, field.name, None)
         if given not in (None, []) and field.name != "sbatch":
             values[field.name] = given
-    sbatch = dict(values.get("sbatch") or {})
+    sbatch = _sbatch_options(values, args.hpc_config)
     for item in args.sbatch or []:
         if "=" not in item:
             raise ForgetMIError(f"--sbatch {item!r}: expected KEY=VALUE")

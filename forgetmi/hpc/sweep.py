@@ -62,16 +62,142 @@ class SweepRun:
     trial: str | None = None       # the proposal it replicates (its id without seed and size)
 
 
+# What W&B's sweep schema allows (its config/schema.json, plus the server's run_cap): each
+# parameter's keys, and the keys each distribution needs.
+SWEEP_KEYS = ("program", "method", "metric", "parameters", "command", "early_terminate", "name",
+              "description", "project", "entity", "run_cap", "controller", "kind", "apiVersion")
+METRIC_KEYS = ("name", "goal", "target", "impute", "impute_while_running")
+PARAMETER_KEYS = ("value", "values", "distribution", "min", "max", "mu", "sigma", "q", "a", "b",
+                  "probabilities", "parameters")
+DISTRIBUTIONS = {
+    "constant": ("value",), "categorical": ("values",),
+    "categorical_w_probabilities": ("values", "probabilities"),
+    "int_uniform": ("min", "max"), "uniform": ("min", "max"), "q_uniform": ("min", "max"),
+    "log_uniform": ("min", "max"), "log_uniform_values": ("min", "max"),
+    "q_log_uniform": ("min", "max"), "q_log_uniform_values": ("min", "max"),
+    "inv_log_uniform": ("min", "max"), "inv_log_uniform_values": ("min", "max"),
+    "normal": (), "q_normal": (), "log_normal": (), "q_log_normal": (), "beta": (), "q_beta": (),
+}
+
+
+def _did_you_mean(value, choices) -> str:
+    import difflib
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_parameter(name: str, spec, method: str) -> None:
+    """One parameter block as W&B's engine would take it, or a one-line ConfigError (without
+    the file, which the caller adds) naming the parameter and what to write instead."""
+    key = f"parameters.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{key}: expected a mapping (value: X, values: [..], or distribution "
+                          f"with min/max), got {spec!r:.60}")
+    unknown = sorted(set(spec) - set(PARAMETER_KEYS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown key {unknown[0]!r}"
+                          f"{_did_you_mean(unknown[0], PARAMETER_KEYS)}")
+    if "parameters" in spec:
+        raise ConfigError(f"{key}: nested parameters are not supported; name each setting with "
+                          f"dots instead ({name}.KEY: {{value: ..}})")
+    distribution = spec.get("distribution")
+    if distribution is not None and distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"{key}: unknown distribution {distribution!r}"
+                          f"{_did_you_mean(distribution, DISTRIBUTIONS)}")
+    if not ({"value", "values", "min", "max"} & set(spec)) and distribution is None:
+        raise ConfigError(f"{key}: give value, values, or a distribution with min and max")
+    for needed in DISTRIBUTIONS.get(distribution, ()):
+        if needed not in spec:
+            raise ConfigError(f"{key}: distribution {distribution} needs {needed}")
+    if "values" in spec:
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{key}: values must be a non-empty list, got {values!r:.60}")
+        if "probabilities" in spec:
+            weights = spec["probabilities"]
+            if not isinstance(weights, list) or len(weights) != len(values) or \
+                    not all(_number(w) and w >= 0 for w in weights) or \
+                    not math.isclose(sum(weights), 1.0, abs_tol=1e-6):
+                raise ConfigError(f"{key}: probabilities must be {len(values)} numbers >= 0 "
+                                  f"summing to 1, one per value, got {weights!r:.60}")
+    if ("min" in spec) != ("max" in spec):
+        raise ConfigError(f"{key}: give both min and max")
+    if "min" in spec:
+        low, high = spec["min"], spec["max"]
+        if not (_number(low) and _number(high)):
+            raise ConfigError(f"{key}: min and max must be numbers, got {low!r:.30} and "
+                              f"{high!r:.30}")
+        if low > high:
+            raise ConfigError(f"{key}: min {low} is above max {high}; swap them")
+        if distribution == "int_uniform" and not (isinstance(low, int) and isinstance(high, int)):
+            raise ConfigError(f"{key}: int_uniform takes integer min and max, got {low} and "
+                              f"{high}")
+        if distribution in ("log_uniform_values", "q_log_uniform_values",
+                            "inv_log_uniform_values") and low <= 0:
+            raise ConfigError(f"{key}: {distribution} takes min > 0 (the values themselves), "
+                              f"got {low}")
+    for scale in ("sigma", "q"):
+        if scale in spec and not (_number(spec[scale]) and spec[scale] > 0):
+            raise ConfigError(f"{key}: {scale} must be a number > 0, got {spec[scale]!r:.30}")
+    if method == "grid" and not ({"value", "values"} & set(spec)):
+        raise ConfigError(f"{key}: a grid sweep takes value or values, not a distribution; "
+                          "use method: random or bayes, or list the values")
+
+
+def check_sweep(path: Path, config: dict) -> None:
+    """A sweep file checked before W&B's engine sees it: every error one line naming the file
+    and the key (the engine's own would be a traceback, or a run that never comes)."""
+    unknown = sorted(set(config) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep key {unknown[0]!r}"
+                          f"{_did_you_mean(unknown[0], SWEEP_KEYS)}")
+    if "parameters" not in config or "method" not in config:
+        raise ConfigError(f"{path}: a sweep needs 'method' and 'parameters'")
+    method = config["method"]
+    if method not in ("grid", "random", "bayes"):
+        raise ConfigError(f"{path}: method must be grid, random or bayes, got {method!r}"
+                          f"{_did_you_mean(method, ('grid', 'random', 'bayes'))}")
+    metric = config.get("metric")
+    if metric is not None:
+        if not isinstance(metric, dict) or not metric.get("name"):
+            raise ConfigError(f"{path}: metric must be a mapping with a name (metric: {{name: "
+                              f"score, goal: maximize}}), got {metric!r:.60}")
+        unknown = sorted(set(metric) - set(METRIC_KEYS))
+        if unknown:
+            raise ConfigError(f"{path}: unknown metric key {unknown[0]!r}"
+                              f"{_did_you_mean(unknown[0], METRIC_KEYS)}")
+        if metric.get("goal", "minimize") not in ("minimize", "maximize"):
+            raise ConfigError(f"{path}: metric.goal must be minimize or maximize, got "
+                              f"{metric['goal']!r}{_did_you_mean(metric['goal'], ('minimize', 'maximize'))}")
+    if method == "bayes" and not (metric or {}).get("name"):
+        raise ConfigError(f"{path}: a bayes sweep needs metric.name")
+    if "run_cap" in config:
+        cap = config["run_cap"]
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ConfigError(f"{path}: run_cap must be a whole number of runs >= 1, got "
+                              f"{cap!r:.30}")
+    parameters = config["parameters"]
+    if not isinstance(parameters, dict) or not parameters:
+        raise ConfigError(f"{path}: parameters must be a mapping of one or more parameters")
+    for name, spec in parameters.items():
+        try:
+            check_parameter(str(name), spec, method)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+    command = config.get("command")
+    if command is not None and not isinstance(command, list):
+        raise ConfigError(f"{path}: command must be a list (one item a line), got "
+                          f"{command!r:.60}")
+
+
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     config = read_yaml(path, "sweep file")
-    if "parameters" not in config:
-        raise ConfigError(f"{path}: a sweep needs 'method' and 'parameters'")
-    if config.get("method") not in ("grid", "random", "bayes"):
-        raise ConfigError(f"{path}: method must be grid, random or bayes, got "
-                          f"{config.get('method')!r}")
-    if config["method"] == "bayes" and not config.get("metric", {}).get("name"):
-        raise ConfigError(f"{path}: a bayes sweep needs metric.name")
+    check_sweep(path, config)
     program = str(config.get("program", "launch/unlearn.py"))
     is_release = release.is_release_program(program)
     if not is_release and program not in PROGRAMS:

@@ -51,10 +51,17 @@ class Task:
         env = dict(os.environ)
         if int(env.get("SLURM_NTASKS", "1")) > 1:
             import submitit
+
+            from forgetmi.hpc.launcher import rendezvous_port
             dist = submitit.helpers.TorchDistributedEnvironment()
+            # A port given by the user (MASTER_PORT) stands; else one outside the ephemeral
+            # range, the same on every rank of the job.
+            port = env.get("MASTER_PORT") or rendezvous_port(submitit.JobEnvironment().job_id)
             env.update(RANK=str(dist.rank), LOCAL_RANK=str(dist.local_rank),
                        WORLD_SIZE=str(dist.world_size), LOCAL_WORLD_SIZE=str(dist.local_world_size),
-                       MASTER_ADDR=dist.master_addr, MASTER_PORT=str(dist.master_port))
+                       MASTER_ADDR=dist.master_addr, MASTER_PORT=str(port))
+            logger.info("%s: rank %d of %d, rendezvous at %s:%s", self.name, dist.rank,
+                        dist.world_size, dist.master_addr, port)
             env.update(accelerate_env(self.accelerate_config, REPO))
         env.update(self.env)
         # Use the CPUs Slurm allocated, not every core of the node: torch otherwise starts one

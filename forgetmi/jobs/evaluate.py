@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("%s", err)
             failed.append(str(run))
     if failed:
-        logger.error("%d of %d run(s) not evaluated: %s", len(failed), len(args.runs),
-                     ", ".join(failed))
+        if len(args.runs) > 1:  # one run's error already said it all
+            logger.error("%d of %d run(s) not evaluated: %s", len(failed), len(args.runs),
+                         ", ".join(failed))
         return 2
     return 0

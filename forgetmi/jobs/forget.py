@@ -308,5 +308,8 @@ def history_main(argv: list[str] | None = None) -> int:
                                      description="the requests of a forget workspace")
     parser.add_argument("workspace")
     args = parser.parse_args(argv)
+    if not Path(args.workspace).is_dir():
+        raise ForgetMIError(f"{args.workspace}: no such forget workspace (the --workspace "
+                            "folder of forgetmi forget)")
     history(args.workspace)
     return 0

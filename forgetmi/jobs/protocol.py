@@ -56,6 +56,10 @@ class Protocol:
     base_dir: str = "."                              # where relative paths resolve (the file's folder)
 
 
+# ``evaluate`` keys: the options of ``forgetmi evaluate`` a protocol may set (the references
+# and output folders are the protocol's), each a positive integer.
+EVALUATE = {"bootstrap": "--bootstrap", "batch_size": "--batch-size"}
+
 # ``stand_in`` keys (those of ``forgetmi make-demo-data``) and their defaults.
 STAND_IN = {"patients": 120, "image_size": 320, "seed": 0, "test_fraction": None,
             "label_noise": None, "atypical": None, "workers": 1}
@@ -148,9 +152,30 @@ def load_protocol(path: str | Path) -> Protocol:
     if unknown:
         raise ConfigError(f"{path}: unknown stand_in key(s) {', '.join(unknown)}; known: "
                           f"{', '.join(sorted(STAND_IN))}")
+    _check_evaluate(values.get("evaluate", {}), path)
     values["forget_sets"] = {str(k): str(v) for k, v in values.get("forget_sets", {}).items()}
     values["base_dir"] = str(path.parent)
     return from_dict(Protocol, values, path, what="protocol")
+
+
+def _check_evaluate(settings: dict, path: Path) -> None:
+    """A protocol's ``evaluate`` block: known keys, each a positive integer."""
+    from forgetmi.config import unknown_keys_message
+
+    unknown = sorted(set(settings) - set(EVALUATE))
+    if unknown:
+        message = unknown_keys_message(unknown, EVALUATE, "evaluate.", "evaluate")
+        raise ConfigError(f"{path}: {message}; a protocol's evaluate takes "
+                          f"{', '.join(EVALUATE)}")
+    for key, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{path}: evaluate.{key}: expected a positive integer, got "
+                              f"{value!r}")
+
+
+def _evaluate_arguments(settings: dict) -> list[str]:
+    """``forgetmi evaluate``'s options for a protocol's ``evaluate`` block."""
+    return [f"{EVALUATE[key]}={value}" for key, value in settings.items()]
 
 
 def _experiment_path(protocol: Protocol) -> Path:
@@ -158,15 +183,16 @@ def _experiment_path(protocol: Protocol) -> Path:
     return experiment if experiment.is_absolute() else Path(protocol.base_dir) / experiment
 
 
-def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
-    """Generate the protocol's stand-in dataset into the experiment's ``data.root``, unless a
-    dataset generated with the same settings is already there. Refuses to replace anything else:
-    a folder holding other data, or a stand-in generated with other settings."""
-    from forgetmi.synthetic import generate_dataset, parameter_differences
+def _stand_in_plan(protocol: Protocol, extra: list[str] | None = None) -> tuple | None:
+    """What :func:`ensure_stand_in` would do: None without ``stand_in``, else ``(root,
+    settings)`` to generate, with settings None when the same dataset is already there.
+    Refuses, writing nothing, a folder holding other data or a stand-in generated with other
+    settings."""
+    from forgetmi.synthetic import parameter_differences
     from forgetmi.synthetic.cohort import LABEL_NOISE_SD, TEST_ROW_FRACTION
 
     if not protocol.stand_in:
-        return
+        return None
     settings = {**STAND_IN, **protocol.stand_in}
     settings["test_fraction"] = settings["test_fraction"] or TEST_ROW_FRACTION
     settings["label_noise"] = (LABEL_NOISE_SD if settings["label_noise"] is None
@@ -174,23 +200,42 @@ def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
     cfg = load_config(ExperimentConfig, _experiment_path(protocol),
                       [*_data_overrides(protocol), *(extra or [])])
     root = Path(cfg.data.root)
-    wanted = {"n_patients": int(settings["patients"]), "image_size": int(settings["image_size"]),
-              "seed": int(settings["seed"]), "test_fraction": float(settings["test_fraction"]),
-              "label_noise": float(settings["label_noise"]),
-              "atypical": float(settings["atypical"] or 0.0)}
+    try:
+        wanted = {"n_patients": int(settings["patients"]),
+                  "image_size": int(settings["image_size"]), "seed": int(settings["seed"]),
+                  "test_fraction": float(settings["test_fraction"]),
+                  "label_noise": float(settings["label_noise"]),
+                  "atypical": float(settings["atypical"] or 0.0)}
+        workers = int(settings["workers"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"protocol stand_in: expected numbers ({err})") from None
     differ = parameter_differences(root, **wanted)
     if differ == []:
-        logger.info("stand-in data: reusing %s", root)
-        return
+        return root, None
     if differ:
         raise ConfigError(f"{root}: holds a stand-in dataset generated with other settings "
                           f"({', '.join(differ)}); remove it, or set data.root to another folder")
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ConfigError(f"{root}: exists and is not a stand-in dataset (no manifest.json); "
                           "the protocol's stand_in would replace it: set data.root elsewhere")
+    return root, {**wanted, "workers": workers}
+
+
+def ensure_stand_in(protocol: Protocol, extra: list[str] | None = None) -> None:
+    """Generate the protocol's stand-in dataset into the experiment's ``data.root``, unless a
+    dataset generated with the same settings is already there. Refuses to replace anything else:
+    a folder holding other data, or a stand-in generated with other settings."""
+    from forgetmi.synthetic import generate_dataset
+
+    plan = _stand_in_plan(protocol, extra)
+    if plan is None:
+        return
+    root, settings = plan
+    if settings is None:
+        logger.info("stand-in data: reusing %s", root)
+        return
     try:
-        generate_dataset(root, workers=int(settings["workers"]), overwrite=root.exists(),
-                         **wanted)
+        generate_dataset(root, overwrite=root.exists(), **settings)
     except ValueError as err:
         raise ConfigError(f"protocol stand_in: {err}") from None
 
@@ -199,6 +244,50 @@ def _data_overrides(protocol: Protocol) -> list[str]:
     """The protocol's ``data`` block as overrides; a relative ``root`` resolves like the
     experiment's own (from where the command runs), so the protocol file reads the same."""
     return as_overrides({f"data.{key}": value for key, value in protocol.data.items()})
+
+
+# The data files every training or unlearning job reads (DataConfig fields; None: not used).
+DATA_FILES = ("split", "reports", "forget_set", "holdout", "exclude")
+
+
+def check_protocol(protocol: Protocol, jobs: list[Job], source: str | Path,
+                   extra: list[str] | None = None) -> None:
+    """Everything a run of the protocol would refuse, refused now, writing nothing: unknown
+    methods, data files missing under ``data.root`` (unless the stand-in is still to be
+    generated there), the stand-in's settings, and finished runs of other settings."""
+    from forgetmi.unlearning import METHODS
+
+    for name, settings in protocol.methods.items():
+        method = str(settings["method"])
+        if method not in METHODS:
+            import difflib
+            close = difflib.get_close_matches(method, sorted(METHODS), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(sorted(METHODS))}"
+            raise ConfigError(f"{source}: methods.{name}: unknown method {method!r} ({hint})")
+    plan = _stand_in_plan(protocol, extra)
+    if plan is None or plan[1] is None:  # the data is there, not still to be generated
+        _check_data_files(jobs, source)
+    for job in jobs:
+        job.done()  # a finished run of other settings is refused, not reused
+
+
+def _check_data_files(jobs: list[Job], source: str | Path) -> None:
+    """The first data file a job would not find, with how many jobs read it."""
+    missing: dict[tuple[str, Path], list[str]] = {}
+    for job in jobs:
+        if job.kind not in ("train", "retrain", "unlearn"):
+            continue
+        data = load_config(ExperimentConfig, job.argv[1], job.argv[2:]).data
+        paths = [(f"data.{key}", data.path(key)) for key in DATA_FILES]
+        paths += [("data.val_avoid", data.resolve(p)) for p in data.val_avoid]
+        for key, path in paths:
+            if path is not None and not path.is_file():
+                missing.setdefault((key, path), []).append(job.name)
+    if missing:
+        (key, path), names = next(iter(missing.items()))
+        raise ConfigError(f"{path}: file not found ({key} of {len(names)} job(s), first "
+                          f"{names[0]}); fix the protocol's forget_sets or the experiment's "
+                          f"data.root, or pass --data.root=DIR")
 
 
 def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
@@ -267,7 +356,7 @@ def expand(protocol: Protocol, extra: list[str] | None = None) -> list[Job]:
                 where = ["--out", str(out)] if out != run_dir else []
                 jobs.append(Job(name, "evaluate", 2,
                                 [str(run_dir), *reference, *calibration, *where, *data,
-                                 *as_overrides(protocol.evaluate)],
+                                 *_evaluate_arguments(protocol.evaluate)],
                                 out, after=sorted({model_job, *peers.values()})))
                 evaluations.append(name)
     jobs.append(Job("report", "report", 3, [str(root), "--out", str(root / "report")],
@@ -343,27 +432,30 @@ def main(argv: list[str] | None = None) -> int:
     [--key=value ...]``; without ``--executor`` the jobs run in this process, in order."""
     from forgetmi.errors import ForgetMIError
     from forgetmi.hpc.executor import require_executor
-    from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args
+    from forgetmi.hpc.submit import add_hpc_arguments, hpc_from_args, require_executor_flag
 
     parser = argparse.ArgumentParser(prog="forgetmi protocol", description=__doc__.splitlines()[0])
     parser.add_argument("file", help="protocol YAML (configs/experiments/paper.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, run nothing")
     add_hpc_arguments(parser)
     args, extra = parser.parse_known_args(argv)
+    if args.jobs is not None and not args.executor:
+        raise ForgetMIError("--jobs N runs tasks side by side with --executor local; add it "
+                            "(without --executor the jobs run one by one in this process)")
+    require_executor_flag(args)
+    hpc = hpc_from_args(args) if args.executor else None
+    if hpc is not None:
+        require_executor(hpc)  # before the stand-in data or any run folder is made
     protocol = load_protocol(args.file)
     jobs = expand(protocol, extra)
+    # What a run would refuse, refused before anything is listed, generated or submitted.
+    check_protocol(protocol, jobs, args.file, extra)
     if args.dry_run:
         for job in jobs:
             after = (", ".join(job.after) if len(job.after) <= 3
                      else f"{len(job.after)} jobs") or "—"
             logger.info("%-48s %-8s after %s", job.name, job.kind, after)
         return 0
-    if args.jobs is not None and not args.executor:
-        raise ForgetMIError("--jobs N runs tasks side by side with --executor local; add it "
-                            "(without --executor the jobs run one by one in this process)")
-    hpc = hpc_from_args(args) if args.executor else None
-    if hpc is not None:
-        require_executor(hpc)  # before the stand-in data or any run folder is made
     ensure_stand_in(protocol, extra)  # once, here, before any job or task starts
     if hpc is not None:  # dependent arrays (slurm) or child processes
         manifest = submit_protocol(args.file, hpc, extra)

@@ -19,7 +19,7 @@ import json
 import logging
 from pathlib import Path
 
-from forgetmi.config import resolve_run_path
+from forgetmi.config import ConfigError, resolve_run_path
 from forgetmi.errors import exit_on_error
 from forgetmi.hpc.executor import HpcConfig, require_executor, submit_array
 from forgetmi.hpc.local import failures, raise_failures
@@ -179,10 +179,16 @@ def main(argv: list[str] | None = None) -> int:
                              "nothing")
     add_hpc_arguments(parser)
     args, extra = parser.parse_known_args(argv)
+    if args.count is not None and args.count < 0:
+        raise ConfigError(f"--count {args.count}: expected the number of new trials (0 or more; "
+                          "0 runs only the unfinished trials already in --out)")
+    hpc = hpc_from_args(args)  # checked in a dry run too: it says what a submission would
     if args.dry_run:
+        if args.executor:
+            require_executor(hpc)
         dry_run(args.file, args.out, args.count, extra, args.retrained, args.proposal_seed)
         return 0
-    manifest = submit_sweep(args.file, args.out, hpc_from_args(args), args.count, extra,
+    manifest = submit_sweep(args.file, args.out, hpc, args.count, extra,
                             args.retrained, args.proposal_seed)
     logger.info("%d run(s); `forgetmi status %s` shows their state", len(manifest["tasks"]),
                 args.out)

@@ -17,7 +17,8 @@ from forgetmi.evaluation.ulira import Shadow, collect, prepare_shadows
 
 VERDICT_SHADOWS = 32  # 16 statistics a side per row; fewer leave each row's Gaussian fits noisy
 from forgetmi.hpc.executor import submit_array
-from forgetmi.hpc.submit import add_hpc_arguments, array_ids, hpc_from_args, single_process
+from forgetmi.hpc.submit import (add_hpc_arguments, array_ids, hpc_from_args,
+                                 require_executor_flag, single_process)
 from forgetmi.hpc.tasks import Task
 from forgetmi.jobs import JOBS
 from forgetmi.jobs.train import run_training
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="score finished shadows without running any")
     add_hpc_arguments(parser)
     args, overrides = parser.parse_known_args(argv)
+    require_executor_flag(args)  # without --executor the shadows run here: they would be ignored
     cfg = load_config(ExperimentConfig, args.config, overrides)
     train_cfg = load_config(ExperimentConfig, args.train_config)
     if args.shadows < VERDICT_SHADOWS:

@@ -168,9 +168,12 @@ def import_published_checkpoint(src: str | os.PathLike, text_encoder: str | None
     embeddings = state.get("text_model.bert.embeddings.word_embeddings.weight")
     rows = int(embeddings.shape[0]) if embeddings is not None else bert_config.vocab_size
     vocab = check_tokenizer_vocab(tokenizer, rows, weights)
-    model_config = ModelConfig(num_labels=getattr(bert_config, "num_labels", 4) or 4,
-                               image_widths=widths, image_pool=pool, text_encoder=tokenizer,
-                               origin="release", image_preprocessing="release")
+    try:
+        model_config = ModelConfig(num_labels=getattr(bert_config, "num_labels", 4) or 4,
+                                   image_widths=widths, image_pool=pool, text_encoder=tokenizer,
+                                   origin="release", image_preprocessing="release")
+    except ForgetMIError as err:  # e.g. a classifier of fewer labels than the edema grades
+        raise CheckpointImportError(f"{config_path}: {err}") from None
     # Everything not in the file (the fusion, maybe the joint head) comes from a fixed seed,
     # without touching the caller's random state.
     with torch.random.fork_rng(devices=[]):
@@ -182,7 +185,8 @@ def import_published_checkpoint(src: str | os.PathLike, text_encoder: str | None
                            if k.endswith("num_batches_tracked") and k not in state]
     for key in missing_bn_counters:  # absent from files written by old PyTorch versions
         state[key] = torch.zeros((), dtype=torch.long)
-    load_state_strict(model, state, weights, allow_missing=allow)
+    load_state_strict(model, state, weights, allow_missing=allow,
+                      fix="expected a Forget-MI release checkpoint's tensors")
     logger.info("imported %d tensors from %s (release preprocessing, tokenizer %s with %d "
                 "tokens)", len(state), weights, tokenizer or "packaged MiniLM", vocab)
     logger.warning("the joint fusion%s is new (seed %d) and untrained: the release computed its "

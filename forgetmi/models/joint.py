@@ -143,6 +143,8 @@ class JointModel(nn.Module):
             bert_config = BertConfig(**meta["bert"])
         except (ValueError, KeyError, TypeError) as err:
             raise ForgetMIError(f"{config_path}: not a forgetmi model config ({err})") from None
+        except ForgetMIError as err:  # a value no model of this package can have
+            raise ForgetMIError(f"{config_path}: {err}") from None
         model = cls(config, pretrained_text=False, bert_config=bert_config)
         model.allow_other_image_size = config.allow_other_image_size or allow_other_image_size
         try:
@@ -186,19 +188,22 @@ def release_folder_advice(directory: str | os.PathLike) -> str | None:
             "as unlearn.original (base_model_path)")
 
 
-def load_state_strict(model: nn.Module, state: dict, source, allow_missing: tuple[str, ...] = ()):
-    """Load ``state`` and fail with the lists of missing and unexpected keys (shapes too)."""
+def load_state_strict(model: nn.Module, state: dict, source, allow_missing: tuple[str, ...] = (),
+                      fix: str = "give the config.json saved with these weights"):
+    """Load ``state``, or fail in one line: how many keys are missing, unexpected or of another
+    shape, the first of each, and ``fix``."""
     own = model.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
     unexpected = [k for k in state if k not in own]
+    # In the model's order: the first names the earliest layer that differs.
     wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}"
-                   for k in state if k in own and state[k].shape != own[k].shape]
+                   for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or wrong_shape:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("wrong shape", wrong_shape)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", … ({len(keys)} in all)" if len(keys) > 8 else "")
-                parts.append(f"{label} keys: {shown}")
-        raise ForgetMIError(f"{source}: weights do not match the model; " + "; ".join(parts))
+        # The first of each kind and how many: the whole lists would fill the terminal, and
+        # the first already says which part (a stage, a head) differs.
+        parts = [f"{len(keys)} {label} key(s), first {keys[0]}" for label, keys in
+                 (("wrong shape", wrong_shape), ("missing", missing),
+                  ("unexpected", unexpected)) if keys]
+        raise ForgetMIError(f"{source}: weights do not match the model config "
+                            f"({'; '.join(parts)}); {fix}")
     model.load_state_dict(state, strict=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import BertConfig
 
 from forgetmi.errors import ForgetMIError
-from forgetmi.config import ModelConfig
+from forgetmi.config import ConfigError, ModelConfig
 from forgetmi.models.joint import RELEASE_IMAGE_SIZE
 
 logger = logging.getLogger("forgetmi.models")
@@ -44,6 +44,69 @@ def read_model_record(directory: str | os.PathLike) -> tuple[ModelConfig, BertCo
         return ModelConfig(**meta["forgetmi_model"]), BertConfig(**meta["bert"])
     except (ValueError, KeyError, TypeError) as err:
         raise ForgetMIError(f"{path}: not a forgetmi model config ({err})") from None
+    except ConfigError as err:  # a value no model of this package can have
+        raise ProvenanceError(f"{path}: {err}") from None
+
+
+def weights_layout(directory: str | os.PathLike) -> dict:
+    """The label count and image stage widths the saved weights have, read off the tensors'
+    shapes in the file's header (no tensor is loaded): ``{"num_labels": .., "image_widths":
+    [..]}``, each absent when the file lacks the tensor that shows it."""
+    from safetensors import safe_open
+
+    from forgetmi.models.joint import WEIGHTS_NAME
+
+    path = Path(directory) / WEIGHTS_NAME
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            shapes = {k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()}
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        reason = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+        raise ForgetMIError(f"{path}: unreadable or truncated weights ({reason})") from None
+    layout: dict = {}
+    widths = []
+    while (shape := shapes.get(f"img_model.layer{len(widths) + 1}.0.conv1.weight")):
+        widths.append(shape[0])
+    if widths:
+        layout["image_widths"] = widths
+    for head in ("joint_head.weight", "img_model.fc1.weight", "text_model.classifier.weight"):
+        if head in shapes:
+            layout["num_labels"] = shapes[head][0]
+            break
+    return layout
+
+
+def check_model_layout(cfg, model_dir: str | os.PathLike, record: ModelConfig) -> None:
+    """Refuse, before any step, a model folder whose config.json and weights disagree, and a
+    model with another number of labels than the config's (``model.num_labels``): the heads
+    would meet labels they have no output for."""
+    found = weights_layout(model_dir)
+    for key in ("num_labels", "image_widths"):
+        recorded = getattr(record, key)
+        if key in found and found[key] != recorded:
+            raise ProvenanceError(f"{model_dir}: config.json says {key} {recorded} but the "
+                                  f"weights have {found[key]}; the two come from different "
+                                  "models: restore the config.json saved with these weights")
+    if record.num_labels != cfg.model.num_labels:
+        raise ProvenanceError(f"{model_dir}: the model has {record.num_labels} labels but "
+                              f"model.num_labels is {cfg.model.num_labels}; use a model trained "
+                              f"with {cfg.model.num_labels} labels, or set "
+                              f"--model.num_labels={record.num_labels} if that is what you meant")
+
+
+def _follow_architecture(cfg, record: ModelConfig, model_dir):
+    """``cfg.model`` with the model's image widths and pool: the architecture is the saved
+    model's, so the saved config tells the truth. A config that names other widths than the
+    default (so meant them) and other than the model's is refused."""
+    default = ModelConfig()
+    for key in ("image_widths", "image_pool"):
+        given, recorded = getattr(cfg.model, key), getattr(record, key)
+        if given != recorded and given != getattr(default, key):
+            raise ProvenanceError(f"{model_dir}: the model has {key} {recorded} but the config "
+                                  f"gives {given}; drop --model.{key} (a saved model's "
+                                  "architecture is its own)")
+    return replace(cfg, model=replace(cfg.model, image_widths=list(record.image_widths),
+                                      image_pool=record.image_pool))
 
 
 def tokenizer_folder(text_encoder: str | None) -> Path:
@@ -116,10 +179,14 @@ def align_with_model(cfg, model_dir: str | os.PathLike):
     """``cfg`` (an ExperimentConfig) with the data settings the model in ``model_dir`` needs.
 
     ``data.preprocessing`` becomes the model's (None follows it; the other mode is refused),
-    ``model.text_encoder`` the model's tokenizer (checked against its embeddings), and a
-    release-origin model is refused at sizes other than 2048² unless allowed.
+    ``model.text_encoder`` the model's tokenizer (checked against its embeddings), the image
+    widths the model's (:func:`_follow_architecture`), its label count must be the config's
+    (:func:`check_model_layout`), and a release-origin model is refused at sizes other than
+    2048² unless allowed.
     """
     record, bert = read_model_record(model_dir)
+    check_model_layout(cfg, model_dir, record)
+    cfg = _follow_architecture(cfg, record, model_dir)
     wanted = record.image_preprocessing
     if cfg.data.preprocessing not in (None, wanted):
         raise ProvenanceError(f"{model_dir}: the model was trained on {wanted} image "

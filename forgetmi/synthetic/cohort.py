@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from forgetmi.errors import SettingError
 from forgetmi.synthetic.details import draw_details
 from forgetmi.synthetic.findings import (LINE_KINDS, SIDES, ZONE_NAMES, Granuloma, PatientDetail,
                                          StudyFindings)
@@ -262,14 +263,14 @@ def build_cohort(n_patients: int, seed: int, test_fraction: float = TEST_ROW_FRA
     true one, told apart only by a detail of their own (module docstring); 0 turns it off.
     """
     if not 0.0 < test_fraction < 0.5:
-        raise ValueError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
+        raise SettingError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
     if not 0.0 <= label_noise <= 2.0:
-        raise ValueError(f"label_noise must be in [0, 2], got {label_noise}")
+        raise SettingError(f"label_noise must be in [0, 2], got {label_noise}")
     if not (math.isfinite(atypical) and 0.0 <= atypical <= 1.0):
-        raise ValueError(f"atypical must be a share of patients in [0, 1], got {atypical}")
+        raise SettingError(f"atypical must be a share of patients in [0, 1], got {atypical}")
     if n_patients < 20:
-        raise ValueError(f"n_patients must be at least 20 (five folds, TEST and three forget sets "
-                         f"need patients), got {n_patients}")
+        raise SettingError(f"n_patients must be at least 20 (five folds, TEST and three forget "
+                           f"sets need patients), got {n_patients}")
     rng = np.random.default_rng([seed, 11])
     patients = _with_details(_patients(rng, n_patients), seed, atypical)
     n_studies = np.minimum(rng.geometric(STUDIES_PER_PATIENT_P, n_patients), MAX_STUDIES)

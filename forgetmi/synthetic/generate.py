@@ -30,7 +30,7 @@ from forgetmi.synthetic.dicom import DicomInfo, write_dicom
 from forgetmi.synthetic.images import ImageSpec, render_image
 from forgetmi.synthetic.reports import compose_report
 from forgetmi.synthetic.synonyms import synonym_table
-from forgetmi.errors import DataError
+from forgetmi.errors import DataError, SettingError
 from forgetmi.utils.atomic import atomic_path
 
 logger = logging.getLogger("forgetmi.synthetic")
@@ -219,9 +219,9 @@ def generate_dataset(out_dir: str | os.PathLike, n_patients: int = DEFAULT_PATIE
     """
     out = Path(out_dir)
     if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
+        raise SettingError(f"image_size must be at least 32, got {image_size}")
     if background not in ("auto", "template", "procedural"):
-        raise ValueError(f"background must be auto, template or procedural, got {background!r}")
+        raise SettingError(f"background must be auto, template or procedural, got {background!r}")
     _check_target(out, overwrite)
     source = background
     if source == "auto":
