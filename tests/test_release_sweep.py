@@ -304,7 +304,7 @@ def test_no_noise_pushes_the_forget_embeddings(demo_data, original, tmp_path):
                          f"--original={original}/model", "--preset=no-noise", "--epochs=3",
                          "--batch_size=8", "--lr=1e-3", "--log_every=1"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["unlearn"]["objective"] == "push"
-    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()
               if "epoch/uu" in x]
     uu = [e["epoch/uu"] for e in epochs]
     # Pulling the clean forget rows toward the original's own embeddings of them shrinks UU

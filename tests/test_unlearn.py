@@ -25,7 +25,7 @@ def unlearn(demo_data, original, out, *extra):
 
 
 def epoch_terms(out):
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     return [r for r in lines if "epoch/uu" in r]
 
 

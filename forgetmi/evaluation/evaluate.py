@@ -54,7 +54,7 @@ def is_model_folder(path: Path) -> bool:
 def _run_config(run: Path, config: str | None = None, overrides: list[str] | None = None):
     """The run's merged config (its config.yaml, or ``config`` for a bare model folder) with
     ``overrides`` on top."""
-    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.config import ExperimentConfig, load_config, load_run_config
     if is_model_folder(run):
         return load_config(ExperimentConfig, config, overrides)
     if not (run / "model").is_dir():
@@ -62,7 +62,7 @@ def _run_config(run: Path, config: str | None = None, overrides: list[str] | Non
                             "or unlearning run?)")
     if not (run / "config.yaml").is_file():
         raise ForgetMIError(f"{run}: no config.yaml beside the model")
-    return load_config(ExperimentConfig, run / "config.yaml", overrides)
+    return load_run_config(run, overrides)
 
 
 def _model_dir(run: Path) -> Path:
@@ -180,6 +180,16 @@ def _attacks(predictions: dict, seed: int, batch_size: int,
                                                            seed, n_boot)
     result["forget_vs_unseen_learned"]["unseen"] = unseen_name
     return json.loads(json.dumps(result, default=float))
+
+
+def attack_figures(model_dir: str | Path, cfg, n_boot: int = 1000, batch_size: int = 64,
+                   mia_batch_size: int = 32) -> dict | None:
+    """The membership attacks alone (``evaluate_run``'s ``mia`` block, the same rows and
+    seeds) on the model in ``model_dir`` over the data of ``cfg``: e.g. a model's figures
+    before it was unlearned, beside those of the model unlearned from it."""
+    predictions = _predictions(cfg, Path(model_dir), ("forget", "retain", "test", "holdout"),
+                               batch_size)
+    return _attacks(predictions, cfg.seed, mia_batch_size, n_boot)
 
 
 def _forget_vs_unseen_loss(forget: dict, unseen: dict, seed: int, n_boot: int,
