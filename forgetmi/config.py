@@ -345,10 +345,9 @@ class UnlearnConfig:
     weight_ur: float | None = None
     weight_mu: float | None = None
     weight_mr: float | None = None
-    objective: Literal["pull", "push"] | None = None  # pull (the paper) | push (the release's);
-                                         # None = the preset's: push under no-noise, else pull
-                                         # (effective_objective; saved as None, so a reused
-                                         # config with another preset derives it anew)
+    # pull (the paper) | push (the release's); None = the preset's: push under no-noise, else
+    # pull (effective_objective). Saved as None: a config reused with another preset derives it.
+    objective: Literal["pull", "push"] | None = None
     retention_cap: float | None = None   # the release's cap: retention ≤ first-epoch mean + this
     retain_batch_size: int | None = None # None = train.batch_size
     freeze_batchnorm: bool = True        # student BatchNorm uses the original's running stats

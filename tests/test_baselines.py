@@ -139,7 +139,8 @@ def test_same_seed_same_weights(demo_data, trained, tmp_path, method):
 
 def test_retention_cap_is_kept_across_resume(demo_data, trained, tmp_path):
     args = ["--epochs=3", "--retention_cap=0.05", "--checkpoint_every=2"]
-    assert unlearn(demo_data, trained, tmp_path / "full", "forgetmi", *args) == 0
+    assert unlearn(demo_data, trained, tmp_path / "full", "forgetmi", *args,
+                   "--keep_checkpoints=1") == 0
     state = json.loads((tmp_path / "full" / "checkpoints" / "latest" / "trainer_state.json")
                        .read_text())
     epochs = [json.loads(x) for x in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()

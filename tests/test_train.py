@@ -215,3 +215,34 @@ def test_each_epoch_logs_its_progress(demo_data, tmp_path, caplog):
     assert lines[-1].endswith("ETA 0 s)")
     validation = [r.getMessage() for r in caplog.records if "validation" in r.getMessage()]
     assert [v.split(":")[0] for v in validation] == ["train epoch 1/2", "train epoch 2/2"]
+
+
+def test_a_copied_run_is_evaluated_from_another_directory(demo_data, tmp_path, monkeypatch,
+                                                           caplog):
+    """A run saves its data's absolute location: started with a relative --data.root, its
+    folder copied elsewhere is evaluated from another working directory. A run saved before
+    (a relative root) is refused there in one line naming the key to set."""
+    import shutil
+
+    import yaml
+
+    from forgetmi.jobs.evaluate import main as evaluate_main
+
+    monkeypatch.chdir(demo_data.root.parent)
+    started = tmp_path / "started"
+    assert main([f"--data.root={demo_data.root.name}", f"--output_dir={started}", *BASE,
+                 "--epochs=1", "--max_steps=2", "--early_stopping_patience=0"]) == 0
+    copied = tmp_path / "elsewhere" / "run"
+    shutil.copytree(started, copied)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert evaluate_main([str(copied), "--bootstrap", "5"]) == 0
+    assert json.loads((copied / "metrics.json").read_text())["metrics"]["test"]
+    # as an older run recorded it: relative to where it was started
+    config = yaml.safe_load((copied / "config.yaml").read_text())
+    config["data"]["root"] = demo_data.root.name
+    (copied / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    caplog.clear()
+    assert evaluate_main([str(copied), "--bootstrap", "5"]) == 2
+    assert f"data.root {demo_data.root.name!r} is relative to where the run was started" in \
+        caplog.text and "give --data.root=" in caplog.text
+    assert evaluate_main([str(copied), "--bootstrap", "5", f"--data.root={demo_data.root}"]) == 0

@@ -315,7 +315,9 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     # Every check before the first write: a bad reference leaves no metrics.json behind.
     if overrides and not is_model_folder(run) and RunFolder(run).job == "train":
         from forgetmi.models.provenance import check_original_rows
-        check_original_rows(_run_config(run), cfg, run)
+        # As recorded, but where the data is now (an older run's relative root, given again).
+        moved = [o for o in overrides if o.split("=")[0].lstrip("-") in ("data.root", "root")]
+        check_original_rows(_run_config(run, None, moved), cfg, run)
     if retrained is not None:
         _check_reference(run, cfg, Path(retrained), "the retrained reference")
     peers = _peers(run, cfg, [Path(r) for r in references or []])
