@@ -80,7 +80,7 @@ def test_finished_run_is_not_rerun(demo_data, trained, caplog):
     # folder left describing the model it holds
     caplog.clear()
     assert run(demo_data, trained, "--epochs=4", "--checkpoint_every=4", "--lr=1e-3",
-               "--log_every=3") == 0
+               "--log_every=3", "--noise.image_std=0.3") == 0   # nor what training never reads
     recorded = (trained / "config.yaml").read_bytes()
     caplog.clear()
     assert run(demo_data, trained, "--epochs=4", "--checkpoint_every=4", "--lr=0.05") == 2
@@ -126,8 +126,9 @@ def test_resume_mid_epoch_equals_uninterrupted(demo_data, tmp_path, caplog):
     assert "train.lr 0.0001 -> 0.05" in error and "--output_dir" in error, error
     assert "--resume=false" in error and len(error) < 300 and "\n" not in error, error
     assert (latest / "trainer_state.json").read_bytes() == saved
-    # where it checkpoints may change
-    assert run(demo_data, tmp_path / "resumed", *args, "--checkpoint_every=4") == 0
+    # where it checkpoints may change, and what training never reads (unlearning settings)
+    assert run(demo_data, tmp_path / "resumed", *args, "--checkpoint_every=4",
+               "--preset=retention") == 0
     assert not (tmp_path / "resumed/checkpoints").exists()   # finished: only the model kept
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     assert a.keys() == b.keys()

@@ -36,7 +36,7 @@ def fit(cfg, accelerator, model, objective, evaluate=None, job: str | None = Non
 
     engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker=None,
                     evaluate=evaluate, save_model=save_model, job=job,
-                    settings=training_settings(to_dict(cfg)))
+                    settings=training_settings(to_dict(cfg), job))
     # Finished: timing.json says so (the engine's last act), whether or not its checkpoints
     # are kept. --resume=false redoes it.
     finished = cfg.train.resume and job is not None and RunFolder(out).finished(job)

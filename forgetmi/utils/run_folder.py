@@ -131,6 +131,9 @@ def check_model_target(path: str | Path, replace: bool = False) -> None:
 INCIDENTAL = ("output_dir", "tracking.", "train.log_every", "train.checkpoint_every",
               "train.keep_checkpoints", "train.resume", "train.stop_after", "train.num_workers",
               "data.workers", "data.cache_dir", "evaluate.")
+# Sections a job never reads: a training or retraining uses no unlearning or noise setting, so
+# they neither make its run another one nor stop its resume.
+UNREAD = {"train": ("unlearn.", "noise."), "retrain": ("unlearn.", "noise.")}
 # Settings that are paths: compared as the files they name from here (runs save them absolute,
 # older runs relative to where they were started).
 _PATHS = ("data.root", "data.split", "data.reports", "data.img_dir", "data.forget_set",
@@ -173,11 +176,12 @@ def setting_differences(before: dict, now: dict, same=lambda key: False) -> list
             and not same(key)]
 
 
-def training_settings(config: dict) -> dict:
-    """What a run computes with (``config`` as ``to_dict`` gives it), flat and without the
-    incidental keys: what an interrupted run must be resumed with."""
+def training_settings(config: dict, job: str | None = None) -> dict:
+    """What a ``job`` run computes with (``config`` as ``to_dict`` gives it), flat, without
+    the incidental keys and those the job does not read: what an interrupted run must be
+    resumed with."""
     return {key: value for key, value in flatten(config).items()
-            if not key.startswith(INCIDENTAL)}
+            if not key.startswith(INCIDENTAL + UNREAD.get(job, ()))}
 
 
 def settings_hash(settings: dict) -> str:
@@ -201,7 +205,8 @@ def check_finished_settings(out: str | Path, job: str, config: dict) -> None:
     except (OSError, yaml.YAMLError) as err:
         raise OutputError(f"{folder.config}: unreadable ({err}); remove the run to redo it") \
             from None
-    differ = setting_differences(flatten(recorded), flatten(config))
+    differ = setting_differences(flatten(recorded), flatten(config),
+                                 same=lambda key: key.startswith(UNREAD.get(job, ())))
     if differ:
         more = "; ..." if len(differ) > 3 else ""
         raise OutputError(f"output_dir {out}: a finished {job} run with other settings "
