@@ -246,7 +246,7 @@ export PY
 step engine-zero2 240 bash -c '
     out=$1; shift
     $PY -m accelerate.commands.launch --config_file configs/accelerate/zero2.yaml \
-        --num_processes 1 launch/train.py --output_dir="$out" "$@" || exit $?
+        --num_processes 1 launch/train.py --output_dir="$out" --keep_checkpoints=1 "$@" || exit $?
     $PY - "$out" <<EOF
 import json, sys
 from pathlib import Path
