@@ -677,10 +677,12 @@ def load_run_config(run: str | os.PathLike, overrides: list[str] | None = None,
         raise ConfigError(f"{run}/config.yaml: data.root {root!r} is relative to where the run "
                           f"was started and is not found from {os.getcwd()}; give "
                           "--data.root=<the dataset folder>")
-    for name in DATA_PATHS[1:] if root is None else ():
+    # Without a root, the files every job reads (the synonyms are read by noisy copies only).
+    for name in ("split", "reports", "img_dir", "forget_set", "holdout", "exclude") \
+            if root is None else ():
         value = getattr(data, name)
         if value is not None and not os.path.isabs(os.path.expanduser(value)) \
-                and not os.path.exists(value) and name != "cache_dir":
+                and not os.path.exists(value):
             raise ConfigError(f"{run}/config.yaml: data.{name} {value!r} is relative to where "
                               f"the run was started and is not found from {os.getcwd()}; give "
                               f"--data.{name}=<its path>")
