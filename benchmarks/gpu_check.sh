@@ -232,7 +232,7 @@ assert code == 0 and timing["world_size"] == 1 and timing["updates"] == 6, (code
 assert torch.cuda.max_memory_allocated() > 0, "nothing ran on the GPU"
 from forgetmi.models import JointModel
 JointModel.from_pretrained(out / "model")
-losses = [r["train/loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+losses = [r["train/loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
           if "train/loss" in r]
 print("losses", [round(x, 4) for x in losses])
 assert all(x == x for x in losses)
@@ -246,7 +246,7 @@ export PY
 step engine-zero2 240 bash -c '
     out=$1; shift
     $PY -m accelerate.commands.launch --config_file configs/accelerate/zero2.yaml \
-        --num_processes 1 launch/train.py --output_dir="$out" "$@" || exit $?
+        --num_processes 1 launch/train.py --output_dir="$out" --keep_checkpoints=1 "$@" || exit $?
     $PY - "$out" <<EOF
 import json, sys
 from pathlib import Path

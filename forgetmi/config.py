@@ -217,11 +217,29 @@ class DataConfig:
             value = Path(self.root) / value
         return value
 
+    def absolute(self) -> "DataConfig":
+        """A copy whose paths name the same files from anywhere: ``root`` absolute (against the
+        working directory), and, without a root, every relative path field and ``val_avoid``
+        entry too (with a root they stay relative to it). A run saves its data this way, so a
+        copied or moved run folder still finds its data."""
+        def absolute(value):
+            return value if value is None else os.path.abspath(os.path.expanduser(value))
+        if self.root is not None:
+            return replace(self, root=absolute(self.root))
+        return replace(self, **{name: absolute(getattr(self, name)) for name in DATA_PATHS
+                                if name != "root"},
+                       val_avoid=[absolute(v) for v in self.val_avoid])
+
     def resolved_cache_dir(self) -> Path:
         if self.cache_dir is not None:
             return self.path("cache_dir")
         base = Path(self.root) if self.root is not None else self.path("split").parent
         return base / "cache"
+
+
+# DataConfig's path fields: relative ones resolve against ``root`` (or the working directory).
+DATA_PATHS = ("root", "split", "reports", "img_dir", "forget_set", "holdout", "exclude",
+              "synonyms", "cache_dir")
 
 
 # What the validation reports each epoch (forgetmi.evaluation.metrics.head_metrics): the names
@@ -254,6 +272,9 @@ class TrainConfig:
     final_model: Literal["best", "last"] = "best"  # best: the best-validated epoch is the model; last: the
                                        # last epoch's weights (a model trained to convergence)
     checkpoint_every: int = 50         # optimizer steps between "latest" checkpoints
+    # Checkpoints (weights, optimizer state) kept: 0 keeps the latest while the run goes and
+    # deletes it once the run is finished (its model stays); N keeps the N latest, also after.
+    keep_checkpoints: int = 0
     log_every: int = 10                # optimizer steps between logged metrics
     num_workers: int = 0
     resume: bool = True                # continue from output_dir/checkpoints/latest if present
@@ -273,7 +294,7 @@ class TrainConfig:
                     "log_every"):
             _at_least(f"train.{key}", getattr(self, key), 1)
         for key in ("early_stopping_patience", "num_workers", "max_steps", "stop_after",
-                    "weight_decay", "max_grad_norm"):
+                    "weight_decay", "max_grad_norm", "keep_checkpoints"):
             _at_least(f"train.{key}", getattr(self, key), 0)
         _positive("train.lr", self.lr)
         if self.text_lr is not None:
@@ -339,8 +360,9 @@ class UnlearnConfig:
     weight_ur: float | None = None
     weight_mu: float | None = None
     weight_mr: float | None = None
-    objective: Literal["pull", "push"] | None = None  # pull (the paper) | push (the release's);
-                                         # None = push under no-noise, else pull
+    # pull (the paper) | push (the release's); None = the preset's: push under no-noise, else
+    # pull (effective_objective). Saved as None: a config reused with another preset derives it.
+    objective: Literal["pull", "push"] | None = None
     retention_cap: float | None = None   # the release's cap: retention ≤ first-epoch mean + this
     retain_batch_size: int | None = None # None = train.batch_size
     freeze_batchnorm: bool = True        # student BatchNorm uses the original's running stats
@@ -350,14 +372,19 @@ class UnlearnConfig:
     multidelete: MultiDeleteConfig = field(default_factory=MultiDeleteConfig)
 
     def __post_init__(self):
-        # Without noise, pulling forget embeddings toward the original's embeddings of the very
-        # same clean rows is retention; the release's no-noise runs maximise UU and MU instead.
-        if self.objective is None:
-            custom = self.weights is not None or any(
-                getattr(self, f"weight_{k}") is not None for k in ("uu", "ur", "mu", "mr"))
-            self.objective = "push" if self.preset == "no-noise" and not custom else "pull"
         if self.retain_batch_size is not None:
             _at_least("unlearn.retain_batch_size", self.retain_batch_size, 1)
+
+    @property
+    def effective_objective(self) -> str:
+        """``objective``, or when left unset the preset's. Without noise, pulling forget
+        embeddings toward the original's embeddings of the very same clean rows is retention;
+        the release's no-noise runs maximise UU and MU instead."""
+        if self.objective is not None:
+            return self.objective
+        custom = self.weights is not None or any(
+            getattr(self, f"weight_{k}") is not None for k in ("uu", "ur", "mu", "mr"))
+        return "push" if self.preset == "no-noise" and not custom else "pull"
 
 
 @dataclass
@@ -655,9 +682,54 @@ def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None 
     return from_dict(cls, values, path)
 
 
+def derived_settings(config) -> dict[str, Any]:
+    """Settings a run derives from others when left unset (``unlearn.objective`` from the
+    preset), as ``{"unlearn.objective": "push"}``: saved configs keep them unset."""
+    unlearn = getattr(config, "unlearn", None)
+    if unlearn is None or unlearn.objective is not None or unlearn.method != "forgetmi":
+        return {}
+    return {"unlearn.objective": unlearn.effective_objective}
+
+
 def save_config(config, target: str | os.PathLike) -> Path:
-    """Write the merged config as YAML (atomically) so every result says how it was made."""
-    return write_text(target, yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write the merged config as YAML (atomically) so every result says how it was made.
+
+    Settings derived from others stay unset (null) in it, so a config reused with, say,
+    another preset means what its keys say; what they came to is noted in a comment below,
+    which no loader reads."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    derived = derived_settings(config)
+    if derived:
+        text += ("# derived from the settings above when the run started (left null there):\n"
+                 + "".join(f"#   {key}: {value}\n" for key, value in derived.items()))
+    return write_text(target, text)
+
+
+def load_run_config(run: str | os.PathLike, overrides: list[str] | None = None,
+                    cls: type[T] = ExperimentConfig) -> T:
+    """A run folder's ``config.yaml`` (with ``overrides``), for reading the run from anywhere.
+
+    Runs save absolute data paths; a run saved before that recorded them relative to where it
+    was started: when such a path does not resolve from here, the error names the key to set."""
+    run = Path(run)
+    cfg = load_config(cls, run / "config.yaml", overrides)
+    data = cfg.data
+    root = data.root
+    if root is not None and not os.path.isabs(os.path.expanduser(root)) \
+            and not Path(root).is_dir():
+        raise ConfigError(f"{run}/config.yaml: data.root {root!r} is relative to where the run "
+                          f"was started and is not found from {os.getcwd()}; give "
+                          "--data.root=<the dataset folder>")
+    # Without a root, the files every job reads (the synonyms are read by noisy copies only).
+    for name in ("split", "reports", "img_dir", "forget_set", "holdout", "exclude") \
+            if root is None else ():
+        value = getattr(data, name)
+        if value is not None and not os.path.isabs(os.path.expanduser(value)) \
+                and not os.path.exists(value):
+            raise ConfigError(f"{run}/config.yaml: data.{name} {value!r} is relative to where "
+                              f"the run was started and is not found from {os.getcwd()}; give "
+                              f"--data.{name}=<its path>")
+    return cfg
 
 
 def resolve_run_path(template: str, cfg: ExperimentConfig) -> str:

@@ -74,11 +74,13 @@ def accelerate_launch(config: Path, script: str, args: list[str], expect_rc: int
 # One set of arguments for every job of the launch matrix (tests/matrix_worker.py) and for the
 # distributed tests, which read the matrix's train runs as their DDP / ZeRO-2 / ZeRO-3 runs
 # instead of launching their own. Three epochs so that every method, whose epoch may be three
-# updates (22 forget rows, 2 ranks x 4 a step), still reaches UPDATES.
+# updates (22 forget rows, 2 ranks x 4 a step), still reaches UPDATES. Finished runs keep their
+# last checkpoint: the tests read what each rank saved.
 UPDATES = 8
 ARGS = ["--text_encoder=tiny", "--image_size=64", "--batch_size=4", "--epochs=3",
         f"--max_steps={UPDATES}", "--checkpoint_every=100", "--log_every=1", "--warmup_ratio=0",
-        "--lr=1e-4", "--seed=0", "--wandb=disabled", "--scrub.max_epochs=1", "--k=2"]
+        "--lr=1e-4", "--seed=0", "--wandb=disabled", "--scrub.max_epochs=1", "--k=2",
+        "--keep_checkpoints=1"]
 
 
 def run_matrix(config: Path, data_root: Path, out: Path, *extra: str) -> str:

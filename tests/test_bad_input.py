@@ -316,8 +316,8 @@ def test_a_checkpoint_of_other_settings_is_refused_before_any_write(caplog, demo
               "--checkpoint_every=1"]
     assert main(["train", *common, "--stop_after=2"]) == 3  # checkpointed after update 1
     assert (run / "config.yaml").is_file() and (run / "trainable.json").is_file()
-    refused(caplog, ["train", *common, "--batch_size=4"], run, str(run / "checkpoints"),
-            "other settings")
+    refused(caplog, ["train", *common, "--batch_size=4"], run, str(run), "other settings",
+            "train.batch_size 8 -> 4")
 
 
 # -- tables that are not text -----------------------------------------------------------------

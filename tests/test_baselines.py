@@ -101,7 +101,7 @@ def test_method_forgets_and_keeps_test_performance(demo_data, trained, original_
     assert after["test_auc"] > original_scores["test_auc"] - TOLERANCE, (method, after)
     timing = json.loads((out / "timing.json").read_text())
     assert timing["eval_seconds"] == 0.0 and timing["updates"] > 0
-    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     assert any("epoch/loss" in r for r in epochs)
 
 
@@ -120,7 +120,7 @@ def test_cf_k_trains_only_the_last_layers(demo_data, trained, tmp_path):
 def test_scrub_alternates_max_and_min_steps(demo_data, trained, tmp_path):
     out = tmp_path / "scrub"
     assert unlearn(demo_data, trained, out, "scrub", "--epochs=3", "--scrub.max_epochs=1") == 0
-    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()
               if "epoch/loss" in x]
     assert len(epochs) == 3
     assert "epoch/forget_kl" in epochs[0] and "epoch/retain_kl" in epochs[0]
@@ -139,10 +139,11 @@ def test_same_seed_same_weights(demo_data, trained, tmp_path, method):
 
 def test_retention_cap_is_kept_across_resume(demo_data, trained, tmp_path):
     args = ["--epochs=3", "--retention_cap=0.05", "--checkpoint_every=2"]
-    assert unlearn(demo_data, trained, tmp_path / "full", "forgetmi", *args) == 0
+    assert unlearn(demo_data, trained, tmp_path / "full", "forgetmi", *args,
+                   "--keep_checkpoints=1") == 0
     state = json.loads((tmp_path / "full" / "checkpoints" / "latest" / "trainer_state.json")
                        .read_text())
-    epochs = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    epochs = [json.loads(x) for x in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()
               if "epoch/ur" in x]
     caps = state["objective"]["caps"]
     assert caps["ur"] == pytest.approx(epochs[0]["epoch/ur"] + 0.05)

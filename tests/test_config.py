@@ -135,3 +135,56 @@ def test_constant_scheduler_keeps_the_learning_rate_on_every_step():
     assert rates == [1e-4] * 20
     with pytest.raises(ConfigError, match=r"train\.scheduler: expected one of cosine \| linear \| constant"):
         load_config(ExperimentConfig, None, ["--scheduler=plateau"])
+
+
+def test_a_saved_config_leaves_derived_settings_to_be_derived(tmp_path):
+    """unlearn.objective unset means the preset's: a run's saved config keeps it unset (noting
+    what it came to), so the config reused with --preset=no-noise pushes as that preset does."""
+    cfg = load_config(ExperimentConfig, None, ["--preset=unimodal"])
+    assert cfg.unlearn.objective is None and cfg.unlearn.effective_objective == "pull"
+    save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert yaml.safe_load(text)["unlearn"]["objective"] is None
+    assert "#   unlearn.objective: pull" in text
+    reused = load_config(ExperimentConfig, tmp_path / "config.yaml", ["--preset=no-noise"])
+    assert reused.unlearn.effective_objective == "push"
+    assert load_config(ExperimentConfig, tmp_path / "config.yaml") == cfg
+    # an explicit choice is the run's own: saved, and kept whatever the preset
+    explicit = load_config(ExperimentConfig, None, ["--objective=pull"])
+    save_config(explicit, tmp_path / "explicit.yaml")
+    assert "derived" not in (tmp_path / "explicit.yaml").read_text()
+    assert load_config(ExperimentConfig, tmp_path / "explicit.yaml",
+                       ["--preset=no-noise"]).unlearn.effective_objective == "pull"
+
+
+def test_keep_checkpoints_is_checked():
+    assert load_config(ExperimentConfig, None, []).train.keep_checkpoints == 0
+    assert load_config(ExperimentConfig, None, ["--keep_checkpoints=3"]).train.keep_checkpoints == 3
+    with pytest.raises(ConfigError, match="train.keep_checkpoints: expected a number >= 0"):
+        load_config(ExperimentConfig, None, ["--keep_checkpoints=-1"])
+    with pytest.raises(ConfigError, match="train.keep_checkpoints: expected an integer"):
+        load_config(ExperimentConfig, None, ["--keep_checkpoints=all"])
+
+
+def test_data_paths_made_absolute_and_a_relative_root_named(tmp_path, monkeypatch):
+    from forgetmi.config import load_run_config
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    cfg = load_config(ExperimentConfig, None, ["--data.root=data"])
+    assert cfg.data.absolute().root == str(tmp_path / "data")
+    assert cfg.data.absolute().split == "split.csv"               # still relative to the root
+    bare = load_config(ExperimentConfig, None, ["--split=s.csv", "--reports=r.tsv",
+                                                 "--val_avoid=[f.csv]"]).data.absolute()
+    assert (bare.split, bare.reports, bare.val_avoid) == (str(tmp_path / "s.csv"),
+                                                         str(tmp_path / "r.tsv"),
+                                                         [str(tmp_path / "f.csv")])
+    # a run saved before data paths were absolute, read from elsewhere: the key to set is named
+    run = tmp_path / "run"
+    save_config(cfg, run / "config.yaml")
+    assert load_run_config(run).data.root == "data"                # found from here
+    monkeypatch.chdir(run)
+    with pytest.raises(ConfigError, match=r"data.root 'data' is relative to where the run was "
+                                          r"started .* give --data.root="):
+        load_run_config(run)
+    assert load_run_config(run, [f"--data.root={tmp_path / 'data'}"]).data.root == \
+        str(tmp_path / "data")

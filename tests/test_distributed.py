@@ -43,7 +43,7 @@ def timing(out: Path) -> dict:
 
 
 def train_records(out: Path) -> list[dict]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
+    lines = (out / "train_log.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "train/loss" in r]
 
 

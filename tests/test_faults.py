@@ -90,12 +90,22 @@ def test_damaged_checkpoint_is_refused_and_left_alone(demo_data, original, tmp_p
 
 
 def test_checkpoint_of_other_settings_is_refused(demo_data, original, tmp_path, caplog):
+    """Every setting the run computes with is the checkpoint's (a hash of them), not only the
+    batch plan: each change is refused in one line naming the keys and the way out."""
     args = crashed_run(demo_data, original, tmp_path / "run")
-    assert unlearn_main([*args, "--batch_size=4"]) == 2
-    assert "written by a run with other settings (streams differ" in caplog.text
-    assert unlearn_main([*args, "--seed=5"]) == 2
-    assert "(seed differ" in caplog.text
+    for extra, named in [("--batch_size=4", "train.batch_size 8 -> 4"), ("--seed=5", "seed 0 -> 5"),
+                         ("--lr=0.01", "train.lr 0.001 -> 0.01"),
+                         ("--preset=retention", "unlearn.preset 'unimodal' -> 'retention'"),
+                         ("--noise.image_std=0.3", "noise.image_std 0.1 -> 0.3")]:
+        caplog.clear()
+        assert unlearn_main([*args, extra]) == 2, extra
+        [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert "a run with other settings" in error and named in error, error
+        assert "another --output_dir, or --resume=false" in error and len(error) < 300, error
     assert ckpt.verify(tmp_path / "run" / "checkpoints" / "latest")["updates"] == 4
+    # settings of where and how it logs and checkpoints do not count: it resumes and finishes
+    assert unlearn_main([*args, "--log_every=3", "--checkpoint_every=3"]) == 0
+    assert not (tmp_path / "run" / "checkpoints").exists()       # finished: the model alone
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(demo_data, original, tmp_path,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from forgetmi.data import formats
 from forgetmi.errors import CacheError
@@ -60,7 +62,17 @@ def test_sequential_requests_purge_and_audit(hospital, tmp_path, caplog, capsys)
     rows = h["split"][h["split"]["subject_id"].isin(first)]
     images = [p for p in audit["purged"] if p["kind"] == "decoded images"]
     assert images and all(p["rows"] == len(rows) for p in images)
-    assert any(p["kind"] == "request patient list" for p in audit["purged"])
+    # the attack on the model before the unlearning and after it, on the same rows
+    for when in ("before", "after"):
+        figures = audit["attack"][when]
+        assert 0 <= figures["forget_vs_unseen_auc"] <= 1 and figures["unseen"] == "test", figures
+        assert 0 <= figures["member_probability"] <= 1, figures
+    assert audit["attack"]["after"]["member_probability"] == audit["metrics"]["member_probability"]
+    assert audit["attack"]["before"] != audit["attack"]["after"]
+    # the patient lists are kept: the request's, and the workspace's of every forgotten patient
+    # (what later jobs leave out)
+    assert audit["exclude"] == str(ws / "forgotten.csv")
+    assert set(formats.read_forget_set(ws / "forgotten.csv")["dicom_id"]) == set(rows["dicom_id"])
     # the purged rows are zero on disk and refused on reading
     from forgetmi.data.cache import ImageCache
     cache = ImageCache.open(h["paths"].root / "cache" / images[0]["cache"])
@@ -69,8 +81,10 @@ def test_sequential_requests_purge_and_audit(hospital, tmp_path, caplog, capsys)
     with pytest.raises(CacheError, match="forgotten patient"):
         cache.get(position)
     folder = next((ws / "requests").iterdir())
-    assert "COMPLETE" in (folder / "summary.txt").read_text()
-    assert not (folder / "patients.csv").exists()
+    summary = (folder / "summary.txt").read_text()
+    assert "COMPLETE" in summary and f"--data.exclude={ws / 'forgotten.csv'}" in summary
+    assert f"AUC {audit['attack']['before']['forget_vs_unseen_auc']:.3f} -> " in summary
+    assert set(formats.read_forget_set(folder / "patients.csv")["subject_id"]) == set(first)
 
     # the second request starts from the first's model and leaves the first's patients out
     caplog.clear()
@@ -89,26 +103,55 @@ def test_sequential_requests_purge_and_audit(hospital, tmp_path, caplog, capsys)
     forgotten = h["split"][h["split"]["subject_id"].isin(first + second)]
     sentences = {s.strip() for t in reports[reports["study_id"].isin(forgotten["study_id"])]["text"]
                  for s in str(t).split(".") if len(s.strip()) >= 20}
+    lists = ("patients.csv", "forgotten-before.csv", "forgotten.csv")   # the data: named
     written = "".join(p.read_text(errors="ignore") for p in ws.rglob("*")
-                      if p.is_file() and p.suffix in (".json", ".jsonl", ".txt", ".yaml", ".csv"))
+                      if p.is_file() and p.suffix in (".json", ".jsonl", ".txt", ".yaml", ".csv")
+                      and p.name not in lists)
     for text in (written, caplog.text, table):
         assert not any(str(p) in text for p in first + second)
         assert not any(s in text for s in sentences)
 
-    # a workspace that does not know of these requests cannot train on the purged rows
+    assert set(formats.read_forget_set(ws / "forgotten.csv")["subject_id"]) == set(first + second)
+
+    # later jobs on the data: refused at their start, in one line naming the list to leave
+    # out, before anything is written
     caplog.clear()
-    assert request(h, tmp_path / "other", h["train_patients"][6:7], first=True) == 2
-    assert "belongs to a forgotten patient and was purged" in caplog.text
+    assert train_main([f"--data.root={h['paths'].root}", f"--output_dir={tmp_path / 'later'}",
+                       *COMMON, "--epochs=1"]) == 2
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert error.startswith("4 patient(s) of this run's data were forgotten by a request")
+    assert error.endswith(f"leave them out with --data.exclude={ws / 'forgotten.csv'}"), error
+    assert not (tmp_path / "later").exists()
+    # a workspace that does not know of these requests cannot unlearn from data holding them;
+    # with the list left out, it can
+    caplog.clear()
+    other = tmp_path / "other"
+    assert request(h, other, h["train_patients"][6:7], first=True) == 2
+    assert f"--data.exclude={ws / 'forgotten.csv'}" in caplog.text
+    assert request(h, other, h["train_patients"][6:7], "--max-member-probability", "1.0",
+                   f"--data.exclude={ws / 'forgotten.csv'}", first=True) == 0
+    [folder] = (other / "requests").iterdir()
+    left_out = formats.read_forget_set(folder / "forgotten-before.csv")
+    assert set(left_out["subject_id"]) == set(first + second)
 
 
-def test_incomplete_request_is_said_and_retried(hospital, tmp_path, caplog):
-    h, ws = hospital, tmp_path / "ws"
+def test_incomplete_request_is_said_and_retried(hospital, tmp_path, caplog, monkeypatch):
+    # a workspace given relative to the working directory
+    monkeypatch.chdir(tmp_path)
+    h, ws = hospital, "ws"
     patients = h["train_patients"][5:6]
     assert request(h, ws, patients, "--max-member-probability", "0.0", first=True) == 1
     assert "INCOMPLETE" in caplog.text
+    ws = tmp_path / "ws"
     [entry] = [json.loads(x) for x in (ws / "requests.jsonl").read_text().splitlines()]
-    assert not entry["complete"] and entry["purged"] == []
-    assert request(h, ws, patients, "--max-member-probability", "1.0", first=True) == 0
+    assert not entry["complete"] and entry["purged"] == [] and entry["exclude"] is None
+    assert not (ws / "forgotten.csv").exists()                    # nobody forgotten yet
+    [run] = (ws / "requests").glob("*/attempt-1")
+    forget_set = yaml.safe_load((run / "config.yaml").read_text())["data"]["forget_set"]
+    assert forget_set == str(run.parent / "patients.csv")          # absolute: found from anywhere
+    monkeypatch.chdir(h["root"])                                  # from elsewhere, relative
+    assert request(h, os.path.relpath(ws), patients, "--max-member-probability", "1.0",
+                   first=True) == 0
     log = [json.loads(x) for x in (ws / "requests.jsonl").read_text().splitlines()]
     assert [e["request"] for e in log] == [1, 1] and [e["attempt"] for e in log] == [1, 2]
     assert log[1]["complete"]

@@ -130,7 +130,8 @@ def test_a_task_of_two_ranks_runs_deepspeed_zero2(slurm_cluster, demo_data, orig
     assert sweep_main([str(sweep), "--out", str(out), "--executor", "slurm", "--processes", "2",
                        "--accelerate-config", "configs/accelerate/zero2.yaml",
                        "--partition", slurm_cluster.partition, "--time-min", "15",
-                       f"--data.root={demo_data.root}", *TINY, "--batch_size=4"]) == 0
+                       f"--data.root={demo_data.root}", *TINY, "--batch_size=4",
+                       "--keep_checkpoints=1"]) == 0   # the finished run's, read below
     [state] = wait_until_finished(slurm_cluster, out)
     assert state["state"] == "done", log_tail(state)
     timing = json.loads((Path(state["output_dir"]) / "timing.json").read_text())

@@ -38,7 +38,7 @@ def test_single_weights_replace_the_presets_terms():
     weights = resolve_weights("equal", None, {"uu": 1.0, "mr": None})
     assert (weights.uu, weights.ur, weights.mu, weights.mr) == (1.0, 0.25, 0.25, 0.25)
     cfg = load_config(ExperimentConfig, None, ["--preset=no-noise", "--unlearn.weight_uu=2"])
-    assert cfg.unlearn.objective == "pull"       # custom weights: the default objective
+    assert cfg.unlearn.effective_objective == "pull"   # custom weights: the default objective
     with pytest.raises(ForgetMIError, match="weight_"):
         resolve_weights("equal", None, {"uu": -1.0})
 

@@ -126,6 +126,7 @@ class ImageCache:
         self.preprocessing: str = index.get("preprocessing", "forgetmi")
         self._positions = {dicom_id: i for i, dicom_id in enumerate(self.dicom_ids)}
         self.purged = frozenset(int(i) for i in index.get("purged", []))  # forgotten patients
+        self.purged_lists: list[str] = list(index.get("purged_lists", []))  # who they are
         self._array: np.ndarray | None = None
         self._pid: int | None = None
 

@@ -167,14 +167,42 @@ def ensure_caches(data: PreparedData, text_encoder: str | None = None,
     return data
 
 
+def check_purged(data: PreparedData) -> None:
+    """Refuse, at the start, data holding patients a forget request purged from the caches
+    (their rows would fail mid-epoch), in one line naming the file to leave them out with:
+    the forgotten patients' list the request kept."""
+    frames = [frame for _, frame in data.partitions.items() if frame is not None and len(frame)]
+    if not frames:
+        return
+    rows = pd.concat(frames)
+    hit = pd.Series(False, index=rows.index)
+    images, tokens = data.image_cache, data.token_cache
+    if images is not None and images.purged:
+        hit |= rows["dicom_id"].map(lambda d: images.index_of(d) in images.purged)
+    if tokens is not None and tokens.purged:
+        hit |= rows["study_id"].map(lambda s: tokens.index_of(s) in tokens.purged)
+    if not hit.any():
+        return
+    lists = sorted(set(getattr(images, "purged_lists", [])) | set(getattr(tokens, "purged_lists",
+                                                                          [])))
+    where = (f"--data.exclude={lists[0]}" if len(lists) == 1 else
+             f"--data.exclude=<one file listing the patients of {' and '.join(lists)}>" if lists
+             else "--data.exclude=<the forget workspace's forgotten.csv>")
+    raise CacheError(f"{rows.loc[hit, 'subject_id'].nunique()} patient(s) of this run's data "
+                     f"were forgotten by a request (forgetmi forget) and purged from the caches "
+                     f"in {data.config.resolved_cache_dir()}: leave them out with {where}")
+
+
 def build_datasets(cfg, accelerator):
     """Audited partitions of ``cfg`` (an ExperimentConfig) and their datasets, for training,
-    unlearning and evaluation alike; the caches are built once, by the main process."""
+    unlearning and evaluation alike; the caches are built once, by the main process. Data
+    holding patients a forget request purged is refused here (:func:`check_purged`)."""
     from forgetmi.data.dataset import EdemaDataset
 
     data = load_partitions(cfg.data, cfg.seed)
     with accelerator.main_process_first():
         ensure_caches(data, cfg.model.text_encoder)
+    check_purged(data)
     datasets = {name: EdemaDataset(frame, data.image_cache, data.token_cache,
                                    length_bucket=cfg.data.length_bucket)
                 for name, frame in data.partitions.items() if len(frame)}

@@ -183,6 +183,7 @@ class TokenCache:
         self.tokenizer_path = Path(meta["tokenizer_path"])
         self._position = {s: i for i, s in enumerate(self.study_ids)}
         self.purged = frozenset(int(i) for i in meta.get("purged", []))  # forgotten patients
+        self.purged_lists: list[str] = list(meta.get("purged_lists", []))  # who they are
         self._ids: np.ndarray | None = None
         self._lengths: np.ndarray | None = None
 

@@ -1,6 +1,11 @@
 """The stable ``latest`` checkpoint: written by all ranks into a temporary folder, checksummed,
 then swapped in by rank 0 with renames, so a crash at any moment leaves either the previous or
 the new checkpoint complete, never a half-written one that reads as valid.
+
+``train.keep_checkpoints`` N > 1 keeps the N - 1 checkpoints before the latest too, as
+``update-NNNNNNN`` (the optimizer update they were taken at); a run resumes from ``latest``
+only. With 0 (the default) a finished run's checkpoints are deleted (:func:`remove_checkpoints`):
+its model stays, the optimizer state it no longer needs goes.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ def _manifest(folder: Path) -> dict[str, str]:
             if p.is_file() and p.name != MANIFEST}
 
 
-def save_latest(accelerator: Accelerator, root: Path, trainer_state: dict) -> Path:
-    """Collective: every rank calls it (DeepSpeed writes one optimizer shard per rank)."""
+def save_latest(accelerator: Accelerator, root: Path, trainer_state: dict,
+                keep: int = 1) -> Path:
+    """Collective: every rank calls it (DeepSpeed writes one optimizer shard per rank).
+    ``keep``: how many checkpoints are kept, this one included (at least this one)."""
     root = Path(root)
     tmp, latest, old = root / ".latest.tmp", root / LATEST, root / ".latest.old"
     if accelerator.is_main_process:
@@ -64,9 +71,59 @@ def save_latest(accelerator: Accelerator, root: Path, trainer_state: dict) -> Pa
         if latest.exists():
             os.replace(latest, old)
         os.replace(tmp, latest)
-        shutil.rmtree(old, ignore_errors=True)
+        _retire(root, old, keep, trainer_state["updates"])
     accelerator.wait_for_everyone()
     return latest
+
+
+KEPT = "update-"   # earlier checkpoints kept under keep_checkpoints > 1: update-0000120
+
+
+def _retire(root: Path, old: Path, keep: int, updates: int) -> None:
+    """The checkpoint ``latest`` replaced (now ``old``): kept as ``update-N`` while ``keep``
+    allows (one taken at the same update as the new one is the same point: dropped), and the
+    kept ones beyond ``keep - 1`` deleted, oldest first."""
+    if old.is_dir():
+        try:
+            before = int(json.loads((old / STATE).read_text())["updates"])
+        except (OSError, ValueError, KeyError, TypeError):
+            before = None
+        if keep > 1 and before is not None and before != updates:
+            target = root / f"{KEPT}{before:07d}"
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(old, target)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    kept = kept_checkpoints(root)
+    for folder in kept[:max(len(kept) - (keep - 1), 0)]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def kept_checkpoints(root: Path) -> list[Path]:
+    """The earlier checkpoints kept beside ``latest``, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith(KEPT) and p.name[len(KEPT):].isdigit())
+
+
+def remove_checkpoints(root: Path) -> int:
+    """Delete the checkpoints this engine wrote under ``root`` (``latest``, the kept ones and
+    the remains of an interrupted swap), and ``root`` itself if nothing else is in it; the
+    bytes freed."""
+    root = Path(root)
+    freed = 0
+    for folder in [root / LATEST, root / ".latest.old", root / ".latest.tmp",
+                   *kept_checkpoints(root)]:
+        if folder.is_dir():
+            freed += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
+    try:
+        root.rmdir()
+    except OSError:
+        pass   # absent, or holding files of someone else's: left as they are
+    return freed
 
 
 def find_latest(root: Path) -> Path | None:

@@ -9,7 +9,9 @@ from typing import Callable
 
 from forgetmi.config import to_dict
 from forgetmi.engine.loop import Engine
+from forgetmi.engine.state import LoopState
 from forgetmi.models.joint import save_weights
+from forgetmi.utils.run_folder import RunFolder, training_settings
 from forgetmi.utils.tracking import Tracker
 
 logger = logging.getLogger("forgetmi.engine")
@@ -33,9 +35,17 @@ def fit(cfg, accelerator, model, objective, evaluate=None, job: str | None = Non
         save_weights(model.config, model.bert_config, state, path, replace=True)
 
     engine = Engine(accelerator, model, objective, cfg.train, out, cfg.seed, tracker=None,
-                    evaluate=evaluate, save_model=save_model, job=job)
-    state = engine.resume()
-    if state.done:
+                    evaluate=evaluate, save_model=save_model, job=job,
+                    settings=training_settings(to_dict(cfg), job))
+    # Finished: timing.json says so (the engine's last act), whether or not its checkpoints
+    # are kept. --resume=false redoes it.
+    finished = cfg.train.resume and job is not None and RunFolder(out).finished(job)
+    state = LoopState(done=True) if finished else engine.resume()
+    if finished:
+        logger.info("run already finished in %s; nothing to do", out)
+        if accelerator.is_main_process:
+            engine.prune_finished()   # one left by an interrupted end or an older version
+    elif state.done:
         logger.info("run already finished in %s; nothing to do", out)
     else:
         if start is not None and accelerator.is_main_process:

@@ -33,6 +33,7 @@ from forgetmi.engine.trainable import (check_gradients, freeze_unreached, log_tr
 from forgetmi.errors import ForgetMIError
 from forgetmi.utils.atomic import write_json
 from forgetmi.utils.progress import progress
+from forgetmi.utils.run_folder import settings_hash
 
 logger = logging.getLogger("forgetmi.engine")
 
@@ -67,6 +68,12 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
+def _short(value, width: int = 40) -> str:
+    """A setting's value as an error line shows it: its repr, cut to ``width`` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def _means(sums: dict[str, float], counts: dict[str, int]) -> dict[str, float]:
     """Each term's mean over the steps that computed it."""
     return {k: v / counts[k] for k, v in sums.items()}
@@ -90,9 +97,13 @@ class Engine:
     def __init__(self, accelerator, model: torch.nn.Module, objective: Objective, train,
                  output_dir: Path, seed: int, tracker,
                  evaluate: Callable[[torch.nn.Module], dict] | None = None,
-                 save_model: Callable[[dict, Path], None] | None = None, job: str | None = None):
+                 save_model: Callable[[dict, Path], None] | None = None, job: str | None = None,
+                 settings: dict | None = None):
         self.accelerator = accelerator
         self.job = job   # train | retrain | unlearn, recorded for the evaluation
+        # Everything the run computes with (run_folder.training_settings): a checkpoint of
+        # other settings is not resumed.
+        self.settings = settings
         self.objective = objective
         self.train = train
         self.output_dir = Path(output_dir)
@@ -209,7 +220,8 @@ class Engine:
         scheduler_state = self.scheduler.state_dict()
         ckpt.save_latest(self.accelerator, self.checkpoint_dir,
                          {**state.to_dict(), "scheduler": scheduler_state,
-                          "objective": self.objective.state_dict()})
+                          "objective": self.objective.state_dict()},
+                         keep=max(self.train.keep_checkpoints, 1))
 
     def _ranks_agree(self) -> bool | None:
         """Whether every rank ends with the same weights (None under ZeRO-3, which shards them).
@@ -261,11 +273,11 @@ class Engine:
         schedule and objective state restored. Writes nothing: a checkpoint of other settings
         is refused here, before the run has touched its folder."""
         fingerprint = self._fingerprint()
-        state = LoopState(fingerprint=fingerprint)
+        state = LoopState(fingerprint=fingerprint, settings=self.settings)
         if self.train.resume:
             resumed = ckpt.load_latest(self.accelerator, self.checkpoint_dir,
                                        check=lambda saved, folder:
-                                       self._check_checkpoint(saved, fingerprint, folder))
+                                       self._check_checkpoint(saved, state, folder))
             if resumed is not None:
                 # The schedule is a pure function of its step count: restored from JSON rather
                 # than from a pickle.
@@ -414,33 +426,50 @@ class Engine:
                     _duration(per_epoch * (self.train.epochs - done)))
 
     def _fingerprint(self) -> dict:
-        """What a checkpoint must agree on to be resumed: the model's shapes, the data each
-        stream draws, and the batch plan (batch sizes, accumulation, world size, seed)."""
+        """What a checkpoint must agree on to be resumed: a hash of the run's training settings
+        (every setting but where and how it logs and checkpoints), the model's shapes, the data
+        each stream draws, and the batch plan (batch sizes, accumulation, world size, seed)."""
         model = self.accelerator.unwrap_model(self.model)
         shapes = hashlib.sha256(json.dumps(
             sorted((k, list(v.shape)) for k, v in model.state_dict().items())).encode())
-        return {"model": shapes.hexdigest()[:16],
-                "streams": {s.name: [len(s.dataset), s.batch_size] +
-                            ([s.lead_epochs] if s.lead_epochs else []) for s in self.streams},
-                "grad_accum": self.train.grad_accum, "seed": self.seed,
-                "world_size": self.accelerator.num_processes}
+        fingerprint = {"model": shapes.hexdigest()[:16],
+                       "streams": {s.name: [len(s.dataset), s.batch_size] +
+                                   ([s.lead_epochs] if s.lead_epochs else [])
+                                   for s in self.streams},
+                       "grad_accum": self.train.grad_accum, "seed": self.seed,
+                       "world_size": self.accelerator.num_processes}
+        if self.settings is not None:
+            fingerprint["settings"] = settings_hash(self.settings)
+        return fingerprint
 
-    def _check_checkpoint(self, saved: dict, fingerprint: dict, folder: Path) -> None:
+    def _check_checkpoint(self, saved: dict, state: LoopState, folder: Path) -> None:
         """Refuse, before anything is loaded, a checkpoint of a run with other settings or one
         whose trainer state holds entries this engine does not know."""
-        self._check_fingerprint(saved, fingerprint, folder)
+        self._check_fingerprint(saved, state, self.output_dir)
         LoopState.check_keys((k for k in saved if k not in BESIDE_STATE), folder)
 
     @staticmethod
-    def _check_fingerprint(saved: dict, current: dict, folder: Path) -> None:
-        before = saved.get("fingerprint")
+    def _check_fingerprint(saved: dict, state: LoopState, output_dir: Path) -> None:
+        """One line naming what differs (the settings that changed, else what the fingerprint
+        saw change: the data's rows, the world size ...) and how to go on."""
+        before, current = saved.get("fingerprint"), state.fingerprint
         if before is None or before == current:
             return
-        differ = sorted(k for k in current if before.get(k) != current[k])
+        changed = []
+        if "settings" in before and before["settings"] != current.get("settings"):
+            old, new = saved.get("settings") or {}, state.settings or {}
+            changed = [f"{k} {_short(old.get(k))} -> {_short(new.get(k))}"
+                       for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        scalars = ("world_size",) if changed else ("world_size", "grad_accum", "seed")
+        changed += [f"{k} {before.get(k)} -> {current[k]}" for k in scalars
+                    if before.get(k) != current[k]]
+        changed = changed or [f"{k} differ" for k in sorted(current)
+                              if k != "settings" and before.get(k) != current[k]]
+        more = "; ..." if len(changed) > 3 else ""
         raise ckpt.CheckpointError(
-            f"{folder}: the checkpoint was written by a run with other settings ({', '.join(differ)}"
-            " differ); resume with the same settings, or start afresh in another output_dir or "
-            "with --resume=false")
+            f"{output_dir}: its checkpoint is of a run with other settings "
+            f"({'; '.join(changed[:3])}{more}); resume with its settings (its config.yaml), or "
+            "start afresh: another --output_dir, or --resume=false")
 
     def _end_of_epoch(self, epoch: int, state: LoopState) -> bool:
         """Validate, track the best model, and decide on early stopping."""
@@ -516,4 +545,15 @@ class Engine:
                         "phases": {"lead_steps": state.lead_steps,
                                    "other_steps": state.other_steps},
                         "ranks_agree": agree})
+            # Finished (timing.json says so): its optimizer state is no longer needed.
+            self.prune_finished()
+        self.accelerator.wait_for_everyone()
         self.tracker.finish()
+
+    def prune_finished(self) -> None:
+        """A finished run keeps its model and, under ``train.keep_checkpoints`` 0, no
+        checkpoint (main process)."""
+        if self.train.keep_checkpoints == 0 and self.checkpoint_dir.exists():
+            freed = ckpt.remove_checkpoints(self.checkpoint_dir)
+            logger.info("run finished: its checkpoints deleted (%.1f MB; "
+                        "train.keep_checkpoints=N keeps the N latest)", freed / 1e6)

@@ -26,6 +26,9 @@ class LoopState:
     eval_seconds: float = 0.0
     # What a checkpoint must agree on to be resumed (Engine._fingerprint); None in old ones.
     fingerprint: dict | None = None
+    # The run's training settings (run_folder.training_settings), whose hash the fingerprint
+    # holds: a resume with others names the keys that differ. None in old checkpoints.
+    settings: dict | None = None
     # This rank's sums and counts of each loss term over the epoch so far: a resumed epoch
     # still averages whole (checkpoint.PER_RANK keeps every rank's).
     epoch_sums: dict[str, float] = field(default_factory=dict)

@@ -54,7 +54,7 @@ def is_model_folder(path: Path) -> bool:
 def _run_config(run: Path, config: str | None = None, overrides: list[str] | None = None):
     """The run's merged config (its config.yaml, or ``config`` for a bare model folder) with
     ``overrides`` on top."""
-    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.config import ExperimentConfig, load_config, load_run_config
     if is_model_folder(run):
         cfg = load_config(ExperimentConfig, config, overrides)
         split = cfg.data.path("split")
@@ -68,7 +68,7 @@ def _run_config(run: Path, config: str | None = None, overrides: list[str] | Non
                             "or unlearning run?)")
     if not (run / "config.yaml").is_file():
         raise ForgetMIError(f"{run}: no config.yaml beside the model")
-    return load_config(ExperimentConfig, run / "config.yaml", overrides)
+    return load_run_config(run, overrides)
 
 
 def as_run_folder(path: Path) -> Path:
@@ -209,6 +209,16 @@ def _attacks(predictions: dict, seed: int, batch_size: int,
     return json.loads(json.dumps(result, default=float))
 
 
+def attack_figures(model_dir: str | Path, cfg, n_boot: int = 1000, batch_size: int = 64,
+                   mia_batch_size: int = 32) -> dict | None:
+    """The membership attacks alone (``evaluate_run``'s ``mia`` block, the same rows and
+    seeds) on the model in ``model_dir`` over the data of ``cfg``: e.g. a model's figures
+    before it was unlearned, beside those of the model unlearned from it."""
+    predictions = _predictions(cfg, Path(model_dir), ("forget", "retain", "test", "holdout"),
+                               batch_size)
+    return _attacks(predictions, cfg.seed, mia_batch_size, n_boot)
+
+
 def _forget_vs_unseen_loss(forget: dict, unseen: dict, seed: int, n_boot: int,
                            unseen_name: str, head: str | None = None) -> dict:
     """The headline: the loss-threshold attack's AUC, forget rows vs every unseen row, on each
@@ -337,7 +347,9 @@ def evaluate_run(run: str | Path, retrained: str | Path | None = None, n_boot: i
     # Every check before the first write: a bad reference leaves no metrics.json behind.
     if overrides and not is_model_folder(run) and RunFolder(run).job == "train":
         from forgetmi.models.provenance import check_original_rows
-        check_original_rows(_run_config(run), cfg, run)
+        # As recorded, but where the data is now (an older run's relative root, given again).
+        moved = [o for o in overrides if o.split("=")[0].lstrip("-") in ("data.root", "root")]
+        check_original_rows(_run_config(run, None, moved), cfg, run)
     if retrained is not None:
         _check_reference(run, cfg, Path(retrained), "the retrained reference")
     peers = _peers(run, cfg, [Path(r) for r in references or []])

@@ -7,7 +7,7 @@ arguments W&B's ``${args}`` would give. The public release's sweep file runs unc
 program (``training/forgetmi_partial.py``) is the unlearning job and its parameter names are
 translated run by run (:mod:`forgetmi.hpc.release`). ``bayes`` needs finished runs' metric
 values: they are read back from the runs (the evaluation's ``score`` and figures in
-``metrics.json``, else the last value in ``metrics.jsonl``) and fed to the engine on each call.
+``metrics.json``, else the last value in the training log, ``train_log.jsonl``) and fed to the engine on each call.
 The release's own file is a ``random`` sweep over finite values without a count: it runs each
 combination once (other random sweeps need ``--count`` or ``run_cap``).
 
@@ -249,7 +249,7 @@ def trial_id(params: dict, replicates: list[str]) -> str:
 
 def metric_value(folder: Path, metric: str) -> float | None:
     """A finished run's value of ``metric``: from its evaluation (``metrics.json``: ``score``,
-    ``eval/...``), else the last logged value (``metrics.jsonl``); None if neither has it."""
+    ``eval/...``), else the last logged value (the training log); None if neither has it."""
     from forgetmi.evaluation.score import summary_figures
 
     if (folder / "metrics.json").is_file():
@@ -260,11 +260,9 @@ def metric_value(folder: Path, metric: str) -> float | None:
         if figures.get(metric) is not None:
             return float(figures[metric])
     value = None
-    if (folder / "metrics.jsonl").is_file():
-        for line in (folder / "metrics.jsonl").read_text().splitlines():
-            record = json.loads(line)
-            if record.get(metric) is not None:
-                value = float(record[metric])
+    for record in RunFolder(folder).train_records():
+        if record.get(metric) is not None:
+            value = float(record[metric])
     return value
 
 

@@ -6,16 +6,23 @@
 3. unlearn with the chosen method through the shared engine, starting from the model that the
    previous request left (or the trained model for the first one);
 4. evaluate: forget/test metrics, the membership attacks and, with a retrained reference, the gap
-   to it. The request is complete only when the attack's mean member-probability on the
-   forgotten rows is at most the threshold; otherwise it is recorded as incomplete, and said so;
-5. once complete, purge the patients' rows from the package's caches and delete the request's
-   own patient list;
+   to it; the attacks also on the model before unlearning, so the record shows what the
+   unlearning changed. The request is complete only when the attack's mean member-probability
+   on the forgotten rows is at most the threshold; otherwise it is recorded as incomplete, and
+   said so;
+5. once complete, purge the patients' rows from the package's caches and add them to the
+   workspace's ``forgotten.csv``, the list every later job on the data leaves out
+   (``--data.exclude``; a job whose data still holds them stops at its start, naming it);
 6. write an audit record (JSON and a short summary) — request hash, salted patient hashes,
-   model checksums before and after, method and config, metrics, timings, what was purged — and
-   append it to the workspace's request log (``forgetmi history``).
+   model checksums before and after, method and config, metrics and attack figures before and
+   after, timings, what was purged — and append it to the workspace's request log
+   (``forgetmi history``).
 
-The workspace holds a random salt; patient ids appear in the audit only as salted hashes, and
-never in logs. A killed run is resumed by rerunning the same command.
+The workspace holds a random salt; patient ids appear in the audit and the request log only as
+salted hashes, and never in logs. The patient lists the unlearning read (``patients.csv``,
+``forgotten-before.csv`` in the request's folder, ``forgotten.csv``) name them: they are the
+data its run and the later jobs need, kept with the workspace. A killed run is resumed by
+rerunning the same command.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import secrets
 import sys
 import time
@@ -40,6 +48,11 @@ from forgetmi.utils.atomic import write_csv, write_json, write_text
 logger = logging.getLogger("forgetmi.forget")
 
 LOG = "requests.jsonl"
+# Every patient the workspace's completed requests forgot (split rows): what later jobs on the
+# data leave out with --data.exclude.
+FORGOTTEN = "forgotten.csv"
+COLUMNS, NAMES = ["subject_id", "study_id", "dicom_id", "severity", "fold"], \
+    {"severity": "edema_severity"}
 
 
 # -- the workspace: salt, log, hashes ----------------------------------------------------------------
@@ -135,14 +148,15 @@ def validate(ids: list[int], split: pd.DataFrame, forgotten: dict[str, int], sal
 def forget(workspace: str | Path, config_path: str | None, model: str | None, ids: list[int],
            overrides: list[str], retrained: str | None = None,
            max_member_probability: float = 0.5, n_boot: int = 200) -> dict:
-    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.config import ExperimentConfig, load_config, load_run_config
     from forgetmi.data import formats
     from forgetmi.data.purge import purge_caches
-    from forgetmi.evaluation.evaluate import evaluate_run
+    from forgetmi.evaluation.evaluate import attack_figures, evaluate_run
     from forgetmi.jobs.unlearn import run_unlearning
 
     start = time.perf_counter()
-    workspace = Path(workspace)
+    # Absolute: the run's config names its files, found from wherever it is read.
+    workspace = Path(os.path.abspath(workspace))
     if workspace.exists() and not workspace.is_dir():
         raise ForgetMIError(f"--workspace {workspace}: exists and is not a folder")
     # Every check before the first write: a refused request leaves the workspace as it was.
@@ -156,7 +170,8 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
     request_hash = hashlib.sha256("".join(hashes).encode()).hexdigest()
 
     completed = [e for e in log if e.get("complete")]
-    before = Path(completed[-1]["model_after"]) if completed else (Path(model) if model else None)
+    before = completed[-1]["model_after"] if completed else model
+    before = None if before is None else Path(os.path.abspath(before))
     if before is None or not (before / "model.safetensors").is_file():
         raise ForgetMIError("give --model (the trained model folder) for the first request")
     workspace.mkdir(parents=True, exist_ok=True)
@@ -168,13 +183,16 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
     folder = workspace / "requests" / f"{number:04d}-{request_hash[:12]}"
     attempt = len(tries) + 1
     rows = split[split["subject_id"].isin(ids)]
-    columns = ["subject_id", "study_id", "dicom_id", "severity", "fold"]
-    names = {"severity": "edema_severity"}
-    write_csv(folder / "patients.csv", rows[columns].rename(columns=names))
+    write_csv(folder / "patients.csv", rows[COLUMNS].rename(columns=NAMES))
     earlier = split[split["subject_id"].map(lambda p: patient_hash(salt, p) in forgotten)]
+    # Left out too: the patients --data.exclude names (forgotten in another workspace, say).
+    given = cfg.data.path("exclude")
+    if given is not None:
+        earlier = split[split["subject_id"].isin(set(earlier["subject_id"]) | set(
+            formats.read_forget_set(given)["subject_id"]))]
     data = replace(cfg.data, forget_set=str(folder / "patients.csv"), exclude=None)
     if len(earlier):
-        write_csv(folder / "forgotten-before.csv", earlier[columns].rename(columns=names))
+        write_csv(folder / "forgotten-before.csv", earlier[COLUMNS].rename(columns=NAMES))
         data = replace(data, exclude=str(folder / "forgotten-before.csv"))
     run_dir = folder / f"attempt-{attempt}"
     run_cfg = replace(cfg, output_dir=str(run_dir), data=data,
@@ -188,6 +206,9 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
     unlearn_s = time.perf_counter() - tic
     tic = time.perf_counter()
     result = evaluate_run(run_dir, retrained=retrained, n_boot=n_boot)
+    # The same attacks on the model the request started from, on the same rows: the gate's
+    # figure means something only beside what it was before the unlearning.
+    before_mia = attack_figures(before, load_run_config(run_dir), n_boot=n_boot) or {}
     evaluate_s = time.perf_counter() - tic
     population = (result.get("mia") or {}).get("population") or {}
     member = population.get("target_member_probability")
@@ -195,13 +216,13 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
 
     purged = []
     if complete:
+        # The list first: a purge is never left without the file that names who it removed.
+        done_before = split[split["subject_id"].map(lambda p: patient_hash(salt, p) in forgotten)]
+        everyone = split[split["subject_id"].isin(set(done_before["subject_id"]) | set(ids))]
+        write_csv(workspace / FORGOTTEN, everyone[COLUMNS].rename(columns=NAMES))
         keep = set(split.loc[~split["subject_id"].isin(ids), "study_id"].astype(int))
-        purged = purge_caches(cfg.data.resolved_cache_dir(), rows, keep)
-        for name in ("patients.csv", "forgotten-before.csv"):
-            if (folder / name).is_file():
-                (folder / name).unlink()
-                purged.append({"cache": f"requests/{folder.name}/{name}",
-                               "kind": "request patient list", "rows": None})
+        purged = purge_caches(cfg.data.resolved_cache_dir(), rows, keep,
+                              listed=workspace / FORGOTTEN)
     joint = {part: {m: result["metrics"][part]["joint"][m]["value"] for m in ("auc", "f1")}
              for part in ("forget", "test") if part in result["metrics"]}
     record = {
@@ -221,7 +242,9 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
                     "member_probability": member,
                     "gap_test_auc": (result.get("gap") or {}).get("test", {}).get("joint", {})
                     .get("auc")},
+        "attack": {"before": attack_record(before_mia), "after": attack_record(result.get("mia"))},
         "threshold": max_member_probability, "complete": complete,
+        "exclude": str(workspace / FORGOTTEN) if complete else None,
         "timings": {"unlearning_s": round(unlearn_s, 2), "evaluation_s": round(evaluate_s, 2),
                     "total_s": round(time.perf_counter() - start, 2)},
         "purged": purged,
@@ -231,6 +254,18 @@ def forget(workspace: str | Path, config_path: str | None, model: str | None, id
     _append_log(workspace, record)
     logger.info("\n%s", summary(record))
     return record
+
+
+def attack_record(mia: dict | None) -> dict:
+    """One model's attack figures for the audit: the forget-vs-unseen loss attack's AUC (0.5:
+    the forgotten rows look unseen) with its interval, and the population attack's AUC and
+    mean member-probability on the forgotten rows (the gate's figure)."""
+    mia = mia or {}
+    headline, population = mia.get("forget_vs_unseen") or {}, mia.get("population") or {}
+    return {"forget_vs_unseen_auc": headline.get("auc"), "low": headline.get("low"),
+            "high": headline.get("high"), "unseen": headline.get("unseen"),
+            "population_auc": population.get("auc"),
+            "member_probability": population.get("target_member_probability")}
 
 
 def summary(r: dict) -> str:
@@ -247,17 +282,31 @@ def summary(r: dict) -> str:
         f"  forget rows  AUC {fmt(joint.get('forget', {}).get('auc'))}, "
         f"F1 {fmt(joint.get('forget', {}).get('f1'))}; test AUC "
         f"{fmt(joint.get('test', {}).get('auc'))}, F1 {fmt(joint.get('test', {}).get('f1'))}",
-        f"  attack       mean member-probability of the forgotten rows {fmt(m['member_probability'])}"
-        f" (threshold {r['threshold']:.2f}); population attack AUC {fmt(m['attack_auc'])}",
     ]
+    attack = r.get("attack")
+    if attack:   # before -> after the unlearning
+        b, a = attack["before"], attack["after"]
+        lines += [
+            f"  attack       forget-vs-{a.get('unseen') or 'unseen'} AUC "
+            f"{fmt(b['forget_vs_unseen_auc'])} -> {fmt(a['forget_vs_unseen_auc'])} (0.5: as if "
+            "never seen); mean member-probability of the forgotten rows "
+            f"{fmt(b['member_probability'])} -> {fmt(a['member_probability'])} (threshold "
+            f"{r['threshold']:.2f}); population attack AUC {fmt(b['population_auc'])} -> "
+            f"{fmt(a['population_auc'])}"]
+    else:        # a record written before the attacks were run on the model before too
+        lines.append(f"  attack       mean member-probability of the forgotten rows "
+                     f"{fmt(m['member_probability'])} (threshold {r['threshold']:.2f}); "
+                     f"population attack AUC {fmt(m['attack_auc'])}")
     if m.get("gap_test_auc") is not None:
         lines.append(f"  vs retrained test AUC gap {m['gap_test_auc']:+.3f}")
     lines.append(f"  time         unlearning {r['timings']['unlearning_s']} s, evaluation "
                  f"{r['timings']['evaluation_s']} s")
     if r["complete"]:
-        lines.append("  purged       " + "; ".join(
+        lines.append("  purged       " + ("; ".join(
             f"{p['kind']} ({p['rows']} rows) in {p['cache']}" if p["rows"] is not None
-            else f"{p['kind']} {p['cache']}" for p in r["purged"]))
+            else f"{p['kind']} {p['cache']}" for p in r["purged"]) or "nothing (no caches)"))
+        if r.get("exclude"):
+            lines.append(f"  later jobs   leave them out: --data.exclude={r['exclude']}")
         lines.append("  status       COMPLETE")
     else:
         lines.append("  status       INCOMPLETE: the attack still identifies the patients above "

@@ -33,7 +33,7 @@ from forgetmi.config import (ConfigError, ExperimentConfig, as_overrides, from_d
 from forgetmi.errors import exit_on_error
 from forgetmi.jobs import JOBS
 from forgetmi.jobs import run as run_kind
-from forgetmi.utils.run_folder import RunFolder, flatten, setting_differences
+from forgetmi.utils.run_folder import UNREAD, RunFolder, flatten, setting_differences
 from forgetmi.utils.tracking import group_for
 
 logger = logging.getLogger("forgetmi.protocol")
@@ -93,8 +93,10 @@ class Job:
         now = _validation_rule(flatten(to_dict(load_config(ExperimentConfig, self.argv[1],
                                                             self.argv[2:]))))
         before = _validation_rule(flatten(yaml.safe_load(saved.read_text()) or {}))
+        unread = UNREAD.get(self.kind, ())   # settings this job never reads
         differ = setting_differences(
-            before, now, same=lambda key: key == "data.val_avoid" and _same_avoided(before, now))
+            before, now, same=lambda key: key.startswith(unread) or
+            (key == "data.val_avoid" and _same_avoided(before, now)))
         if differ:
             more = "; ..." if len(differ) > 4 else ""
             raise ConfigError(f"{self.output_dir}: finished with other settings than this "

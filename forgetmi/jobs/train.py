@@ -7,6 +7,7 @@ and under ``accelerate launch launch/train.py --config ... --key=value``.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from forgetmi.config import ExperimentConfig, save_config, to_dict
@@ -33,6 +34,8 @@ def run_training(cfg: ExperimentConfig, mode: str = "train") -> dict:
     if mode not in ("train", "retrain"):
         raise ValueError(f"mode must be train or retrain, got {mode!r}")
     cfg = for_new_model(cfg)  # the model records the image preprocessing it learns on
+    # Its data found from anywhere: a copied run folder is evaluated from another directory.
+    cfg = replace(cfg, data=cfg.data.absolute())
     out = Path(cfg.output_dir)
     check_output_dir(out, mode)
     check_finished_settings(out, mode, to_dict(cfg))

@@ -1,7 +1,7 @@
 """Unlearning a trained model: ``forgetmi unlearn --original RUN/model --preset unimodal ...``.
 
 Writes the unlearned model (``model/``), the merged config, per-step and per-epoch losses
-(``metrics.jsonl``) and the wall time of unlearning alone (``timing.json``: no evaluation runs
+(``train_log.jsonl``) and the wall time of unlearning alone (``timing.json``: no evaluation runs
 inside the timed loop, and no retrained model is needed). With ``evaluate.retrained`` (a sweep's
 trial) the run then scores itself: ``forgetmi evaluate RUN --retrained REF`` once the workers
 have finished (in a fresh process, unless the run was one plain CPU process), so
@@ -40,8 +40,10 @@ def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
     if not cfg.unlearn.original:
         raise ForgetMIError("unlearn.original: give the trained model's folder "
                             "(e.g. --original=runs/original/model)")
-    cfg = replace(cfg, unlearn=replace(cfg.unlearn,
-                                       original=resolve_run_path(cfg.unlearn.original, cfg)))
+    # Its data found from anywhere: a copied run folder is evaluated from another directory.
+    cfg = replace(cfg, data=cfg.data.absolute(),
+                  unlearn=replace(cfg.unlearn,
+                                  original=resolve_run_path(cfg.unlearn.original, cfg)))
     check_output_dir(cfg.output_dir, "unlearn", reads=[cfg.unlearn.original])
     cfg = _resolve_references(cfg)  # a missing reference fails now, not after the unlearning
     # The forget and retain rows are fed as the original learned them (preprocessing, tokenizer),
@@ -62,7 +64,7 @@ def run_unlearning(cfg: ExperimentConfig, request: bool = False) -> dict:
         if method.uses_original else None
     student = JointModel.from_pretrained(cfg.unlearn.original, allow)
     objective = build_objective(cfg.unlearn.method, cfg, datasets, original, noisy)
-    details = (f", preset {cfg.unlearn.preset}, objective {cfg.unlearn.objective}"
+    details = (f", preset {cfg.unlearn.preset}, objective {cfg.unlearn.effective_objective}"
                if cfg.unlearn.method == "forgetmi" else "")
     logger.info("unlearning %d forget rows (%d patients) with %s%s",
                 len(data.partitions.forget), data.partitions.forget["subject_id"].nunique(),

@@ -252,16 +252,18 @@ def align_partitions(cfg, model_dir: str | os.PathLike, check_rows: bool = True)
     false for a patient's request, which forgets rows the model trained on whatever forget set
     it was made for). A bare model folder (an imported checkpoint) records no rows and is
     taken as it is."""
-    from forgetmi.config import ExperimentConfig, load_config
+    from forgetmi.config import load_run_config
 
     model_dir = Path(model_dir)
     saved = model_dir.parent / "config.yaml"
     if model_dir.name != "model" or not saved.is_file():
         return cfg
-    recorded = load_config(ExperimentConfig, saved)
+    recorded = load_run_config(model_dir.parent)   # its data, found from here
     if recorded.data.val_avoid and not cfg.data.val_avoid:
-        same_root = recorded.data.root == cfg.data.root
-        avoid = [p if same_root else str(recorded.data.resolve(p)) for p in recorded.data.val_avoid]
+        same_root = (recorded.data.root is not None and cfg.data.root is not None
+                     and os.path.abspath(recorded.data.root) == os.path.abspath(cfg.data.root))
+        avoid = [p if same_root else os.path.abspath(recorded.data.resolve(p))
+                 for p in recorded.data.val_avoid]
         cfg = replace(cfg, data=replace(cfg.data, val_avoid=avoid))
         logger.info("validation avoids the original's forget sets (data.val_avoid: %s)",
                     ", ".join(avoid))

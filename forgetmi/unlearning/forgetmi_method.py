@@ -59,12 +59,12 @@ class ForgetMI(Unlearner):
         u = cfg.unlearn
         if noisy_forget is None:
             raise ForgetMIError("forgetmi needs the noisy copy of the forget set")
-        if u.objective not in OBJECTIVES:
+        if u.effective_objective not in OBJECTIVES:
             raise ForgetMIError(f"unlearn.objective: expected one of {', '.join(OBJECTIVES)}, "
-                                f"got {u.objective!r}")
+                                f"got {u.effective_objective!r}")
         self.weights = resolve_weights(u.preset, u.weights,
                                        {k: getattr(u, f"weight_{k}") for k in WEIGHT_KEYS})
-        self.objective = u.objective
+        self.objective = u.effective_objective
         self.cap_margin = u.retention_cap
         self.caps: dict[str, float] | None = None   # set after the first epoch when capping
 

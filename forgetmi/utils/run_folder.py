@@ -21,10 +21,14 @@ TRAINING_JOBS = ("train", "retrain", "unlearn")
 MODEL_CONFIG, MODEL_WEIGHTS = "config.json", "model.safetensors"
 # The engine's model folders in a run: the final model and the best-validated one.
 MODEL_FOLDERS = ("model", "best")
+# The engine's log of losses and validation figures, step by step (JSON lines), beside the
+# evaluation's metrics.json; runs made before it had its own name wrote it as metrics.jsonl.
+TRAIN_LOG, OLD_TRAIN_LOG = "train_log.jsonl", "metrics.jsonl"
 
 
 class RunFolder:
-    """``RUN/``: ``config.yaml``, ``model/``, ``timing.json``, ``metrics.json`` (evaluated)."""
+    """``RUN/``: ``config.yaml``, ``model/``, ``train_log.jsonl``, ``timing.json``,
+    ``metrics.json`` (evaluated)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -43,6 +47,23 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.json"
+
+    @property
+    def train_log(self) -> Path:
+        """The training log: ``train_log.jsonl``, or an older run's ``metrics.jsonl`` (the
+        new name where neither is written yet, so a resumed older run continues its own)."""
+        new, old = self.path / TRAIN_LOG, self.path / OLD_TRAIN_LOG
+        return old if old.is_file() and not new.is_file() else new
+
+    def train_records(self) -> list[dict]:
+        """The training log's records, in order (none before the first is written)."""
+        path = self.train_log
+        if not path.is_file():
+            return []
+        try:
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as err:
+            raise ForgetMIError(f"{path}: unreadable training log ({err})") from None
 
     def timing(self) -> dict | None:
         """The engine's ``timing.json`` (job, seconds, processes), or None before it ends."""
@@ -106,10 +127,17 @@ def check_model_target(path: str | Path, replace: bool = False) -> None:
 
 
 # Settings that do not change what a run computes: a finished run is reused across them (and
-# across a move of its folder).
+# across a move of its folder), and an interrupted one resumed.
 INCIDENTAL = ("output_dir", "tracking.", "train.log_every", "train.checkpoint_every",
-              "train.resume", "train.stop_after", "train.num_workers", "data.workers",
-              "data.cache_dir", "evaluate.")
+              "train.keep_checkpoints", "train.resume", "train.stop_after", "train.num_workers",
+              "data.workers", "data.cache_dir", "evaluate.")
+# Sections a job never reads: a training or retraining uses no unlearning or noise setting, so
+# they neither make its run another one nor stop its resume.
+UNREAD = {"train": ("unlearn.", "noise."), "retrain": ("unlearn.", "noise.")}
+# Settings that are paths: compared as the files they name from here (runs save them absolute,
+# older runs relative to where they were started).
+_PATHS = ("data.root", "data.split", "data.reports", "data.img_dir", "data.forget_set",
+          "data.holdout", "data.exclude", "data.synonyms", "unlearn.original")
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
@@ -123,13 +151,44 @@ def flatten(values: dict, prefix: str = "") -> dict:
     return out
 
 
+def _same_path(key: str, before: dict, now: dict) -> bool:
+    """Whether path setting ``key`` names the same file in both (relative data paths resolve
+    against each one's ``data.root`` when it has one, else against the working directory)."""
+    def where(flat: dict):
+        value = flat[key]
+        if not isinstance(value, str):
+            return value
+        value = os.path.expanduser(value)
+        root = flat.get("data.root")
+        if key.startswith("data.") and key != "data.root" and root and not os.path.isabs(value):
+            value = os.path.join(os.path.expanduser(root), value)
+        return os.path.normpath(os.path.abspath(value))
+    return key in _PATHS and where(before) == where(now)
+
+
 def setting_differences(before: dict, now: dict, same=lambda key: False) -> list[str]:
     """``key before -> now`` for each setting a run recorded (``before``, flat) that differs from
-    ``now`` (flat), leaving out incidental keys, settings ``now`` leaves to the run (None) and
-    keys ``same(key)`` says are equivalent."""
+    ``now`` (flat), leaving out incidental keys, settings ``now`` leaves to the run (None),
+    paths naming the same file, and keys ``same(key)`` says are equivalent."""
     return [f"{key} {before[key]!r} -> {now[key]!r}" for key in sorted(set(now) & set(before))
             if before[key] != now[key] and now[key] is not None
-            and not key.startswith(INCIDENTAL) and not same(key)]
+            and not key.startswith(INCIDENTAL) and not _same_path(key, before, now)
+            and not same(key)]
+
+
+def training_settings(config: dict, job: str | None = None) -> dict:
+    """What a ``job`` run computes with (``config`` as ``to_dict`` gives it), flat, without
+    the incidental keys and those the job does not read: what an interrupted run must be
+    resumed with."""
+    return {key: value for key, value in flatten(config).items()
+            if not key.startswith(INCIDENTAL + UNREAD.get(job, ()))}
+
+
+def settings_hash(settings: dict) -> str:
+    """A short hash of :func:`training_settings`' result."""
+    import hashlib
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def check_finished_settings(out: str | Path, job: str, config: dict) -> None:
@@ -146,7 +205,8 @@ def check_finished_settings(out: str | Path, job: str, config: dict) -> None:
     except (OSError, yaml.YAMLError) as err:
         raise OutputError(f"{folder.config}: unreadable ({err}); remove the run to redo it") \
             from None
-    differ = setting_differences(flatten(recorded), flatten(config))
+    differ = setting_differences(flatten(recorded), flatten(config),
+                                 same=lambda key: key.startswith(UNREAD.get(job, ())))
     if differ:
         more = "; ..." if len(differ) > 3 else ""
         raise OutputError(f"output_dir {out}: a finished {job} run with other settings "

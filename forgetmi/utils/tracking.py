@@ -1,4 +1,5 @@
-"""Metrics out of the run: JSON lines beside the checkpoints, and wandb (rank 0 only).
+"""Metrics out of the run: the training log (JSON lines, ``train_log.jsonl``) beside the
+checkpoints, and wandb (rank 0 only).
 
 A run's wandb id is readable and unique: the job, the seed and the folder's last names, then a
 short hash of the resolved output folder. Two sweeps that differ only in their ``--out`` and
@@ -16,6 +17,8 @@ import math
 import os
 import re
 from pathlib import Path
+
+from forgetmi.utils.run_folder import RunFolder
 
 logger = logging.getLogger("forgetmi")
 
@@ -96,12 +99,13 @@ def _clean(value):
 
 
 class Tracker:
-    """Writes ``metrics.jsonl`` and mirrors it to wandb; a no-op on non-main ranks."""
+    """Writes the run's training log (``train_log.jsonl``) and mirrors it to wandb; a no-op on
+    non-main ranks."""
 
     def __init__(self, output_dir: Path, tracking, config: dict, enabled: bool = True,
                  job: str | None = None, seed: int | None = None):
         self.enabled = enabled
-        self.path = Path(output_dir) / "metrics.jsonl"
+        self.path = RunFolder(output_dir).train_log
         self.wandb_run = None
         self.mode = tracking.wandb
         if not enabled:
