@@ -692,6 +692,7 @@ COMMAND_CASES = {
     "make-demo-data": "{t}/mine --patients 20 --image-size 64 --overwrite",
     "make-forget-set": "--split {t}/binary.csv --out {t}/sets",
     "protocol": "{t}/protocol.yaml --hpc-config {t}/cluster.yaml",
+    "rankings": "label={t}/empty content={t}/no-results --out {t}/rankings",
     "report": "{t}/empty --out {t}/report",
     "retrain": "--epochs=0 --output_dir={t}/run",
     "select": "{t}/empty --budget=0 --write {t}/presets.yaml",
