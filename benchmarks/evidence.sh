@@ -2,8 +2,9 @@
 # The evidence run (README, "The evidence run"), each stage timed into runs/evidence/stages.log:
 #   bash benchmarks/evidence.sh tune    # tuning references, one sweep per method, and
 #                                       # forgetmi select -> configs/presets/evidence.yaml
-#   bash benchmarks/evidence.sh table   # the table on the untouched draw, per kind of memory,
-#                                       # then forgetmi rankings across the kinds
+#   bash benchmarks/evidence.sh table [KIND...]  # the table on the untouched draw, per kind
+#                                       # of memory (label, content, both; all by default),
+#                                       # then forgetmi rankings across the kinds' kept reports
 # Every stage resumes: a rerun skips what has finished. Tasks run $JOBS at a time (default 2),
 # one thread each. Run from anywhere; paths are the repository's.
 set -euo pipefail
@@ -35,16 +36,28 @@ tune() {
 }
 
 table() {
-  for kind in label content both; do
+  # one kind at a time if named (a kind is ~1.5 h on 2 cores); each kind's report is kept in
+  # benchmarks/results/evidence/KIND/, which is what the rankings read
+  local kinds=("$@")
+  [ ${#kinds[@]} -gt 0 ] || kinds=(label content both)
+  for kind in "${kinds[@]}"; do
     stage "table-$kind" "$FORGETMI" protocol "configs/experiments/evidence/$kind.yaml" \
       --executor local --jobs "$JOBS"
+    mkdir -p "benchmarks/results/evidence/$kind"
+    cp "runs/evidence/$kind/report/report.json" "runs/evidence/$kind/report/report.md" \
+      "benchmarks/results/evidence/$kind/"
   done
-  stage rankings "$FORGETMI" rankings label=runs/evidence/label content=runs/evidence/content \
-    both=runs/evidence/both --out runs/evidence/rankings
+  if [ -f benchmarks/results/evidence/label/report.json ] &&
+     [ -f benchmarks/results/evidence/content/report.json ] &&
+     [ -f benchmarks/results/evidence/both/report.json ]; then
+    stage rankings "$FORGETMI" rankings label=benchmarks/results/evidence/label/report.json \
+      content=benchmarks/results/evidence/content/report.json \
+      both=benchmarks/results/evidence/both/report.json --out benchmarks/results/evidence
+  fi
 }
 
 case "${1:-}" in
   tune) tune ;;
-  table) table ;;
-  *) echo "usage: bash benchmarks/evidence.sh tune|table" >&2; exit 2 ;;
+  table) shift; table "$@" ;;
+  *) echo "usage: bash benchmarks/evidence.sh tune | table [label|content|both ...]" >&2; exit 2 ;;
 esac

@@ -61,3 +61,33 @@ def test_rankings_command_refuses_bad_input_in_one_line(tmp_path, caplog):
                           str(tmp_path / "out")]) == 2
     assert "no metrics.json found in" in caplog.text and len(caplog.records) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_kinds_report_json_ranks_as_its_runs_do(tmp_path, capsys):
+    """A kind's results kept as the one report.json `forgetmi report` wrote rank exactly as
+    the evaluated runs themselves (same order, gaps, verdicts and τ)."""
+    import json
+
+    from forgetmi.evaluation.rankings import rank_report
+    from forgetmi.evaluation.report import COLUMN_KEYS, COLUMNS, json_report, summarise
+
+    runs = {"label": _runs(GAPS), "content": _runs({k: v * 1.5 for k, v in GAPS.items()})}
+    for kind, records in runs.items():
+        for r in records:  # the figures these runs do not define
+            r.values = {k: float("nan") for k in COLUMN_KEYS} | r.values
+            r.intervals = {c.key: (r.values[c.key],) * 2 for c in COLUMNS if c.interval}
+        doc = json.loads(json.dumps(json_report(summarise(records), records)))
+        from_runs = rank_kind(kind, records)
+        from_file = rank_report(kind, doc, tmp_path / "report.json")
+        assert [r.methods for r in from_file] == [r.methods for r in from_runs]
+        assert [r.original_gap for r in from_file] == [r.original_gap for r in from_runs]
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / "report.json").write_text(json.dumps(doc))
+    assert rankings_main([f"{k}={tmp_path / k / 'report.json'}" for k in runs]) == 0
+    assert "| 1 | a 0.012" in capsys.readouterr().out
+    # a report.json from before the gaps were kept says what to do
+    doc = json.loads((tmp_path / "label" / "report.json").read_text())
+    for run in doc["runs"]:
+        del run["values"]
+    with pytest.raises(Exception, match="make it again"):
+        rank_report("label", doc, tmp_path / "old.json")

@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import combinations
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from forgetmi.evaluation.report import RunRecord, by_size, verdicts
+from forgetmi.errors import DataError
+from forgetmi.evaluation.report import RANK_KEYS, RunRecord, by_size, verdicts
 from forgetmi.evaluation.signal import size_name
 
 REFERENCES = ("original", "retrained")  # ranked against, never ranked
@@ -46,9 +48,11 @@ def _mean_abs(values: Sequence[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def rank_kind(kind: str, runs: Sequence[RunRecord]) -> list[Ranking]:
-    """The rankings of one kind's runs, one per forget size."""
-    judged = {v["size"]: v for v in verdicts(runs)}
+def rank_kind(kind: str, runs: Sequence[RunRecord],
+              judged: Sequence[dict] | None = None) -> list[Ranking]:
+    """The rankings of one kind's runs, one per forget size (``judged``: their verdicts, when
+    already made, as a report.json holds them)."""
+    judged = {v["size"]: v for v in (verdicts(runs) if judged is None else judged)}
     out = []
     for percent, members in by_size(runs):
         size = size_name(percent)
@@ -71,6 +75,24 @@ def rank_kind(kind: str, runs: Sequence[RunRecord]) -> list[Ranking]:
         ranking.methods.sort(key=lambda m: (m["gap"], m["label"].casefold()))
         out.append(ranking)
     return out
+
+
+def rank_report(kind: str, doc: dict, source: Path) -> list[Ranking]:
+    """The rankings of one kind from the report.json ``forgetmi report`` wrote for its runs:
+    the same as from the runs themselves (the gaps per run and the verdicts are kept there),
+    so a kind's results travel as one small file."""
+    try:
+        judged = doc["verdicts"]
+        runs = [RunRecord(Path(r["path"]), r["model"], r["label"], r["forget_percent"], r["seed"],
+                          values={k: math.nan if r["values"][k] is None else float(r["values"][k])
+                                  for k in RANK_KEYS})
+                for r in doc["runs"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"not a report.json with per-run gaps (missing {err}); make it again "
+                        "with this version's `forgetmi report`", source) from None
+    if not runs:
+        raise DataError("holds no evaluated runs", source)
+    return rank_kind(kind, runs, judged)
 
 
 def kendall(a: Ranking, b: Ranking) -> dict:

@@ -35,6 +35,8 @@ from forgetmi.utils.atomic import write_csv, write_json, write_text
 log = logging.getLogger("forgetmi.report")
 
 SCHEMA = 1
+# The per-run figures report.json keeps beside each run (what a ranking across kinds reads).
+RANK_KEYS = ("gap_fvu_auc", "gap_test_auc")
 METRICS_NAME = "metrics.json"
 MODEL_RANK = {"original": 0, "retrained": 1}  # table order: these first, then methods by label
 REQUIRED_FIELDS: dict[str, type] = {"model": str, "label": str, "seed": int, "metrics": dict}
@@ -721,9 +723,12 @@ def json_report(summary: pd.DataFrame, runs: Sequence[RunRecord],
                                  for entry in closest_to_retrained(runs,
                                                                    margins_by_size(judged))],
         "blocks": blocks,
+        # the gaps each run was ranked by, so `forgetmi rankings` can read this file alone
         "runs": [{"path": str(r.path), "run": r.run, "model": r.model, "label": r.label,
                   "forget_percent": r.forget_percent, "seed": r.seed,
-                  "world_size": r.world_size} for r in runs],
+                  "world_size": r.world_size,
+                  "values": {k: _finite_or_none(r.values.get(k, math.nan)) for k in RANK_KEYS}}
+                 for r in runs],
     }
 
 

@@ -2,7 +2,9 @@
 memory and the agreement between them (:mod:`forgetmi.evaluation.rankings`).
 
 Each ``KIND=RESULTS`` names one benchmark's evaluated runs (a protocol's output folder, as
-``forgetmi report`` takes it), e.g. ``label=runs/evidence/label``. Prints the rankings and
+``forgetmi report`` takes it), e.g. ``label=runs/evidence/label``, or the ``report.json``
+that ``forgetmi report`` wrote for them (which keeps each run's gaps and the verdicts), so a
+kind's results can be kept as one small file. Prints the rankings and
 Kendall's τ; with ``--out``, writes ``rankings.md`` and ``rankings.json`` there.
 """
 
@@ -25,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rank the unlearning methods by closeness to the retrained model under "
                     "each kind of memory, and measure how far the rankings agree (Kendall's τ).")
     parser.add_argument("kinds", nargs="+", metavar="KIND=RESULTS",
-                        help="a name and a folder of evaluated runs (metrics.json), at least two")
+                        help="a name and a folder of evaluated runs (metrics.json), or the "
+                             "report.json `forgetmi report` made of them; at least two")
     parser.add_argument("--out", type=Path, help="write rankings.md and rankings.json here")
     return parser
 
@@ -37,8 +40,9 @@ def _pairs(items: list[str]) -> list[tuple[str, Path]]:
         if not sep or not kind or not folder:
             raise DataError(f"expected KIND=RESULTS (e.g. label=runs/evidence/label), got "
                             f"{item!r}", field="KIND=RESULTS")
-        if not Path(folder).is_dir():
-            raise DataError("not a folder of evaluated runs", folder)
+        if not (Path(folder).is_dir() or Path(folder).name == "report.json"
+                and Path(folder).is_file()):
+            raise DataError("not a folder of evaluated runs, nor a report.json", folder)
         pairs.append((kind, Path(folder)))
     names = [k for k, _ in pairs]
     if len(set(names)) != len(names) or len(names) < 2:
@@ -53,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args, code = parse_or_exit_code(build_parser(), argv)
     if args is None:
         return code
-    from forgetmi.evaluation.rankings import agreement, json_document, rank_kind, render_markdown
+    from forgetmi.evaluation.rankings import (agreement, json_document, rank_kind, rank_report,
+                                              render_markdown)
     from forgetmi.evaluation.report import find_metrics_files, load_runs
+    from forgetmi.evaluation.trials import read_json
     from forgetmi.utils.atomic import check_target, write_json, write_text
 
     pairs = _pairs(args.kinds)
@@ -62,10 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("rankings.md", "rankings.json"):
             check_target(args.out / name, replace=True)
     rankings = []
-    for kind, folder in pairs:
-        runs = load_runs(find_metrics_files([folder]))
+    for kind, source in pairs:
+        if source.is_file():
+            rankings += rank_report(kind, read_json(source), source)
+            continue
+        runs = load_runs(find_metrics_files([source]))
         if not runs:
-            raise DataError("holds no evaluated runs (metrics.json)", folder)
+            raise DataError("holds no evaluated runs (metrics.json)", source)
         rankings += rank_kind(kind, runs)
     taus = agreement(rankings)
     markdown = render_markdown(rankings, taus)
