@@ -694,8 +694,6 @@ def _blame(message: str, path: Path | None, origins: dict[str, str]) -> str:
                                    if given else "")
 
 
-
-
 def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> dict:
     """A YAML mapping, or a ConfigError naming the file and what is wrong with it."""
     path = Path(path)
