@@ -12,7 +12,6 @@ import argparse
 import logging
 import math
 import sys
-import warnings
 from pathlib import Path
 
 from forgetmi import __version__
@@ -20,6 +19,7 @@ from forgetmi.errors import ForgetMIError, exit_on_error
 from forgetmi.jobs import JOBS
 from forgetmi.jobs.help import JobParser
 from forgetmi.utils.arguments import number_in
+from forgetmi.utils.logs import hide_dependency_warnings  # noqa: F401 (known by this name)
 
 logger = logging.getLogger("forgetmi")
 
@@ -339,31 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _BelowError(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR
-
-
-_QUIET_DEPENDENCY = _BelowError()
-# Loggers of dependencies that print with their own handlers and format (DeepSpeed announces
-# "Setting accelerator to CPU" on every launch on a CPU).
-DEPENDENCY_LOGGERS = ("DeepSpeed",)
-
-
-def hide_dependency_warnings(verbosity: int) -> None:
-    """Warnings raised inside dependencies (pydantic's about W&B's ``sweeps``, say) and their
-    own loggers' notices tell a user nothing they can act on; ``-v`` shows them. forgetmi's own
-    warnings always show, and a dependency's errors too."""
-    for name in DEPENDENCY_LOGGERS:
-        # A filter, not a level: DeepSpeed sets its logger's level when it is imported.
-        logger = logging.getLogger(name)
-        logger.removeFilter(_QUIET_DEPENDENCY)
-        if verbosity < 1:
-            logger.addFilter(_QUIET_DEPENDENCY)
-    if verbosity < 1:
-        warnings.filterwarnings("ignore", module=r"(?!forgetmi(\.|$))")
-
-
 @exit_on_error
 def main(argv: list[str] | None = None) -> int:
     from forgetmi.utils.logs import setup_logging
@@ -378,13 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         verbosity = -1 if quiet else (sum(f.count("v") for f in flags if f != "--verbose")
                                       + flags.count("--verbose"))
         setup_logging(verbosity)
-        hide_dependency_warnings(verbosity)
         return cmd_job(argparse.Namespace(command=rest[0], rest=rest[1:]), [])
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     setup_logging(-1 if args.quiet else args.verbose)
-    hide_dependency_warnings(-1 if args.quiet else args.verbose)
     if extra and not hasattr(args, "overrides"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args.func(args, extra)

@@ -610,8 +610,9 @@ def known_keys(cls) -> set[str]:
     return set(_field_paths(cls))
 
 
-def parse_overrides(cls, overrides: list[str]) -> dict:
-    """Turn ``--a.b=c`` / ``a.b=c`` / ``--a.b c`` strings into a nested dict for ``cls``."""
+def parse_overrides(cls, overrides: list[str], origins: dict[str, str] | None = None) -> dict:
+    """Turn ``--a.b=c`` / ``a.b=c`` / ``--a.b c`` strings into a nested dict for ``cls``;
+    ``origins`` (when given) gets each full dotted key's ``--key=value`` as typed."""
     paths = _field_paths(cls)
     nested: dict = {}
     items = list(overrides)
@@ -627,12 +628,14 @@ def parse_overrides(cls, overrides: list[str]) -> dict:
             i += 1
         else:
             raise ConfigError(f"override {token!r}: expected --key=value")
-        _place(nested, paths, key.replace("-", "_"), value)
+        full = _place(nested, paths, key.replace("-", "_"), value)
+        if origins is not None:
+            origins[full] = f"--{key}={value}"
     return nested
 
 
-def _place(nested: dict, paths: dict, key: str, value: str) -> None:
-    """Put one ``key=value`` override at its full path in ``nested``."""
+def _place(nested: dict, paths: dict, key: str, value: Any) -> str:
+    """Put one ``key=value`` override at its full path in ``nested``; return that path."""
     candidates = paths.get(key)
     if candidates and len(candidates) > 1 and (key,) in candidates:
         candidates = [(key,)]  # a bare name that is also a top-level field means that field
@@ -651,9 +654,44 @@ def _place(nested: dict, paths: dict, key: str, value: str) -> None:
         node = node.setdefault(part, {})
     # Kept as text: each field's type decides how to read it (YAML would turn a
     # precision of "no" into False).
-    node[leaf] = None if value.strip().lower() in ("none", "null", "~") else value
+    is_none = isinstance(value, str) and value.strip().lower() in ("none", "null", "~")
+    node[leaf] = None if is_none else value
+    return ".".join(candidates[0])
 
 
+def _nest_flat_keys(cls, values: dict, source: Path) -> dict:
+    """A YAML file's top-level keys in the command line's forms (``epochs``,
+    ``train.epochs``, ``scrub.temperature``) moved to their sections, so a file accepts
+    every key ``--key=value`` does. A key set both ways is refused: which one wins would be
+    a guess."""
+    top = {f.name for f in dataclasses.fields(cls)}
+    paths = _field_paths(cls)
+    flat = {k: v for k, v in values.items() if k not in top and k in paths}
+    if not flat:
+        return values
+    nested: dict = {}
+    for key, value in flat.items():
+        full = _place(nested, paths, key, value)
+        node = values
+        for part in full.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        else:
+            raise ConfigError(f"{source}: {key} and {full} are both set; keep one")
+    return _merge({k: v for k, v in values.items() if k not in flat}, nested)
+
+
+def _blame(message: str, path: Path | None, origins: dict[str, str]) -> str:
+    """Name where a bad setting came from: the override that set its key, else the file."""
+    key = message.split(":", 1)[0]
+    if key in origins:
+        return f"{message} (from the command line: {origins[key]})"
+    given = [token for full, token in origins.items() if full in message]
+    if path is None:
+        return message + (f" (from the command line: {', '.join(given)})" if given else "")
+    return f"{path}: {message}" + (f" (with the command line's {', '.join(given)})"
+                                   if given else "")
 
 
 def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> dict:
@@ -676,10 +714,14 @@ def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None 
     values: dict = {}
     if path is not None:
         path = Path(path)
-        values = read_yaml(path, "config file")
+        values = _nest_flat_keys(cls, read_yaml(path, "config file"), path)
+    origins: dict[str, str] = {}
     if overrides:
-        values = _merge(values, parse_overrides(cls, overrides))
-    return from_dict(cls, values, path)
+        values = _merge(values, parse_overrides(cls, overrides, origins))
+    try:
+        return _build(cls, values)
+    except ConfigError as err:
+        raise ConfigError(_blame(str(err), path, origins)) from None
 
 
 def derived_settings(config) -> dict[str, Any]:

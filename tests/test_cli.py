@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -148,3 +149,47 @@ def test_demo_verdict_places_each_model_in_words():
     models["retrained"] = model(0.66, 0.60, 0.71)   # overlapping intervals: no placement
     lines = verdict(models)
     assert "overlap" in lines[-1] and "benchmark" in lines[-1] and len(lines) == 3
+
+
+def test_a_repeated_info_line_prints_once_and_says_how_often(capsys):
+    """The demo loaded its data 32 times and said so 32 times: a line repeated among the
+    recent ones prints once, then a count; warnings always print; -v prints every line."""
+    from forgetmi.utils.logs import CollapsingHandler
+
+    log = logging.getLogger("forgetmi.test_repeats")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    handler = CollapsingHandler(sys.stderr)
+    log.addHandler(handler)
+    try:
+        for _ in range(32):
+            log.info("data: 1235 rows")
+            log.info("loading the model")
+        log.warning("disk nearly full")
+        log.warning("disk nearly full")
+        handler.collapse = False
+        log.info("data: 1235 rows")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["data: 1235 rows", "loading the model",
+                     "('data: 1235 rows' repeated 31 more time(s); -v shows every line)",
+                     "('loading the model' repeated 31 more time(s); -v shows every line)",
+                     "disk nearly full", "disk nearly full", "data: 1235 rows"]
+
+
+def test_a_job_keeps_the_command_lines_verbosity():
+    """`forgetmi -q train`: the job's own setup_logging() keeps -q (it used to reset to info)."""
+    from forgetmi.utils.logs import setup_logging
+
+    forgetmi = logging.getLogger("forgetmi")
+    before = forgetmi.level
+    try:
+        setup_logging(-1)
+        setup_logging()
+        assert forgetmi.level == logging.WARNING
+        setup_logging(0)
+        assert forgetmi.level == logging.INFO
+    finally:
+        forgetmi.setLevel(before)

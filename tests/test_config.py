@@ -188,3 +188,34 @@ def test_data_paths_made_absolute_and_a_relative_root_named(tmp_path, monkeypatc
         load_run_config(run)
     assert load_run_config(run, [f"--data.root={tmp_path / 'data'}"]).data.root == \
         str(tmp_path / "data")
+
+
+def test_a_bad_value_names_where_it_came_from(tmp_path):
+    """The file, or the override as typed: a YAML path is not blamed for the command line."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, path, ["--image_size=big"])
+    assert str(err.value) == ("data.image_size: expected an integer, got 'big' "
+                              "(from the command line: --image_size=big)")
+    path.write_text("train:\n  epochs: three\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(ExperimentConfig, path, ["--image_size=64"])
+    assert str(err.value) == f"{path}: train.epochs: expected an integer, got 'three'"
+
+
+@pytest.mark.parametrize("text", ["epochs: 1\n", "train.epochs: 1\n", "train:\n  epochs: 1\n"])
+def test_yaml_accepts_the_key_forms_the_command_line_does(tmp_path, text):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text + "scrub.temperature: 3\nseed: 2\n")
+    cfg = load_config(ExperimentConfig, path)
+    assert cfg == load_config(ExperimentConfig, None, ["--epochs=1", "--scrub.temperature=3",
+                                                       "--seed=2"])
+    assert (cfg.train.epochs, cfg.unlearn.scrub.temperature, cfg.seed) == (1, 3, 2)
+
+
+def test_a_key_set_both_flat_and_nested_in_yaml_is_refused(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("epochs: 1\ntrain:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml: epochs and train\.epochs are both set"):
+        load_config(ExperimentConfig, path)

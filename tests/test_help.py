@@ -101,3 +101,26 @@ def test_dependency_notices_show_only_with_verbose(capsys):
         hide_dependency_warnings(1)
     assert "a real failure" in quiet and "accelerator" not in quiet
     assert "Setting accelerator to CPU" in verbose
+
+
+def test_accelerate_and_transformers_notices_show_only_with_verbose(monkeypatch):
+    """Their loggers' children (accelerate.utils.other, transformers.modeling_utils) log
+    through the parents; transformers reads its level from the environment when imported."""
+    import logging
+    import os
+
+    from forgetmi.cli import hide_dependency_warnings
+
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    children = [logging.getLogger(n) for n in ("accelerate.utils.other",
+                                               "transformers.modeling_utils")]
+    try:
+        hide_dependency_warnings(0)
+        assert not any(c.isEnabledFor(logging.WARNING) for c in children)
+        assert all(c.isEnabledFor(logging.ERROR) for c in children)
+        assert os.environ["TRANSFORMERS_VERBOSITY"] == "error"
+        hide_dependency_warnings(1)
+        assert all(c.isEnabledFor(logging.WARNING) for c in children)
+        assert "TRANSFORMERS_VERBOSITY" not in os.environ
+    finally:
+        hide_dependency_warnings(1)

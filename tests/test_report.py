@@ -384,3 +384,26 @@ def test_without_a_retrained_run_the_report_cannot_judge_closeness(tmp_path, cap
     assert entry["reason"] == "there is no retrained run at this forget size"
     rows = markdown_rows((tmp_path / "out" / "report.md").read_text(), "3%")
     assert rows["SCRUB"]["ΔFvU AUC"] == "—" and rows["SCRUB"]["Forget-vs-unseen AUC"] != "—"
+
+
+def test_the_tables_go_to_stdout_without_timestamps_even_with_quiet(report, tmp_path):
+    """`forgetmi -q report RUNS | grep SCRUB`: the tables are the output, not log lines."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    _, out, _ = report
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "forgetmi.cli", "-q", "report",
+                           str(out.parent / "runs"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{len(MODELS) * len(PERCENTS) * len(SEEDS)} runs"
+    assert any(line.startswith("| Model | n | ") for line in lines)
+    scrub = [line for line in lines if "SCRUB" in line]
+    assert scrub and all(line.startswith("| SCRUB") for line in scrub), scrub
+    assert not any(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines)
+    assert "INFO" not in done.stderr                    # -q: the log says nothing

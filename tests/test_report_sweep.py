@@ -33,7 +33,7 @@ def sweep(root: Path, trials: list[dict], seeds=(0, 1), base: float = 0.05) -> d
     return means
 
 
-def test_one_swept_key_reports_every_trial_and_a_score_by_value(tmp_path, caplog):
+def test_one_swept_key_reports_every_trial_and_a_score_by_value(tmp_path, caplog, capsys):
     means = sweep(tmp_path / "sweep", [{"lr": 1e-2, "epochs": 2}, {"lr": 1e-3, "epochs": 2},
                                        {"lr": 1e-4, "epochs": 2}])
     out = tmp_path / "report"
@@ -54,7 +54,7 @@ def test_one_swept_key_reports_every_trial_and_a_score_by_value(tmp_path, caplog
     assert [r["trial"] for r in report["by_parameter"]["rows"]] == list(table["trial"])
     markdown = (out / "report.md").read_text()
     assert "## Trials by parameter" in markdown and "| Trial | lr | Score |" in markdown
-    assert "| Trial | lr | Score |" in caplog.text                        # printed too
+    assert "| Trial | lr | Score |" in capsys.readouterr().out            # printed too
     assert matplotlib.image.imread(out / "by_parameter.png").shape[0] > 100
 
 

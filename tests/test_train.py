@@ -247,3 +247,30 @@ def test_a_copied_run_is_evaluated_from_another_directory(demo_data, tmp_path, m
     assert f"data.root {demo_data.root.name!r} is relative to where the run was started" in \
         caplog.text and "give --data.root=" in caplog.text
     assert evaluate_main([str(copied), "--bootstrap", "5", f"--data.root={demo_data.root}"]) == 0
+
+
+def test_a_log_file_shows_each_epoch_with_its_loss_and_eta(demo_data, tmp_path):
+    """`forgetmi train 2>run.log`, as a Slurm task writes it: plain lines, no bar, one per epoch
+    with `epoch k/N`, the loss and the ETA."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "run.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "OMP_NUM_THREADS": "1"}
+    with log.open("w") as stderr:
+        done = subprocess.run([sys.executable, "-m", "forgetmi.cli", "train",
+                               f"--data.root={demo_data.root}", f"--output_dir={tmp_path / 'run'}",
+                               *BASE, "--epochs=2", "--checkpoint_every=1000"],
+                              stderr=stderr, stdout=subprocess.DEVNULL, timeout=300, env=env)
+    text = log.read_text()
+    assert done.returncode == 0, text[-3000:]
+    progress = [line for line in text.splitlines() if "ETA" in line]
+    assert len(progress) == 2, text[-3000:]
+    for k, line in enumerate(progress, start=1):
+        assert re.search(rf"INFO forgetmi\.engine: train epoch {k}/2: loss \d+\.\d{{4}}.*ETA \d+ s\)$",
+                         line), line
+    assert "\r" not in text and "it/s" not in text      # no progress bar in a file

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from forgetmi.errors import DataError, exit_on_error
 from forgetmi.utils.arguments import parse_or_exit_code
@@ -77,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     written = write_report(runs, args.out, summary, judged)
     if args.write_margins:
         written.append(_write_margins(judged, args.write_margins))
-    log.info("%d runs\n\n%s", len(runs), render_tables(summary))
+    # The tables are the command's output, not a log: on stdout, without timestamps, so
+    # `report ... | grep` sees them and -q does not hide them.
+    sys.stdout.write(f"{len(runs)} runs\n\n{render_tables(summary)}\n")
     swept = sweep_table(runs)
     if swept is not None:
-        log.info("\n%s", by_parameter.render_markdown(*swept))
+        sys.stdout.write(f"\n{by_parameter.render_markdown(*swept)}\n")
+    sys.stdout.flush()
     for entry in judged:
         for sentence in entry["sentences"]:
             log.info("%s", sentence.replace("**", ""))
