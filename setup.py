@@ -15,6 +15,7 @@ class BuildWithShipped(build_py):
     def run(self):
         super().run()
         target = Path(self.build_lib) / "forgetmi" / "_shipped"
+        shutil.rmtree(target, ignore_errors=True)  # a file deleted here must not ship from a stale build
         for folder in SHIPPED:
             shutil.copytree(HERE / folder, target / folder, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".gitkeep"))

@@ -128,8 +128,9 @@ def _fresh_environment(folder: Path, wheel: Path) -> Path:
                               "get_paths()['purelib'])"], check=True, capture_output=True,
                              text=True).stdout.strip()
     Path(purelib, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # --ignore-installed: the editable forgetmi beside the dependencies must not count.
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--no-deps", "--no-index", str(wheel)], check=True)
+                    "--no-deps", "--no-index", "--ignore-installed", str(wheel)], check=True)
     return python
 
 
