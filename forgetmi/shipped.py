@@ -49,7 +49,8 @@ def resolve(path: str | Path, what: str, cwd: str | Path | None = None) -> Path:
     here = Path(cwd or os.getcwd())
     candidates = [here / path]
     try:
-        candidates.append(root() / path)
+        if root() != here:
+            candidates.append(root() / path)
     except ForgetMIError:
         pass
     for candidate in candidates:
