@@ -675,7 +675,8 @@ def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None 
     """Defaults < YAML ``path`` < ``overrides``; unknown keys and bad types raise ConfigError."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
+        from forgetmi.shipped import locate
+        path = locate(path)
         values = read_yaml(path, "config file")
     if overrides:
         values = _merge(values, parse_overrides(cls, overrides))

@@ -60,6 +60,23 @@ def resolve(path: str | Path, what: str, cwd: str | Path | None = None) -> Path:
     raise ForgetMIError(f"{what} not found: {path} (looked in {looked}); give an absolute path")
 
 
+def locate(path: str | Path) -> Path:
+    """A config file named on the command line: as typed when it is there (or absolute), else
+    the shipped copy of that name (``configs/experiments/demo.yaml`` after a wheel install),
+    else as typed, for the reader's own "not found"."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    try:
+        candidate = root() / path
+    except ForgetMIError:
+        return path
+    if candidate.is_file():
+        logger.info("%s: not in %s; reading the shipped copy %s", path, os.getcwd(), candidate)
+        return candidate
+    return path
+
+
 def listing() -> list[str]:
     """Every shipped file, relative to the shipped root (``configs/accelerate/zero2.yaml`` ...)."""
     base = root()

@@ -52,6 +52,23 @@ def test_relative_paths_resolve_where_typed_then_shipped(tmp_path, monkeypatch):
     assert cmd[-2:] == [str(REPO / "launch/unlearn.py"), "--seed=1"]
 
 
+def test_config_files_named_on_the_command_line_fall_back_to_the_shipped_copy(tmp_path,
+                                                                          monkeypatch):
+    from forgetmi.config import ConfigError, ExperimentConfig, load_config
+    from forgetmi.hpc.sweep import load_sweep
+    from forgetmi.jobs.protocol import load_protocol
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(ExperimentConfig, "configs/experiments/demo.yaml", ["--seed=7"])
+    assert cfg.seed == 7
+    protocol = load_protocol("configs/experiments/paper-demo.yaml")
+    assert protocol.base_dir == str(REPO / "configs" / "experiments")    # its files beside it
+    assert not Path(protocol.output_dir).is_absolute()                   # its runs: here
+    assert load_sweep("configs/sweeps/baselines.yaml").config
+    with pytest.raises(ConfigError, match=r"^configs/experiments/mine.yaml: config file not found"):
+        load_config(ExperimentConfig, "configs/experiments/mine.yaml")
+
+
 def test_configs_command_lists_and_copies(tmp_path, capsys, caplog):
     assert cli_main(["configs", "--list"]) == 0
     listed = capsys.readouterr().out.split()
