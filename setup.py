@@ -14,8 +14,11 @@ SHIPPED = ("configs", "launch", "slurm")
 class BuildWithShipped(build_py):
     def run(self):
         super().run()
+        if getattr(self, "editable_mode", False):
+            return  # an editable install reads the checkout's own folders
         target = Path(self.build_lib) / "forgetmi" / "_shipped"
-        shutil.rmtree(target, ignore_errors=True)  # a file deleted here must not ship from a stale build
+        # A file deleted from the repository must not ship from an earlier build.
+        shutil.rmtree(target, ignore_errors=True)
         for folder in SHIPPED:
             shutil.copytree(HERE / folder, target / folder, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".gitkeep"))

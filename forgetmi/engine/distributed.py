@@ -49,13 +49,12 @@ def build_accelerator(precision: str | None = None, grad_accum: int = 1) -> Acce
 def _deepspeed_requested() -> bool:
     """Whether the launcher asked for DeepSpeed; makes its JSON path absolute, or refuses.
 
-    Checked before the Accelerator exists, because Accelerate would quietly give a run that
-    asked for DeepSpeed plain DDP: ``ACCELERATE_USE_CPU=1`` (the DDP-on-CPU switch) overrides
-    ``ACCELERATE_USE_DEEPSPEED``, and the run's timing then says ZeRO stage 0. The JSON is named
-    relative to the repository in the shipped configs, and ``accelerate launch`` hands it on
-    as written: relative to where the command was typed, else to the shipped files, so a
-    launch from any folder finds it (a missing one fails here in one line, not in a traceback
-    per rank).
+    Checked before the Accelerator exists: Accelerate would quietly give a run that asked for
+    DeepSpeed plain DDP when ``ACCELERATE_USE_CPU=1`` (the DDP-on-CPU switch) is set too, and
+    the run's timing would then say ZeRO stage 0. ``accelerate launch`` hands the JSON path on
+    as the config wrote it (the shipped configs: relative to the repository), so it is resolved
+    here, where the command was typed or else in the shipped files; a missing one fails in one
+    line naming it, not in a traceback per rank.
     """
     from accelerate.utils import parse_flag_from_env
 
