@@ -3,7 +3,8 @@
 The jobs (train, retrain, unlearn, evaluate, report, select, rankings, ulira, protocol, sweep,
 status, convert-sweep, forget, history, demo) come from the one job table, :data:`forgetmi.jobs.JOBS`,
 and parse their own arguments; the data tools (make-demo-data, make-forget-set, audit,
-build-cache, keywords, import-checkpoint) are defined here. ``main(argv)`` runs in-process.
+build-cache, keywords, import-checkpoint) and `configs` (the shipped files) are defined
+here. ``main(argv)`` runs in-process.
 """
 
 from __future__ import annotations
@@ -195,6 +196,21 @@ def cmd_keywords(args, extra) -> int:
     return 0
 
 
+def cmd_configs(args, extra) -> int:
+    from forgetmi import shipped
+    if args.copy:
+        for folder in shipped.copy(args.copy, force=args.force):
+            logger.info("wrote %s", folder)
+        return 0
+    # Results on stdout (for grep and redirection), diagnostics on stderr.
+    if args.show:
+        sys.stdout.write(shipped.resolve(args.show, "shipped file", shipped.root())
+                         .read_text(encoding="utf-8"))
+        return 0
+    sys.stdout.write("\n".join(shipped.listing()) + "\n")
+    return 0
+
+
 def _import_replaces(dst: Path, overwrite: bool) -> bool:
     """Whether the import may replace the folder at ``dst``; refuses, before the (slow) import,
     a ``dst`` that is not free. ``--overwrite`` replaces only a model this command imported
@@ -316,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reports", help="reports TSV (all_data.tsv format)")
     p.add_argument("-k", type=int, default=9)
     p.set_defaults(func=cmd_keywords)
+
+    p = sub.add_parser("configs", help="list, print or copy the shipped configs, launchers "
+                                       "and Slurm templates")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--list", action="store_true", help="list them (the default)")
+    what.add_argument("--show", metavar="FILE", help="print one (configs/accelerate/zero2.yaml)")
+    what.add_argument("--copy", metavar="DIR", help="copy configs/, launch/ and slurm/ into DIR; "
+                      "the copied Accelerate configs name their DeepSpeed JSON by absolute path")
+    p.add_argument("--force", action="store_true", help="with --copy, replace existing files")
+    p.set_defaults(func=cmd_configs)
 
     # The jobs parse their own arguments (`forgetmi unlearn --help` lists every config key).
     for name, job in JOBS.items():

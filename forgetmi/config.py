@@ -713,7 +713,8 @@ def load_config(cls: type[T] = ExperimentConfig, path: str | os.PathLike | None 
     """Defaults < YAML ``path`` < ``overrides``; unknown keys and bad types raise ConfigError."""
     values: dict = {}
     if path is not None:
-        path = Path(path)
+        from forgetmi.shipped import locate
+        path = locate(path)
         values = _nest_flat_keys(cls, read_yaml(path, "config file"), path)
     origins: dict[str, str] = {}
     if overrides:

@@ -37,8 +37,10 @@ def launch_settings(config: Path) -> tuple[str, int]:
 
 
 def accelerate_launch(config: Path, script: str, args: list[str], expect_rc: int | None = 0,
-                      timeout: int = 420, deepspeed_config: Path | None = None) -> str:
-    """Run ``script`` under ``accelerate launch --config_file config`` from the repository root.
+                      timeout: int = 420, deepspeed_config: Path | None = None,
+                      cwd: Path = REPO, extra_env: dict[str, str] | None = None) -> str:
+    """Run ``script`` under ``accelerate launch --config_file config`` from ``cwd`` (the
+    repository root unless given; the repository stays importable from anywhere).
 
     Returns the combined output; it is printed (pytest shows it when a test fails) and the test
     fails with its tail when the exit code is not ``expect_rc``.
@@ -52,13 +54,16 @@ def accelerate_launch(config: Path, script: str, args: list[str], expect_rc: int
         env["DS_ACCELERATOR"] = "cpu"
     else:
         env["ACCELERATE_USE_CPU"] = "1"  # without it DDP's two processes never join one group
+    if cwd != REPO:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(extra_env or {})
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
            "--num_processes", str(processes), "--main_process_port", str(free_port())]
     if deepspeed_config is not None:
         cmd += ["--deepspeed_config_file", str(deepspeed_config)]
     cmd += [script, *args]
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired as err:
         output = err.stdout.decode() if isinstance(err.stdout, bytes) else err.stdout or ""

@@ -682,6 +682,7 @@ COMMAND_CASES = {
     "audit": "--split {t}/missing.csv --forget {t}/missing.csv --report {t}/audit.txt",
     "build-cache": "--data.root={t}/no-data",
     "check-holdout": "--draws 0 --json {t}/draws.json",
+    "configs": "--show configs/accelerate/nope.yaml",
     "convert-sweep": f"{RELEASE_SWEEP} {{t}}/mine",
     "demo": "--patients 3 --out {t}/demo",
     "evaluate": "{t}/bare-model",

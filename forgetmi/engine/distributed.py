@@ -31,14 +31,47 @@ def build_accelerator(precision: str | None = None, grad_accum: int = 1) -> Acce
     trip over its batch-size assertion about the world size.
     """
     _refuse_fp16_without_gpu(precision)
+    asked_for_deepspeed = _deepspeed_requested()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     handlers = ([InitProcessGroupKwargs(backend="gloo")]
                 if distributed and not torch.cuda.is_available() else [])
     handlers.append(GradScalerKwargs(**FP16_SCALER))
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=grad_accum,
                               kwargs_handlers=handlers)
+    if asked_for_deepspeed and not is_deepspeed(accelerator):
+        raise ForgetMIError(f"DeepSpeed was asked for but Accelerate started "
+                            f"{accelerator.distributed_type.value} without it: check the launch "
+                            "environment (ACCELERATE_USE_CPU, --cpu) against the Accelerate config")
     _bf16_as_autocast(accelerator)
     return accelerator
+
+
+def _deepspeed_requested() -> bool:
+    """Whether the launcher asked for DeepSpeed; makes its JSON path absolute, or refuses.
+
+    Checked before the Accelerator exists: Accelerate would quietly give a run that asked for
+    DeepSpeed plain DDP when ``ACCELERATE_USE_CPU=1`` (the DDP-on-CPU switch) is set too, and
+    the run's timing would then say ZeRO stage 0. ``accelerate launch`` hands the JSON path on
+    as the config wrote it (the shipped configs: relative to the repository), so it is resolved
+    here, where the command was typed or else in the shipped files; a missing one fails in one
+    line naming it, not in a traceback per rank.
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    if not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
+        return False
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        raise ForgetMIError("DeepSpeed was asked for (a DEEPSPEED Accelerate config), but "
+                            "ACCELERATE_USE_CPU=1 makes Accelerate run plain DDP instead: unset "
+                            "ACCELERATE_USE_CPU and keep DS_ACCELERATOR=cpu to run DeepSpeed on "
+                            "the CPU, or launch with configs/accelerate/ddp.yaml for DDP")
+    json_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if json_file and json_file.lower() != "none":
+        from forgetmi.shipped import resolve
+
+        os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = str(
+            resolve(json_file, "DeepSpeed config (the Accelerate config's deepspeed_config_file)"))
+    return True
 
 
 def _refuse_fp16_without_gpu(precision: str | None) -> None:

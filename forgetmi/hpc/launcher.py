@@ -16,16 +16,18 @@ import yaml
 from forgetmi.errors import ForgetMIError
 
 
-def accelerate_env(config_file: str | Path | None, repo: Path | None = None,
+def accelerate_env(config_file: str | Path | None, cwd: str | Path | None = None,
                    cuda: bool | None = None) -> dict[str, str]:
-    """Environment variables for one process of a run under the Accelerate config ``config_file``."""
+    """Environment variables for one process of a run under the Accelerate config ``config_file``.
+
+    Relative paths (the config, its DeepSpeed JSON) mean ``cwd`` (where the command was typed),
+    else the shipped files (:mod:`forgetmi.shipped`).
+    """
+    from forgetmi.shipped import resolve
+
     if config_file is None:
         return {}
-    path = Path(config_file)
-    if not path.is_absolute() and repo is not None:
-        path = repo / path
-    if not path.is_file():
-        raise ForgetMIError(f"{path}: Accelerate config not found")
+    path = resolve(config_file, "Accelerate config", cwd)
     cfg = yaml.safe_load(path.read_text()) or {}
     kind = str(cfg.get("distributed_type", "NO")).upper()
     cuda = _has_cuda() if cuda is None else cuda
@@ -35,9 +37,7 @@ def accelerate_env(config_file: str | Path | None, repo: Path | None = None,
         json_file = ds.get("deepspeed_config_file")
         if json_file is None:
             raise ForgetMIError(f"{path}: deepspeed_config.deepspeed_config_file is required")
-        json_path = Path(json_file)
-        if not json_path.is_absolute():
-            json_path = (repo or path.parent) / json_path
+        json_path = resolve(json_file, f"{path}: deepspeed_config_file", cwd)
         env.update(ACCELERATE_USE_DEEPSPEED="true",
                    ACCELERATE_DEEPSPEED_CONFIG_FILE=str(json_path),
                    ACCELERATE_DEEPSPEED_ZERO3_INIT=str(bool(ds.get("zero3_init_flag", False))).lower())

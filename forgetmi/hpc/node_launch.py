@@ -37,10 +37,21 @@ def processes() -> int:
         return 1
 
 
+def _here_or_shipped(path: str, what: str) -> str:
+    """A path as given when it exists where the agent runs, else the installed package's copy
+    (a wheel install has no ``launch/`` or ``configs/`` beside the user's folder)."""
+    if Path(path).exists():
+        return path
+    from forgetmi.shipped import resolve
+    return str(resolve(path, what))
+
+
 def command(program: str, args: list[str]) -> list[str]:
     config = os.environ.get("FORGETMI_ACCELERATE_CONFIG", "configs/accelerate/ddp.yaml")
     # The release's program and parameter names (its sweep file, run unchanged by an agent).
     program, args = for_launch(program, list(args))
+    config = _here_or_shipped(config, "Accelerate config (FORGETMI_ACCELERATE_CONFIG)")
+    program = _here_or_shipped(program, "program")
     run_id, sweep_id = os.environ.get("WANDB_RUN_ID"), os.environ.get("WANDB_SWEEP_ID")
     if run_id and not any(a.startswith("--output_dir=") for a in args):
         root = Path(os.environ.get("FORGETMI_SWEEP_ROOT", "runs/sweeps"))

@@ -195,7 +195,9 @@ def check_sweep(path: Path, config: dict) -> None:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
+    from forgetmi.shipped import locate
+
+    path = locate(path)
     config = read_yaml(path, "sweep file")
     check_sweep(path, config)
     program = str(config.get("program", "launch/unlearn.py"))

@@ -18,8 +18,6 @@ from pathlib import Path
 
 logger = logging.getLogger("forgetmi.hpc")
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @dataclass
 class Task:
@@ -62,7 +60,7 @@ class Task:
                        MASTER_ADDR=dist.master_addr, MASTER_PORT=str(port))
             logger.info("%s: rank %d of %d, rendezvous at %s:%s", self.name, dist.rank,
                         dist.world_size, dist.master_addr, port)
-            env.update(accelerate_env(self.accelerate_config, REPO))
+            env.update(accelerate_env(self.accelerate_config, self.cwd))
         env.update(self.env)
         # Use the CPUs Slurm allocated, not every core of the node: torch otherwise starts one
         # thread per core in each task, and tasks sharing a node oversubscribe it.

@@ -132,7 +132,9 @@ def _same_avoided(before: dict, now: dict) -> bool:
 
 
 def load_protocol(path: str | Path) -> Protocol:
-    path = Path(path)
+    from forgetmi.shipped import locate
+
+    path = locate(path)   # its experiment and presets files: beside it
     values = read_yaml(path, "protocol file")
     if "base_dir" in values:
         raise ConfigError(f"{path}: 'base_dir' is not a protocol key: relative paths resolve from "
