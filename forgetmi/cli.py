@@ -50,8 +50,10 @@ def cmd_make_demo_data(args, extra) -> int:
 
 def cmd_check_holdout(args, extra) -> int:
     from forgetmi.synthetic.draws import compare_draws, render
-    from forgetmi.utils.atomic import write_json
+    from forgetmi.utils.atomic import refuse_to_replace, write_json
 
+    if args.json:
+        refuse_to_replace([args.json], args.force)
     if args.retrained:
         return _retrained_coverage(args)
     if args.draws < 2:  # the interval over draws needs two at least
@@ -112,7 +114,7 @@ def cmd_make_forget_set(args, extra) -> int:
     from forgetmi.data.formats import read_forget_set, read_split
     from forgetmi.data.splits import (draw_forget_sets, draw_holdout, make_forget_sets,
                                       side_summary)
-    from forgetmi.utils.atomic import write_csv
+    from forgetmi.utils.atomic import refuse_to_replace, write_csv
 
     split = read_split(args.split)
     out = Path(args.out)
@@ -132,6 +134,7 @@ def cmd_make_forget_set(args, extra) -> int:
     targets = [(out / f"forget_set_{percent}per.csv", rows) for percent, rows in sets.items()]
     if holdout is not None:
         targets.append((out / "holdout.csv", holdout))
+    refuse_to_replace([t for t, _ in targets], args.force)   # every file, before the first
     for target, rows in targets:
         write_csv(target, rows.rename(columns={"severity": "edema_severity"})[columns])
         logger.info("%s: %d rows (%.2f%% of %d), %d patients, %.1f rows per patient", target,
@@ -153,8 +156,10 @@ def cmd_audit(args, extra) -> int:
     from forgetmi.data.formats import read_forget_set, read_split
     from forgetmi.data.splits import (audit_partitions, audit_shared_original, build_partitions,
                                       check_forget_set)
-    from forgetmi.utils.atomic import write_json, write_text
+    from forgetmi.utils.atomic import refuse_to_replace, write_json, write_text
 
+    if args.report:
+        refuse_to_replace([args.report], args.force)
     split = read_split(args.split)
     forget = read_forget_set(args.forget)
     holdout = read_forget_set(args.holdout) if args.holdout else None
@@ -294,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "headline's 95%% interval holds 0.5 when their forget and holdout "
                         "patients (none trained on) are reassigned to two sides at random")
     p.add_argument("--splits", type=int, default=200, help="reassignments per run (--retrained)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=cmd_check_holdout)
 
     p = sub.add_parser("make-forget-set", help="nested patient-level forget sets and a holdout "
@@ -309,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forget", help="draw only a holdout for this existing forget-set CSV (the "
                                     "largest of a nested family), from the patients outside it "
                                     "and outside TEST")
+    p.add_argument("--force", action="store_true",
+                   help="replace forget-set or holdout files already in --out")
     p.set_defaults(func=cmd_make_forget_set)
 
     p = sub.add_parser("audit", help="partition the split and prove there is no leakage")
@@ -321,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="also write the report (.txt or .json)")
+    p.add_argument("--force", action="store_true", help="replace an existing --report file")
     p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("build-cache", help="decode images and tokenise reports once")

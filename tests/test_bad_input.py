@@ -240,6 +240,32 @@ def test_reports_and_tables_never_replace_a_folder(caplog, tmp_path, demo_data):
             a_file, str(a_file))
 
 
+def test_files_named_by_the_user_are_replaced_only_with_force(caplog, tmp_path, demo_data):
+    """make-forget-set once wrote its forget sets over a folder's own files of those names,
+    and audit --report / check-holdout --json over any file: now each is refused, untouched,
+    and --force replaces it."""
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    (sets / "forget_set_3per.csv").write_text("my own forget set\n")
+    refused(caplog, ["make-forget-set", "--split", str(demo_data.split), "--out", str(sets)],
+            sets, "forget_set_3per.csv", "--force")
+    assert not (sets / "holdout.csv").exists()                # nothing written half-way
+    assert main(["make-forget-set", "--split", str(demo_data.split), "--out", str(sets),
+                 "--force"]) == 0
+    assert (sets / "forget_set_3per.csv").read_text().startswith("subject_id")
+    report = tmp_path / "audit.txt"
+    report.write_text("my audit\n")
+    refused(caplog, ["audit", "--split", str(demo_data.split), "--forget",
+                     str(demo_data.forget_sets[10]), "--report", str(report)], report,
+            str(report), "--force")
+    assert main(["audit", "--split", str(demo_data.split), "--forget",
+                 str(demo_data.forget_sets[10]), "--report", str(report), "--force"]) == 0
+    assert report.read_text() != "my audit\n"
+    draws = tmp_path / "draws.json"
+    draws.write_text("{}")
+    refused(caplog, ["check-holdout", "--draws", "2", "--json", str(draws)], draws, str(draws))
+
+
 # -- atomic_path itself ---------------------------------------------------------------------
 
 def test_atomic_path_never_swaps_a_file_and_a_folder(tmp_path):

@@ -91,3 +91,31 @@ def test_a_kinds_report_json_ranks_as_its_runs_do(tmp_path, capsys):
         del run["values"]
     with pytest.raises(Exception, match="make it again"):
         rank_report("label", doc, tmp_path / "old.json")
+
+
+def test_rankings_replace_only_an_earlier_rankings_files(tmp_path, caplog):
+    import json
+
+    from forgetmi.evaluation.report import COLUMN_KEYS, COLUMNS, json_report, summarise
+    sources = []
+    for kind, scale in (("label", 1.0), ("content", 1.5)):
+        records = _runs({k: v * scale for k, v in GAPS.items()})
+        for r in records:
+            r.values = {k: float("nan") for k in COLUMN_KEYS} | r.values
+            r.intervals = {c.key: (r.values[c.key],) * 2 for c in COLUMNS if c.interval}
+        path = tmp_path / kind / "report.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(json.loads(json.dumps(json_report(summarise(records),
+                                                                     records)))))
+        sources.append(f"{kind}={path}")
+    out = tmp_path / "out"
+    assert rankings_main([*sources, "--out", str(out)]) == 0
+    assert rankings_main([*sources, "--out", str(out)]) == 0      # its own earlier files
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "rankings.md").write_text("my ranking\n")
+    caplog.set_level("ERROR", logger="forgetmi")
+    assert rankings_main([*sources, "--out", str(mine)]) == 2
+    assert (mine / "rankings.md").read_text() == "my ranking\n"
+    assert not (mine / "rankings.json").exists()
+    assert rankings_main([*sources, "--out", str(mine), "--force"]) == 0

@@ -407,3 +407,27 @@ def test_the_tables_go_to_stdout_without_timestamps_even_with_quiet(report, tmp_
     assert scrub and all(line.startswith("| SCRUB") for line in scrub), scrub
     assert not any(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines)
     assert "INFO" not in done.stderr                    # -q: the log says nothing
+
+
+def test_a_rerun_replaces_its_own_report_and_nothing_else(report, tmp_path, caplog):
+    """The report's files replace an earlier report's (a protocol reruns it); a folder holding
+    someone's own report.md, or an existing --record file, is refused before anything is read,
+    untouched, unless --force."""
+    rc, out, _ = report
+    assert rc == 0
+    runs = out.parent / "runs"
+    assert main([str(runs), "--out", str(out)]) == 0          # its own earlier report
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my notes\n")
+    caplog.clear()
+    assert main([str(runs), "--out", str(mine)]) == 2
+    assert (mine / "report.md").read_text() == "my notes\n"
+    assert not (mine / "report.json").exists()
+    assert "was not written by this command" in caplog.text and "--force" in caplog.text
+    assert main([str(runs), "--out", str(mine), "--force"]) == 0
+    assert (mine / "report.md").read_text().startswith("# Unlearning report")
+    kept = tmp_path / "figures.json"
+    kept.write_text("{}")
+    assert main([str(runs), "--out", str(out), "--record", str(kept)]) == 2
+    assert kept.read_text() == "{}"

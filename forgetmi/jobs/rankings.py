@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a name and a folder of evaluated runs (metrics.json), or the "
                              "report.json `forgetmi report` made of them; at least two")
     parser.add_argument("--out", type=Path, help="write rankings.md and rankings.json here")
+    parser.add_argument("--force", action="store_true",
+                        help="replace files in --out an earlier ranking did not write")
     return parser
 
 
@@ -51,6 +53,15 @@ def _pairs(items: list[str]) -> list[tuple[str, Path]]:
     return pairs
 
 
+def _is_rankings(path: Path) -> bool:
+    import json
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"rankings", "kendall"} <= set(doc)
+
+
 @exit_on_error
 def main(argv: list[str] | None = None) -> int:
     """0 on success, 2 on bad input."""
@@ -61,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
                                               render_markdown)
     from forgetmi.evaluation.report import find_metrics_files, load_runs
     from forgetmi.evaluation.trials import read_json
-    from forgetmi.utils.atomic import check_target, write_json, write_text
+    from forgetmi.utils.atomic import refuse_to_replace, write_json, write_text
 
     pairs = _pairs(args.kinds)
-    if args.out is not None:  # before anything is read or written
-        for name in ("rankings.md", "rankings.json"):
-            check_target(args.out / name, replace=True)
+    if args.out is not None:  # before anything is read or written: an earlier ranking's
+        earlier = _is_rankings(args.out / "rankings.json")    # files, nothing else
+        refuse_to_replace([args.out / n for n in ("rankings.md", "rankings.json")], args.force,
+                          ours=lambda path: earlier)
     rankings = []
     for kind, source in pairs:
         if source.is_file():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from forgetmi.errors import DataError, exit_on_error
 from forgetmi.utils.arguments import parse_or_exit_code
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit 1 when a signal check fails (the original is not told apart "
                              "from the retrained model, or the retrained model's interval "
                              "misses 0.5)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace files in --out (or --record, --write-margins) that an "
+                             "earlier report did not write")
     parser.add_argument("--write-margins", metavar="FILE",
                         help="write the margins measured here (one forget size, or the "
                              "largest) as YAML, for reports of fewer seeds (e.g. the demo's)")
@@ -62,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from forgetmi.evaluation.verdicts import parse_margins
     from forgetmi.utils.atomic import write_json
 
+    _refuse_others_files(args)
     runs = load_runs(find_metrics_files(args.results))
     recorded = None
     if args.recorded:  # read before anything is written
@@ -104,6 +109,32 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%d of %d check(s) failed", len(failed), len(checks))
         return 1
     return 0
+
+
+# Every file a report may write into --out.
+REPORT_FILES = ("report.md", "report.csv", "report.json", "by_parameter.csv", "tradeoff.png",
+                "sizes.png", "mia_roc.png", "by_parameter.png")
+
+
+def _refuse_others_files(args) -> None:
+    """Before anything is read or written: the report's files may replace an earlier report's
+    (a rerun: report.json there is one), nothing else without --force."""
+    from forgetmi.utils.atomic import refuse_to_replace
+
+    out = Path(args.out)
+    earlier = _is_report(out / "report.json")
+    refuse_to_replace([out / name for name in REPORT_FILES], args.force,
+                      ours=lambda path: earlier)
+    refuse_to_replace([p for p in (args.record, args.write_margins) if p], args.force)
+
+
+def _is_report(path: Path) -> bool:
+    import json
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"schema", "headline", "runs"} <= set(doc)
 
 
 def _write_margins(judged: list[dict], path: str):
