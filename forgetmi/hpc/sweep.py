@@ -7,7 +7,8 @@ arguments W&B's ``${args}`` would give. The public release's sweep file runs unc
 program (``training/forgetmi_partial.py``) is the unlearning job and its parameter names are
 translated run by run (:mod:`forgetmi.hpc.release`). ``bayes`` needs finished runs' metric
 values: they are read back from the runs (the evaluation's ``score`` and figures in
-``metrics.json``, else the last value in the training log, ``train_log.jsonl``) and fed to the engine on each call.
+``metrics.json``, else the last value in the training log, ``train_log.jsonl``) and fed to
+the engine on each call.
 The release's own file is a ``random`` sweep over finite values without a count: it runs each
 combination once (other random sweeps need ``--count`` or ``run_cap``).
 
@@ -86,6 +87,14 @@ def _did_you_mean(value, choices) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def _refuse_unknown(where: str, what: str, given, allowed) -> None:
+    """The first key of ``given`` not in ``allowed``, refused with the closest allowed one."""
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown {what} {unknown[0]!r}"
+                          f"{_did_you_mean(unknown[0], allowed)}")
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -97,10 +106,7 @@ def check_parameter(name: str, spec, method: str) -> None:
     if not isinstance(spec, dict):
         raise ConfigError(f"{key}: expected a mapping (value: X, values: [..], or distribution "
                           f"with min/max), got {spec!r:.60}")
-    unknown = sorted(set(spec) - set(PARAMETER_KEYS))
-    if unknown:
-        raise ConfigError(f"{key}: unknown key {unknown[0]!r}"
-                          f"{_did_you_mean(unknown[0], PARAMETER_KEYS)}")
+    _refuse_unknown(key, "key", spec, PARAMETER_KEYS)
     if "parameters" in spec:
         raise ConfigError(f"{key}: nested parameters are not supported; name each setting with "
                           f"dots instead ({name}.KEY: {{value: ..}})")
@@ -151,10 +157,7 @@ def check_parameter(name: str, spec, method: str) -> None:
 def check_sweep(path: Path, config: dict) -> None:
     """A sweep file checked before W&B's engine sees it: every error one line naming the file
     and the key (the engine's own would be a traceback, or a run that never comes)."""
-    unknown = sorted(set(config) - set(SWEEP_KEYS))
-    if unknown:
-        raise ConfigError(f"{path}: unknown sweep key {unknown[0]!r}"
-                          f"{_did_you_mean(unknown[0], SWEEP_KEYS)}")
+    _refuse_unknown(str(path), "sweep key", config, SWEEP_KEYS)
     if "parameters" not in config or "method" not in config:
         raise ConfigError(f"{path}: a sweep needs 'method' and 'parameters'")
     method = config["method"]
@@ -166,13 +169,11 @@ def check_sweep(path: Path, config: dict) -> None:
         if not isinstance(metric, dict) or not metric.get("name"):
             raise ConfigError(f"{path}: metric must be a mapping with a name (metric: {{name: "
                               f"score, goal: maximize}}), got {metric!r:.60}")
-        unknown = sorted(set(metric) - set(METRIC_KEYS))
-        if unknown:
-            raise ConfigError(f"{path}: unknown metric key {unknown[0]!r}"
-                              f"{_did_you_mean(unknown[0], METRIC_KEYS)}")
+        _refuse_unknown(str(path), "metric key", metric, METRIC_KEYS)
         if metric.get("goal", "minimize") not in ("minimize", "maximize"):
+            goals = ("minimize", "maximize")
             raise ConfigError(f"{path}: metric.goal must be minimize or maximize, got "
-                              f"{metric['goal']!r}{_did_you_mean(metric['goal'], ('minimize', 'maximize'))}")
+                              f"{metric['goal']!r}{_did_you_mean(metric['goal'], goals)}")
     if method == "bayes" and not (metric or {}).get("name"):
         raise ConfigError(f"{path}: a bayes sweep needs metric.name")
     if "run_cap" in config:

@@ -53,15 +53,6 @@ def _pairs(items: list[str]) -> list[tuple[str, Path]]:
     return pairs
 
 
-def _is_rankings(path: Path) -> bool:
-    import json
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and {"rankings", "kendall"} <= set(doc)
-
-
 @exit_on_error
 def main(argv: list[str] | None = None) -> int:
     """0 on success, 2 on bad input."""
@@ -72,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
                                               render_markdown)
     from forgetmi.evaluation.report import find_metrics_files, load_runs
     from forgetmi.evaluation.trials import read_json
-    from forgetmi.utils.atomic import refuse_to_replace, write_json, write_text
+    from forgetmi.utils.atomic import refuse_to_replace, write_json, write_text, written_json
 
     pairs = _pairs(args.kinds)
-    if args.out is not None:  # before anything is read or written: an earlier ranking's
-        earlier = _is_rankings(args.out / "rankings.json")    # files, nothing else
+    if args.out is not None:  # before anything is read or written: only an earlier ranking's
+        # own files are replaced without --force
+        earlier = written_json(args.out / "rankings.json", ("rankings", "kendall"))
         refuse_to_replace([args.out / n for n in ("rankings.md", "rankings.json")], args.force,
                           ours=lambda path: earlier)
     rankings = []

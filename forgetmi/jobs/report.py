@@ -119,22 +119,14 @@ REPORT_FILES = ("report.md", "report.csv", "report.json", "by_parameter.csv", "t
 def _refuse_others_files(args) -> None:
     """Before anything is read or written: the report's files may replace an earlier report's
     (a rerun: report.json there is one), nothing else without --force."""
-    from forgetmi.utils.atomic import refuse_to_replace
+    from forgetmi.utils.atomic import refuse_to_replace, written_json
 
     out = Path(args.out)
-    earlier = _is_report(out / "report.json")
+    earlier = written_json(out / "report.json", ("schema", "headline", "runs"))
     refuse_to_replace([out / name for name in REPORT_FILES], args.force,
                       ours=lambda path: earlier)
     refuse_to_replace([p for p in (args.record, args.write_margins) if p], args.force)
 
-
-def _is_report(path: Path) -> bool:
-    import json
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and {"schema", "headline", "runs"} <= set(doc)
 
 
 def _write_margins(judged: list[dict], path: str):

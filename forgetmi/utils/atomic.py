@@ -48,6 +48,16 @@ def refuse_to_replace(targets: Iterable[str | os.PathLike], force: bool = False,
                               f"to replace it (choose another path, or give {flag})")
 
 
+def written_json(path: Path, keys: Iterable[str]) -> bool:
+    """Whether ``path`` is a JSON object holding ``keys``: how a command knows a file as one it
+    wrote itself, which a rerun may replace."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and set(keys) <= set(doc)
+
+
 def _check_parent(target: Path) -> None:
     """The nearest existing folder above ``target`` must be a folder, not a file in the way."""
     for parent in target.parents:
