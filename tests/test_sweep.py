@@ -440,3 +440,22 @@ def test_under_a_wandb_sweep_agent_the_agent_names_the_run(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, timeout=300)
     (run,) = offline_runs(tmp_path)
     assert (run.id, run.group, run.job_type) == ("agent123", "g", "unlearn")
+
+
+def test_run_cap_counts_the_trials_already_there(tmp_path):
+    """Rerunning a capped random sweep once proposed run_cap more trials each time (a tuning
+    rerun doubled one method's budget). run_cap is the total: an interrupted sweep gets its
+    unfinished trials again and new ones up to the cap, a complete one nothing new."""
+    import json
+
+    sweep = load_sweep(REPO / "configs/sweeps/tune/finetune.yaml")
+    first = expand(sweep, tmp_path, proposal_seed=0)
+    cap = sweep.config["run_cap"]
+    assert len({r.trial for r in first}) == cap and len(first) == 2 * cap   # two seeds each
+    for run in first[:6]:  # three trials started (each seed's folder made), none finished
+        run.output_dir.mkdir(parents=True)
+        (run.output_dir / "sweep_params.json").write_text(json.dumps(run.params))
+    again = expand(sweep, tmp_path, proposal_seed=0)
+    assert len({r.trial for r in again}) == cap                     # not cap + 3
+    assert {r.run_id for r in first[:6]} <= {r.run_id for r in again}
+    assert expand(sweep, tmp_path, count=2, proposal_seed=0)        # --count still adds

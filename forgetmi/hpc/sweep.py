@@ -306,7 +306,8 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
            defaults: list[str] | None = None) -> list[SweepRun]:
     """The sweep's runs: every grid point, or ``count`` new random/bayes trials beyond those
     already in ``out`` (each at every replicate), after the trials there that have not finished
-    (``count=0``: only those). ``proposal_seed`` makes the proposals reproducible: the same seed
+    (``count=0``: only those); without ``count``, the file's ``run_cap`` is the number of trials
+    in all, those already in ``out`` included. ``proposal_seed`` makes the proposals reproducible: the same seed
     proposes the same runs (one sweep run once per training seed, say). Each run's config is
     built now, so a bad parameter fails before anything is submitted. ``defaults`` start every
     run's arguments (the sweep's W&B group): the file's and ``extra`` win over them."""
@@ -326,8 +327,10 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
     if replicates:  # the engine proposes the rest; each proposal runs at every seed and size
         engine_config["parameters"] = {k: v for k, v in engine_config["parameters"].items()
                                        if k not in replicates}
+    capped = False
     if method != "grid" and count is None:
         count = sweep.config.get("run_cap")
+        capped = bool(count)
         if not count and sweep.release and release.runs_each_combination_once(sweep.config):
             # The release's file is random over finite values with no cap (an agent ran until
             # stopped): run each combination once (convert-sweep writes it as a grid).
@@ -341,6 +344,12 @@ def expand(sweep: Sweep, out: str | Path, count: int | None = None,
     metric = (sweep.config.get("metric") or {}).get("name")
     history = (_finished(out, metric, sweep.kind, replicates, len(crossed))
                if method != "grid" else [])
+    if capped:
+        # run_cap caps the sweep's trials in all (as W&B's caps its runs), not the new ones of
+        # one call: a rerun of a finished sweep proposes nothing, an interrupted one the rest
+        logger.info("%s: run_cap %d, %d trial(s) already in %s", sweep.path.name, count,
+                    len(history), out)
+        count = max(0, count - len(history))
     proposals, seen, attempts = [], {run_id(h.config) for h in history}, 0
     # W&B's engine draws from the global generators: a proposal seed seeds them for this call
     # only, and the caller's state comes back after.
