@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:  # before anything is read or written: only an earlier ranking's
         # own files are replaced without --force
         earlier = written_json(args.out / "rankings.json", ("rankings", "kendall"))
-        refuse_to_replace([args.out / n for n in ("rankings.md", "rankings.json")], args.force,
-                          ours=lambda path: earlier)
+        refuse_to_replace([args.out / n for n in ("rankings.md", "rankings.json")],
+                          args.force or earlier)
     rankings = []
     for kind, source in pairs:
         if source.is_file():

@@ -123,8 +123,7 @@ def _refuse_others_files(args) -> None:
 
     out = Path(args.out)
     earlier = written_json(out / "report.json", ("schema", "headline", "runs"))
-    refuse_to_replace([out / name for name in REPORT_FILES], args.force,
-                      ours=lambda path: earlier)
+    refuse_to_replace([out / name for name in REPORT_FILES], args.force or earlier)
     refuse_to_replace([p for p in (args.record, args.write_margins) if p], args.force)
 
 

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from forgetmi.errors import OutputError
 
@@ -37,13 +37,13 @@ def check_target(target: str | os.PathLike, folder: bool = False, replace: bool 
 
 
 def refuse_to_replace(targets: Iterable[str | os.PathLike], force: bool = False,
-                      ours: Callable[[Path], bool] | None = None, flag: str = "--force") -> None:
+                      flag: str = "--force") -> None:
     """Before anything is written: refuse a file among ``targets`` that already exists, unless
-    ``force`` (the user's explicit word) or ``ours(path)`` (a file this command wrote there
-    before, so writing it again is a rerun)."""
+    ``force`` (the user's explicit word, or the caller's knowledge that the files are an earlier
+    run of its own: see :func:`written_json`)."""
     for target in map(Path, targets):
         check_target(target)
-        if os.path.lexists(target) and not force and not (ours is not None and ours(target)):
+        if os.path.lexists(target) and not force:
             raise OutputError(f"{target}: exists and was not written by this command; refusing "
                               f"to replace it (choose another path, or give {flag})")
 
