@@ -156,7 +156,7 @@ class Engine:
             log_trainable(self.trainable)
         optimizer = build_optimizer(model, train.lr, train.weight_decay,
                                     cpu_offload=offloads_optimizer(accelerator),
-                                    text_lr=train.text_lr)
+                                    text_lr=train.text_lr, fused=train.fused_optimizer)
         # The schedule is stepped by hand once per optimizer update (Accelerate's wrapper would
         # step it once per process), so it is kept out of prepare().
         self.scheduler = build_scheduler(optimizer, train.scheduler, self.total_updates,

@@ -9,13 +9,15 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                    cpu_offload: bool = False, text_lr: float | None = None) -> torch.optim.Optimizer:
+                    cpu_offload: bool = False, text_lr: float | None = None,
+                    fused: bool = False) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and normalisation weights.
 
     ``text_lr`` gives the pretrained BERT body its own rate (fine-tuning wants a far smaller one
     than the image encoder trained from scratch); None uses ``lr`` throughout. With DeepSpeed
     optimizer offload the CPU-side DeepSpeedCPUAdam does the same update (DeepSpeed refuses a
-    plain torch optimizer there).
+    plain torch optimizer there). ``fused``: torch's fused kernel, the same update in one pass
+    (rounding aside).
     """
     groups: dict[tuple[bool, bool], list] = {}
     for name, param in model.named_parameters():
@@ -30,7 +32,7 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     if cpu_offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
         return DeepSpeedCPUAdam(param_groups, lr=lr, adamw_mode=True)
-    return torch.optim.AdamW(param_groups, lr=lr)
+    return torch.optim.AdamW(param_groups, lr=lr, fused=fused or None)
 
 
 SCHEDULERS = ("cosine", "linear", "constant")
