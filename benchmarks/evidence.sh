@@ -36,8 +36,8 @@ tune() {
 }
 
 table() {
-  # one kind at a time if named (a kind is ~1.5 h on 2 cores); each kind's report is kept in
-  # benchmarks/results/evidence/KIND/, which is what the rankings read
+  # one kind at a time if named (a kind: ~52 min on 2 cores, estimated); each kind's report is
+  # kept in benchmarks/results/evidence/KIND/, which is what the rankings read
   local kinds=("$@")
   [ ${#kinds[@]} -gt 0 ] || kinds=(label content both)
   for kind in "${kinds[@]}"; do
