@@ -218,3 +218,24 @@ def test_macro_f1_averages_only_present_classes_like_sklearn():
         rows = np.repeat(np.arange(8), row)
         assert batched[b] == pytest.approx(
             f1_score(labels[rows], predicted[rows], average="macro"), abs=1e-12)
+
+
+def test_weighted_auc_with_and_without_ties_is_the_pairwise_count():
+    """Tied scores are grouped (half a win per tied pair); distinct scores take the same sums
+    without the grouping: both equal the AUC counted pair by pair, resample by resample."""
+    from forgetmi.evaluation.metrics import weighted_auc
+
+    rng = np.random.default_rng(5)
+    for scores in (rng.random(40), rng.integers(0, 4, 40).astype(float)):
+        positive = rng.random(40) < 0.4
+        weights = rng.multinomial(40, np.full(40, 1 / 40), size=6).astype(float)
+        got = weighted_auc(scores, positive, weights)
+        for b, w in enumerate(weights):
+            wins = total = 0.0
+            for i in np.flatnonzero(positive):
+                for j in np.flatnonzero(~positive):
+                    pair = w[i] * w[j]
+                    total += pair
+                    wins += pair * (1.0 if scores[i] > scores[j] else
+                                    0.5 if scores[i] == scores[j] else 0.0)
+            assert got[b] == pytest.approx(wins / total, abs=1e-12)

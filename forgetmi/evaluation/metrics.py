@@ -128,11 +128,14 @@ def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
     """
     order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    distinct = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
     w = weights[:, order]
     pos = positive[order]
-    pos_mass = np.add.reduceat(w * pos, starts, axis=1)  # (B, groups of tied scores)
-    neg_mass = np.add.reduceat(w * ~pos, starts, axis=1)
+    pos_mass, neg_mass = w * pos, w * ~pos                # (B, groups of tied scores)
+    if not distinct.all():  # without ties every group is one row: the sums would copy
+        starts = np.flatnonzero(distinct)
+        pos_mass = np.add.reduceat(pos_mass, starts, axis=1)
+        neg_mass = np.add.reduceat(neg_mass, starts, axis=1)
     neg_below = np.cumsum(neg_mass, axis=1) - neg_mass
     wins = (pos_mass * (neg_below + 0.5 * neg_mass)).sum(axis=1)
     total = pos_mass.sum(axis=1) * neg_mass.sum(axis=1)
