@@ -32,6 +32,8 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
     if cpu_offload:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
         return DeepSpeedCPUAdam(param_groups, lr=lr, adamw_mode=True)
+    # None, not False, when unfused: torch then keeps its own choice (the foreach kernels on
+    # CUDA), which an explicit fused=False would turn off as well.
     return torch.optim.AdamW(param_groups, lr=lr, fused=fused or None)
 
 

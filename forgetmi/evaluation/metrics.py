@@ -131,8 +131,8 @@ def weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) 
     distinct = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
     w = weights[:, order]
     pos = positive[order]
-    pos_mass, neg_mass = w * pos, w * ~pos                # (B, groups of tied scores)
-    if not distinct.all():  # without ties every group is one row: the sums would copy
+    pos_mass, neg_mass = w * pos, w * ~pos                # (B, n): one row per score
+    if not distinct.all():  # summed per group of tied scores; without ties they would copy
         starts = np.flatnonzero(distinct)
         pos_mass = np.add.reduceat(pos_mass, starts, axis=1)
         neg_mass = np.add.reduceat(neg_mass, starts, axis=1)
